@@ -1,0 +1,81 @@
+# labquake: every target is a thin call of the `labquake` command line.
+# `make help` lists the targets. Paths below are the defaults of src/labquake/config.py.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+LQ     := $(BIN)/labquake
+GPU    ?=
+REQ    := $(if $(GPU),requirements-gpu.txt,requirements.txt)
+STAMP  := $(VENV)/.installed-$(if $(GPU),gpu,cpu)
+
+RAW      := data/raw
+FEATURES := data/features
+PRESET   ?= recipe
+RUN      := models/$(PRESET)
+SUBS     := submissions
+JOBS     ?= 0
+LQFLAGS  ?=
+CFG      := --preset $(PRESET) $(LQFLAGS)
+
+.DEFAULT_GOAL := help
+.PHONY: help install run data features train submit report score kernel kernel-push test bench clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+# The venv is rebuilt when a requirements file or pyproject.toml changes. The CPU and GPU
+# builds of TensorFlow must never share one venv, so switching GPU= rebuilds it from scratch.
+$(STAMP): $(REQ) requirements-dev.txt pyproject.toml
+	@if [ -d $(VENV) ] && [ ! -f $@ ] && ls $(VENV)/.installed-* >/dev/null 2>&1; then \
+	  echo "switching TensorFlow build: recreating $(VENV)"; rm -rf $(VENV); fi
+	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r $(REQ) -r requirements-dev.txt
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
+	@rm -f $(VENV)/.installed-*; touch $@
+
+install: $(STAMP) ## create .venv from the pinned requirements (GPU=1 for the CUDA build)
+
+run: $(STAMP) ## everything: synthetic data if data/raw is empty, then features, train, submit, report
+	@if [ ! -f $(RAW)/train.csv ]; then \
+	  echo "no real data in $(RAW)/: writing the synthetic 'demo' preset there"; \
+	  $(LQ) synth --out $(RAW) --preset demo --seed 0; fi
+	$(MAKE) --no-print-directory submit
+	@if [ -f $(RAW)/test_truth.csv ]; then $(LQ) score $(SUBS)/submission_geomean.csv $(RAW)/test_truth.csv; fi
+
+data: $(STAMP) ## write the synthetic demo data into data/raw (SYNTH=tiny|demo|full, SEED=0)
+	$(LQ) synth --out $(RAW) --preset $(or $(SYNTH),demo) --seed $(or $(SEED),0)
+
+features: $(FEATURES)/train.parquet ## per-segment feature tables (cached)
+$(FEATURES)/train.parquet $(FEATURES)/test.parquet &: $(STAMP) $(RAW)/train.csv $(RAW)/sample_submission.csv
+	$(LQ) features --data $(RAW) --out $(FEATURES) --jobs $(JOBS) $(CFG)
+
+train: $(RUN)/summary.json ## LightGBM + network, cross-validated (PRESET=fast for a quick run)
+$(RUN)/summary.json: $(FEATURES)/train.parquet $(FEATURES)/test.parquet
+	$(LQ) train --features $(FEATURES) --run $(RUN) $(CFG)
+
+submit: $(SUBS)/submission_geomean.csv ## blend and write the submission files
+$(SUBS)/submission_geomean.csv: $(RUN)/summary.json
+	$(LQ) submit --run $(RUN) --data $(RAW) --out $(SUBS) $(CFG)
+	$(LQ) report --run $(RUN) $(CFG)
+
+report: $(STAMP) ## plots and report.md in the run folder
+	$(LQ) report --run $(RUN) $(CFG)
+
+kernel: $(STAMP) ## bundle a Kaggle kernel into build/kernel
+	$(LQ) kernel --out build/kernel $(CFG)
+
+kernel-push: kernel ## upload the kernel with the Kaggle command line
+	@command -v kaggle >/dev/null || { echo "kernel-push: the kaggle command line is not installed (pip install kaggle)" >&2; exit 2; }
+	@[ -f $$HOME/.kaggle/kaggle.json ] || [ -n "$$KAGGLE_USERNAME" ] || { echo "kernel-push: no Kaggle credentials (~/.kaggle/kaggle.json or KAGGLE_USERNAME/KAGGLE_KEY)" >&2; exit 2; }
+	kaggle kernels push -p build/kernel
+
+test: $(STAMP) ## the test suite (tiny synthetic data)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP) ## benchmarks at full scale (long; writes bench/out/)
+	$(BIN)/python bench/run.py
+
+clean: ## remove derived data, models and submissions (keeps data/raw and .venv)
+	rm -rf data/interim $(FEATURES) models build $(SUBS)/*.csv

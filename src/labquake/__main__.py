@@ -1,0 +1,5 @@
+import sys
+
+from labquake.cli import main
+
+sys.exit(main())

@@ -1,0 +1,161 @@
+"""The `labquake` command line: the real interface; the Makefile only calls it.
+
+Each subcommand imports its stage module when it runs, so `labquake --help` and `labquake synth`
+never pay for TensorFlow or librosa.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from labquake import __version__
+from labquake.config import PRESETS, Config, load_config
+from labquake.util import LabquakeError, log, setup_logging
+
+DEFAULTS = Config().paths
+
+
+def _config(args: argparse.Namespace) -> Config:
+    preset = "fast" if getattr(args, "fast", False) else args.preset
+    return load_config(preset, args.config, args.set)
+
+
+def cmd_synth(args: argparse.Namespace) -> None:
+    from labquake import synth
+
+    synth.write_dataset(Path(args.out), args.preset, args.seed)
+
+
+def cmd_cache(args: argparse.Namespace) -> None:
+    from labquake import data
+
+    data.build_cache(Path(args.data), Path(args.interim), force=args.force)
+
+
+def cmd_features(args: argparse.Namespace) -> None:
+    from labquake import features
+
+    features.build_features(_config(args), Path(args.data), Path(args.out), Path(args.interim), jobs=args.jobs)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from labquake import models
+
+    cfg = _config(args)
+    run = Path(args.run) if args.run else Path(DEFAULTS.models) / cfg.preset
+    models.train(cfg, Path(args.features), run, device=args.device)
+
+
+def cmd_submit(args: argparse.Namespace) -> None:
+    from labquake import blend
+
+    cfg = _config(args)
+    run = Path(args.run) if args.run else Path(DEFAULTS.models) / cfg.preset
+    blend.submit(cfg, run, Path(args.data), Path(args.out))
+
+
+def cmd_score(args: argparse.Namespace) -> None:
+    from labquake import blend
+
+    mae = blend.score_files(Path(args.submission), Path(args.truth))
+    print(f"MAE {mae:.4f}  ({args.submission} against {args.truth})")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from labquake import report
+
+    cfg = _config(args)
+    run = Path(args.run) if args.run else Path(DEFAULTS.models) / cfg.preset
+    report.build_report(run)
+
+
+def cmd_kernel(args: argparse.Namespace) -> None:
+    from labquake import kernel
+
+    kernel.build_kernel(Path(args.out), _config(args), kernel_id=args.id)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="labquake",
+        description="Time to failure of laboratory earthquakes from their acoustic signal "
+        "(the LANL Earthquake Prediction winning recipe).",
+    )
+    parser.add_argument("--version", action="version", version=f"labquake {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="count", default=0, help="more log lines")
+    common.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    configurable = argparse.ArgumentParser(add_help=False)
+    configurable.add_argument("--preset", default="recipe", choices=sorted(PRESETS), help="named configuration (default: recipe)")
+    configurable.add_argument("--fast", action="store_true", help="same as --preset fast: fewer seeds and runs, for quick checks")
+    configurable.add_argument("--config", metavar="TOML", help="TOML file of overrides ([lgbm] seeds = [0, 1], ...)")
+    configurable.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one setting, e.g. nn.runs=2 (repeatable)")
+
+    def add(name: str, func, help: str, parents: list) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help, parents=parents)
+        p.set_defaults(func=func)
+        return p
+
+    p = add("synth", cmd_synth, "write a synthetic dataset in Kaggle's layout", [common])
+    p.add_argument("--out", default=DEFAULTS.raw, help=f"output folder (default: {DEFAULTS.raw})")
+    p.add_argument("--preset", default="demo", choices=["tiny", "demo", "full"], help="size (default: demo)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+
+    p = add("cache", cmd_cache, "convert train.csv and the test segments into a memory-mappable binary cache", [common])
+    p.add_argument("--data", default=DEFAULTS.raw, help=f"Kaggle data folder (default: {DEFAULTS.raw})")
+    p.add_argument("--interim", default=DEFAULTS.interim, help=f"cache folder (default: {DEFAULTS.interim})")
+    p.add_argument("--force", action="store_true", help="rebuild even if the cache is up to date")
+
+    p = add("features", cmd_features, "compute the 24 per-segment features of train and test", [common, configurable])
+    p.add_argument("--data", default=DEFAULTS.raw, help=f"Kaggle data folder (default: {DEFAULTS.raw})")
+    p.add_argument("--out", default=DEFAULTS.features, help=f"feature folder (default: {DEFAULTS.features})")
+    p.add_argument("--interim", default=DEFAULTS.interim, help=f"binary cache folder (default: {DEFAULTS.interim})")
+    p.add_argument("--jobs", type=int, default=0, help="worker processes (default 0: all cores)")
+
+    p = add("train", cmd_train, "cross-validate LightGBM and the network; save models and predictions", [common, configurable])
+    p.add_argument("--features", default=DEFAULTS.features, help=f"feature folder (default: {DEFAULTS.features})")
+    p.add_argument("--run", help=f"run folder (default: {DEFAULTS.models}/PRESET)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"], help="where TensorFlow runs (default: auto)")
+
+    p = add("submit", cmd_submit, "blend the models and write the submission files", [common, configurable])
+    p.add_argument("--run", help=f"run folder (default: {DEFAULTS.models}/PRESET)")
+    p.add_argument("--data", default=DEFAULTS.raw, help=f"Kaggle data folder, for sample_submission.csv (default: {DEFAULTS.raw})")
+    p.add_argument("--out", default=DEFAULTS.submissions, help=f"submission folder (default: {DEFAULTS.submissions})")
+
+    p = add("score", cmd_score, "MAE of a submission file against a truth file", [common])
+    p.add_argument("submission", help="seg_id,time_to_failure CSV")
+    p.add_argument("truth", help="seg_id,time_to_failure CSV (synth writes test_truth.csv)")
+
+    p = add("report", cmd_report, "plots and report.md of a run", [common, configurable])
+    p.add_argument("--run", help=f"run folder (default: {DEFAULTS.models}/PRESET)")
+
+    p = add("kernel", cmd_kernel, "bundle the package into a Kaggle kernel folder", [common, configurable])
+    p.add_argument("--out", default="build/kernel", help="kernel folder (default: build/kernel)")
+    p.add_argument("--id", help="kernel id USER/SLUG (default: from the Kaggle user name)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    # Before anything can import TensorFlow: quiet start-up, reproducible (oneDNN off) kernels.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    args = build_parser().parse_args(argv)
+    setup_logging(-1 if args.quiet else args.verbose)
+    try:
+        args.func(args)
+    except LabquakeError as exc:
+        print(f"labquake {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        log.warning("interrupted: outputs of finished steps are kept, nothing partial was written")
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

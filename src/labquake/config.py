@@ -1,0 +1,228 @@
+"""All configuration in one typed place.
+
+The defaults are the recipe of ../shared/spec/RECIPE.md (preset ``recipe``). Other presets and
+user overrides (a TOML file, ``--set section.key=value`` flags) are applied on top of it and
+recorded beside every output, so a result always says how it was made.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from labquake.util import LabquakeError
+
+SEGMENT_ROWS = 150_000
+REAL_TRAIN_ROWS = 629_145_480  # the size of Kaggle's train.csv: how real data is recognised
+
+
+@dataclass(frozen=True)
+class Paths:
+    raw: str = "data/raw"  # Kaggle layout: train.csv, test/seg_*.csv, sample_submission.csv
+    interim: str = "data/interim"  # binary caches of the raw CSV files
+    features: str = "data/features"
+    models: str = "models"
+    submissions: str = "submissions"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    segment_rows: int = SEGMENT_ROWS
+    # Cycles trained on. None: the recipe's list on real Kaggle data, every cycle otherwise.
+    train_cycles: tuple[int, ...] | None = None
+    recipe_cycles: tuple[int, ...] = (0, 1, 2, 4, 7, 9, 10, 11, 13, 14)
+    binary_threshold: float = 0.5  # seconds: the network's third target is ttf < this
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    noise_seed: int = 1337
+    noise_sd: float = 0.5
+    wavelet: str = "db4"
+    wavelet_mode: str = "periodization"
+    simple_threshold: float = 10.0
+    sr: int = 22050
+    n_fft: int = 2048
+    hop_length: int = 512
+    n_mfcc: int = 20
+    n_mels: int = 128
+    contrast_fmin: float = 200.0
+    contrast_bands: int = 6
+    contrast_quantile: float = 0.02
+
+
+@dataclass(frozen=True)
+class CVConfig:
+    n_splits: int = 3
+    shuffle: bool = True
+    seed: int = 1337
+
+
+@dataclass(frozen=True)
+class LGBMConfig:
+    objective: str = "fair"
+    metric: str = "mae"
+    num_leaves: int = 4
+    min_data_in_leaf: int = 5
+    max_depth: int = -1
+    learning_rate: float = 0.01
+    boosting: str = "gbdt"
+    boost_from_average: bool = True
+    feature_fraction: float = 0.9
+    bagging_freq: int = 1
+    bagging_fraction: float = 0.5
+    bagging_seed: int = 0
+    max_bin: int = 500
+    reg_alpha: float = 0.0
+    reg_lambda: float = 0.0
+    num_boost_round: int = 1_000_000
+    early_stopping_rounds: int = 1000
+    seeds: tuple[int, ...] = tuple(range(10))
+    device_type: str = "cpu"  # "gpu" is LightGBM's OpenCL path
+
+
+@dataclass(frozen=True)
+class NNConfig:
+    lstm_units: int = 128
+    conv_filters: tuple[int, ...] = (128, 84, 64)
+    conv_kernel: int = 2
+    dense_units: tuple[int, ...] = (64, 32)
+    loss_weights: tuple[float, float, float] = (8.0, 1.0, 1.0)  # ttf, tsf, binary
+    learning_rate: float = 0.008
+    batch_size: int = 256
+    epochs: int = 1000
+    patience: int = 20
+    lr_patience: int = 5
+    lr_factor: float = 0.5
+    min_delta: float = 1e-4
+    runs: int = 8
+    # A run is rejected when its OOF MAE >= reject_ratio * MAE of predicting the train mean.
+    # On real data the recipe's absolute bound of 2.0 is about 0.7 of that baseline.
+    reject_ratio: float = 0.7
+    max_redraws: int = 8
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class BlendConfig:
+    clip_min: float = 0.1
+
+
+@dataclass(frozen=True)
+class Config:
+    preset: str = "recipe"
+    paths: Paths = field(default_factory=Paths)
+    data: DataConfig = field(default_factory=DataConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    cv: CVConfig = field(default_factory=CVConfig)
+    lgbm: LGBMConfig = field(default_factory=LGBMConfig)
+    nn: NNConfig = field(default_factory=NNConfig)
+    blend: BlendConfig = field(default_factory=BlendConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def section_hash(self, *sections: str) -> str:
+        """A short stable hash of some sections: the cache key of the outputs that depend on them."""
+        payload = json.dumps({s: dataclasses.asdict(getattr(self, s)) for s in sections}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+# Presets are overrides of the recipe, stated as the same dotted keys a user would pass.
+PRESETS: dict[str, dict[str, Any]] = {
+    "recipe": {},
+    # Quick checks and tests: fewer seeds, runs and rounds; the same models otherwise.
+    "fast": {
+        "lgbm.seeds": (0, 1),
+        "lgbm.num_boost_round": 5000,
+        "lgbm.early_stopping_rounds": 100,
+        "nn.runs": 2,
+        "nn.epochs": 60,
+        "nn.patience": 10,
+        "nn.max_redraws": 2,
+    },
+}
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Turn a value from TOML or the command line into the field's declared type."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            pass  # a plain string
+    args = typing.get_args(hint)
+    if isinstance(hint, types.UnionType):  # only "X | None" is used
+        if value is None:
+            return None
+        hint = next(a for a in args if a is not type(None))
+        args = typing.get_args(hint)
+    if typing.get_origin(hint) is tuple:
+        items = value if isinstance(value, (list, tuple)) else [value]
+        return tuple(_coerce(v, args[0], key) for v in items)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if type(value) is not hint:
+        raise LabquakeError(f"config: {key} must be {hint.__name__}, got {value!r}")
+    return value
+
+
+def with_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
+    """Apply dotted-key overrides ("lgbm.seeds": [0, 1]) and return a new Config."""
+    sections: dict[str, dict[str, Any]] = {}
+    top: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if "." not in key:
+            if key != "preset":
+                raise LabquakeError(f"config: unknown key {key!r} (use section.key)")
+            top[key] = value
+            continue
+        section, name = key.split(".", 1)
+        sub = getattr(cfg, section, None)
+        if not dataclasses.is_dataclass(sub):
+            raise LabquakeError(f"config: unknown section {section!r} in {key!r}")
+        hints = get_type_hints(type(sub))
+        if name not in hints:
+            raise LabquakeError(f"config: unknown key {key!r}")
+        sections.setdefault(section, {})[name] = _coerce(value, hints[name], key)
+    changes = {s: dataclasses.replace(getattr(cfg, s), **kv) for s, kv in sections.items()}
+    return dataclasses.replace(cfg, **changes, **top)
+
+
+def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for k, v in table.items():
+        if isinstance(v, dict):
+            flat.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            flat[f"{prefix}{k}"] = v
+    return flat
+
+
+def load_config(preset: str = "recipe", file: str | Path | None = None, sets: list[str] | None = None) -> Config:
+    """The recipe, then the preset, then a TOML file, then ``key=value`` strings, in that order."""
+    if preset not in PRESETS:
+        raise LabquakeError(f"config: unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
+    cfg = with_overrides(Config(), {**PRESETS[preset], "preset": preset})
+    if file is not None:
+        path = Path(file)
+        try:
+            table = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise LabquakeError(f"{path}: config file not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise LabquakeError(f"{path}: not valid TOML ({exc})") from None
+        cfg = with_overrides(cfg, _flatten(table))
+    for item in sets or []:
+        if "=" not in item:
+            raise LabquakeError(f"--set {item!r}: expected section.key=value")
+        key, value = item.split("=", 1)
+        cfg = with_overrides(cfg, {key.strip(): value.strip()})
+    return cfg

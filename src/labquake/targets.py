@@ -1,0 +1,90 @@
+"""Segments, quake cycles, the three targets and the shared cross-validation folds (RECIPE.md)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from labquake.config import REAL_TRAIN_ROWS, Config
+
+
+def segment_starts(n_rows: int, segment_rows: int) -> np.ndarray:
+    """Non-overlapping windows from row 0; the last incomplete one is dropped."""
+    return np.arange(n_rows // segment_rows, dtype=np.int64) * segment_rows
+
+
+def cycle_starts(ttf: np.ndarray, chunk: int = 1 << 24) -> np.ndarray:
+    """Rows where a new cycle starts: row 0 and every row where time to failure jumps up.
+
+    Works in chunks so a memory-mapped 629M-row column is never copied whole.
+    """
+    starts = [np.zeros(1, dtype=np.int64)]
+    for lo in range(1, len(ttf), chunk):
+        hi = min(lo + chunk, len(ttf))
+        prev = np.asarray(ttf[lo - 1 : hi - 1])
+        cur = np.asarray(ttf[lo:hi])
+        starts.append(np.flatnonzero(cur > prev).astype(np.int64) + lo)
+    return np.concatenate(starts)
+
+
+def assign_cycles(starts: np.ndarray, cycle_rows: np.ndarray, n_rows: int, segment_rows: int) -> np.ndarray:
+    """Cycle of each segment, by the recipe's rule.
+
+    Segment at ``s`` belongs to cycle i if ``s + segment_rows >= cycle_start`` and
+    ``s <= cycle_end - segment_rows`` (cycle_end: the next cycle's start row, or n_rows);
+    when several match, the later cycle wins.
+    """
+    ends = np.append(cycle_rows[1:], n_rows)
+    cycles = np.full(len(starts), -1, dtype=np.int64)
+    for i, (lo, hi) in enumerate(zip(cycle_rows, ends)):
+        match = (starts + segment_rows >= lo) & (starts <= hi - segment_rows)
+        cycles[match] = i  # later cycles overwrite earlier ones
+    return cycles
+
+
+def segment_targets(ttf: np.ndarray, cfg: Config) -> pd.DataFrame:
+    """One row per train segment: start row, cycle, target (ttf at the last row), tsf, binary."""
+    seg = cfg.data.segment_rows
+    n = len(ttf)
+    starts = segment_starts(n, seg)
+    cycle_rows = cycle_starts(ttf)
+    cycles = assign_cycles(starts, cycle_rows, n, seg)
+    target = np.asarray(ttf[starts + seg - 1], dtype=np.float64)
+    first_ttf = np.asarray(ttf[cycle_rows], dtype=np.float64)
+    tsf = first_ttf[cycles] - target
+    return pd.DataFrame(
+        {
+            "start": starts,
+            "cycle": cycles,
+            "target": target,
+            "tsf": tsf,
+            "binary": (target < cfg.data.binary_threshold).astype(np.int8),
+        }
+    )
+
+
+def train_cycles(cfg: Config, n_rows: int) -> tuple[int, ...] | None:
+    """Cycles to train on: configured, else the recipe's list on real Kaggle data, else all (None)."""
+    if cfg.data.train_cycles is not None:
+        return cfg.data.train_cycles
+    if n_rows == REAL_TRAIN_ROWS:
+        return cfg.data.recipe_cycles
+    return None
+
+
+def select_segments(table: pd.DataFrame, cycles: tuple[int, ...] | None) -> pd.DataFrame:
+    """The rows of a train feature table that the models train on, in their original order."""
+    if cycles is None:
+        return table.reset_index(drop=True)
+    return table[table["cycle"].isin(cycles)].reset_index(drop=True)
+
+
+def fold_ids(n: int, cfg: Config) -> np.ndarray:
+    """Fold of each selected segment: one split shared by every model (KFold, shuffled, seeded)."""
+    from sklearn.model_selection import KFold
+
+    kf = KFold(n_splits=cfg.cv.n_splits, shuffle=cfg.cv.shuffle, random_state=cfg.cv.seed if cfg.cv.shuffle else None)
+    folds = np.empty(n, dtype=np.int64)
+    for k, (_, valid) in enumerate(kf.split(np.arange(n))):
+        folds[valid] = k
+    return folds
