@@ -36,23 +36,24 @@ def cmd_cache(args: argparse.Namespace) -> None:
 
 
 def cmd_features(args: argparse.Namespace) -> None:
+    cfg = _config(args)
     from labquake import features
 
-    features.build_features(_config(args), Path(args.data), Path(args.out), Path(args.interim), jobs=args.jobs)
+    features.build_features(cfg, Path(args.data), Path(args.out), Path(args.interim), jobs=args.jobs)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    cfg = _config(args)
     from labquake import models
 
-    cfg = _config(args)
     run = Path(args.run) if args.run else Path(DEFAULTS.models) / cfg.preset
     models.train(cfg, Path(args.features), run, device=args.device)
 
 
 def cmd_submit(args: argparse.Namespace) -> None:
+    cfg = _config(args)
     from labquake import blend
 
-    cfg = _config(args)
     run = Path(args.run) if args.run else Path(DEFAULTS.models) / cfg.preset
     blend.submit(cfg, run, Path(args.data), Path(args.out))
 
@@ -65,17 +66,18 @@ def cmd_score(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
+    cfg = _config(args)
     from labquake import report
 
-    cfg = _config(args)
     run = Path(args.run) if args.run else Path(DEFAULTS.models) / cfg.preset
     report.build_report(run)
 
 
 def cmd_kernel(args: argparse.Namespace) -> None:
+    cfg = _config(args)
     from labquake import kernel
 
-    kernel.build_kernel(Path(args.out), _config(args), kernel_id=args.id)
+    kernel.build_kernel(Path(args.out), cfg, kernel_id=args.id)
 
 
 def build_parser() -> argparse.ArgumentParser:

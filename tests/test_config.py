@@ -1,0 +1,60 @@
+"""Configuration: the recipe's numbers are the defaults; overrides are typed and checked."""
+
+import pytest
+
+from labquake.config import Config, load_config
+from labquake.util import LabquakeError
+
+
+def test_recipe_defaults_are_the_recipe():
+    cfg = load_config()
+    assert cfg == Config(preset="recipe")
+    assert (cfg.cv.n_splits, cfg.cv.shuffle, cfg.cv.seed) == (3, True, 1337)
+    assert cfg.lgbm.seeds == tuple(range(10)) and cfg.lgbm.num_boost_round == 1_000_000
+    assert (cfg.lgbm.objective, cfg.lgbm.num_leaves, cfg.lgbm.max_bin, cfg.lgbm.early_stopping_rounds) == ("fair", 4, 500, 1000)
+    assert (cfg.nn.runs, cfg.nn.epochs, cfg.nn.batch_size, cfg.nn.learning_rate) == (8, 1000, 256, 0.008)
+    assert cfg.nn.loss_weights == (8.0, 1.0, 1.0) and cfg.blend.clip_min == 0.1
+    assert cfg.data.recipe_cycles == (0, 1, 2, 4, 7, 9, 10, 11, 13, 14)
+
+
+def test_overrides_from_flags_and_toml(tmp_path):
+    toml = tmp_path / "c.toml"
+    toml.write_text("[nn]\nruns = 3\n[lgbm]\nseeds = [5, 6]\nlearning_rate = 1\n")
+    cfg = load_config("fast", toml, ["nn.runs=4", "data.train_cycles=[0, 2]"])
+    assert cfg.preset == "fast"
+    assert cfg.nn.runs == 4  # flags come after the file
+    assert cfg.lgbm.seeds == (5, 6) and cfg.lgbm.learning_rate == 1.0
+    assert cfg.data.train_cycles == (0, 2)
+    assert load_config("recipe", None, ["data.train_cycles=null"]).data.train_cycles is None
+
+
+@pytest.mark.parametrize(
+    "sets,message",
+    [
+        (["nn.runs=x"], "nn.runs must be int"),
+        (["nn.nope=1"], "unknown key 'nn.nope'"),
+        (["nope.runs=1"], "unknown section 'nope'"),
+        (["nn.runs"], "expected section.key=value"),
+        (["lgbm.objective=3"], "lgbm.objective must be str"),
+    ],
+)
+def test_bad_overrides_are_one_line_errors(sets, message):
+    with pytest.raises(LabquakeError, match=message):
+        load_config("recipe", None, sets)
+
+
+def test_bad_files_and_presets(tmp_path):
+    with pytest.raises(LabquakeError, match="config file not found"):
+        load_config("recipe", tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[nn\n")
+    with pytest.raises(LabquakeError, match="bad.toml: not valid TOML"):
+        load_config("recipe", bad)
+    with pytest.raises(LabquakeError, match="unknown preset"):
+        load_config("nope")
+
+
+def test_section_hash_tracks_only_its_sections():
+    a, b = load_config(), load_config("recipe", None, ["nn.runs=1"])
+    assert a.section_hash("features", "data") == b.section_hash("features", "data")
+    assert a.section_hash("nn") != b.section_hash("nn")

@@ -1,0 +1,68 @@
+"""Segments, cycles, targets and folds against hand-worked answers (RECIPE.md, 'Segments and targets')."""
+
+import numpy as np
+import pytest
+
+from labquake import targets
+from labquake.config import REAL_TRAIN_ROWS, load_config
+
+
+def test_segment_starts_drop_incomplete_window():
+    assert targets.segment_starts(10, 3).tolist() == [0, 3, 6]
+    assert targets.segment_starts(2, 3).tolist() == []
+    # The real train.csv has 4,194 full segments.
+    assert len(targets.segment_starts(REAL_TRAIN_ROWS, 150_000)) == 4194
+
+
+def test_cycle_starts_are_upward_jumps_in_any_chunking():
+    ttf = np.array([3.0, 2.0, 1.0, 5.0, 4.0, 3.0, 2.0, 6.0, 5.0])
+    for chunk in (1, 2, 3, 100):
+        assert targets.cycle_starts(ttf, chunk=chunk).tolist() == [0, 3, 7]
+    assert targets.cycle_starts(np.array([2.0, 1.0])).tolist() == [0]  # no quake: one cycle
+
+
+def test_assign_cycles_later_cycle_wins_at_boundaries():
+    # 3 cycles starting at rows 0, 10, 25; n = 40; segments of 5 rows at 0, 5, ..., 35.
+    starts = targets.segment_starts(40, 5)
+    cycles = targets.assign_cycles(starts, np.array([0, 10, 25]), 40, 5)
+    # s=5: s+5 >= 10 and s <= 25-5 -> cycle 1 wins over cycle 0 (the recipe's ">=").
+    # s=20: s+5 >= 25 -> cycle 2; s=20 also fits cycle 1 (20 <= 20) but the later wins.
+    assert cycles.tolist() == [0, 1, 1, 1, 2, 2, 2, 2]
+
+
+def test_segment_targets_tsf_and_binary():
+    cfg = load_config("recipe", None, ["data.segment_rows=2"])
+    ttf = np.array([1.0, 0.9, 0.45, 0.4, 3.0, 2.9, 2.0, 1.9, 1.8])  # cycles start at rows 0 and 4
+    table = targets.segment_targets(ttf, cfg)
+    assert table["start"].tolist() == [0, 2, 4, 6]
+    assert table["cycle"].tolist() == [0, 1, 1, 1]  # start 2: 2+2 >= 4, the later cycle wins
+    assert table["target"].tolist() == [0.9, 0.4, 2.9, 1.9]
+    np.testing.assert_allclose(table["tsf"], [1.0 - 0.9, 3.0 - 0.4, 3.0 - 2.9, 3.0 - 1.9])
+    assert table["binary"].tolist() == [0, 1, 0, 0]
+
+
+def test_train_cycles_recipe_list_only_on_real_data():
+    cfg = load_config()
+    assert targets.train_cycles(cfg, REAL_TRAIN_ROWS) == (0, 1, 2, 4, 7, 9, 10, 11, 13, 14)
+    assert targets.train_cycles(cfg, 1_000_000) is None
+    cfg = load_config("recipe", None, ["data.train_cycles=[1,2]"])
+    assert targets.train_cycles(cfg, 1_000_000) == (1, 2)
+
+
+def test_folds_match_sklearn_kfold_and_cover_every_row_once():
+    from sklearn.model_selection import KFold
+
+    cfg = load_config()
+    folds = targets.fold_ids(100, cfg)
+    assert sorted(np.bincount(folds).tolist()) == [33, 33, 34]
+    for k, (_, valid) in enumerate(KFold(3, shuffle=True, random_state=1337).split(np.arange(100))):
+        assert np.flatnonzero(folds == k).tolist() == valid.tolist()
+    assert np.array_equal(folds, targets.fold_ids(100, cfg))  # deterministic
+
+
+@pytest.mark.parametrize("cycles,expected", [(None, [0, 1, 2, 3]), ((1,), [1, 2])])
+def test_select_segments(cycles, expected):
+    import pandas as pd
+
+    table = pd.DataFrame({"start": [0, 1, 2, 3], "cycle": [0, 1, 1, 2]})
+    assert targets.select_segments(table, cycles)["start"].tolist() == expected
