@@ -48,7 +48,9 @@ data: $(STAMP) ## write the synthetic demo data into data/raw (SYNTH=tiny|demo|f
 	$(LQ) synth --out $(RAW) --preset $(or $(SYNTH),demo) --seed $(or $(SEED),0)
 
 features: $(FEATURES)/train.parquet ## per-segment feature tables (cached)
-$(FEATURES)/train.parquet $(FEATURES)/test.parquet &: $(STAMP) $(RAW)/train.csv $(RAW)/sample_submission.csv
+$(RAW)/train.csv $(RAW)/sample_submission.csv:
+	@echo "make: no $@: put Kaggle's train.csv, test/ and sample_submission.csv in $(RAW)/, or run 'make data' (synthetic)" >&2; exit 2
+$(FEATURES)/train.parquet $(FEATURES)/test.parquet &: $(RAW)/train.csv $(RAW)/sample_submission.csv | $(STAMP)
 	$(LQ) features --data $(RAW) --out $(FEATURES) --jobs $(JOBS) $(CFG)
 
 train: $(RUN)/summary.json ## LightGBM + network, cross-validated (PRESET=fast for a quick run)
