@@ -1,0 +1,583 @@
+"""Synthetic LANL data in Kaggle's layout (`labquake synth`), following ../shared/spec/DATA.md.
+
+What is written in ``out/``:
+
+- ``train.csv`` (``acoustic_data,time_to_failure``): one continuous recording of several quake
+  cycles; the first cycle is partial, the last is cut off.
+- ``test/seg_XXXXXX.csv`` (``acoustic_data``, exactly 150,000 rows each): segments cut at random,
+  non-overlapping positions from cycles that continue the recording after the train interval (the
+  rest of train's cut-off cycle is skipped, so no test segment shares a cycle with train). Names are
+  ``seg_`` + 6 random lowercase hex digits.
+- ``sample_submission.csv`` (``seg_id,time_to_failure``, ids sorted, every value 0, like Kaggle's).
+- ``test_truth.csv`` (same columns): the true time to failure at each test segment's last row. It
+  lies beside the Kaggle files, never inside ``test/``.
+
+Text format, as in the real files: LF line ends and a final newline, integers for the signal, times
+printed in fixed point with up to 10 decimals and trailing zeros dropped (``1.4690999832``,
+``1.46909997``; at least one decimal is kept: ``12.0``).
+
+Time base. Time to failure is held as integers in units of 1e-10 s, so every printed time is exact.
+Rows come in blocks of 4,096 (one block in 1,280 has 4,095). Inside a block time to failure falls by
+1.1e-9 s per row; block starts lie on a 0.1 ms grid and are 1.0 ms or 1.1 ms apart (64% of them
+1.1 ms, spread evenly as in the real file), so the drop from a block's last row to the next block's
+first is 0.9955 ms or 1.0955 ms. A cycle ends with the last block whose last row is still positive;
+the next row starts the next cycle at its full length.
+
+Presets (one option):
+
+======  ===========  =============  ======================  ====================================
+preset  train rows   test segments  time between blocks     cycles
+======  ===========  =============  ======================  ====================================
+tiny    5,500,000    10             32 x real (34 ms)        ~5 (about 8 segments per cycle)
+demo    36,000,000   200            10 x real (10.6 ms)      ~10 (about 25 segments per cycle)
+full    629,145,480  2,624          real (1.06 ms)           ~17 (about 250 segments per cycle)
+======  ===========  =============  ======================  ====================================
+
+``tiny`` and ``demo`` keep cycle lengths in *seconds* like the real ones (so targets span the real
+0-16 s and MAE figures are comparable) but record more sparsely in time: the step between blocks is
+multiplied by the "time scale", so a cycle holds tens of segments instead of ~250. Inside a block
+(and so inside a segment) the signal is the same 4 MHz-like signal at every scale.
+
+Signal model (int16, rounded): ``baseline + background + bursts + emission``.
+
+- *Activity* ``a`` in [0, 1] rises towards failure: ``0.5 exp(-ttf/1 s) + 0.5 exp(-ttf/6 s)``,
+  times a per-cycle gain and a slow random modulation in time (so the features are informative
+  but not a perfect clock).
+- *Background*: Gaussian noise whose spectrum has the real file's shape (two resonances near 0.068
+  and 0.042 cycles/sample over a white floor); its level rises with ``a``, and its mix shifts
+  towards the low resonance near failure (the spectrum moves to lower frequencies).
+- *Bursts*: impulses at a rate that grows with ``a``, heavy-tailed (Pareto) amplitudes, ringing
+  through the same resonators (+-30 for 20-40 samples), so abs quantiles, rolling-std quantiles,
+  peaks and zero crossings follow the far/near table of DATA.md.
+- *Emission*: a very large burst (peak +-2,500 to +-5,500) a few tenths of a second before each
+  quake.
+- *Baseline*: drifts slowly upward over the experiment (about 4.3 to 4.7).
+
+Generation is vectorised numpy in chunks of whole blocks, on a small thread pool (numpy releases
+the GIL), formatted to text with table look-ups and a byte mask. Every chunk and every test
+segment draws from its own generator seeded by (seed, stream, index), so the bytes depend on the
+seed alone. Files are written under temporary names and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from labquake.config import SEGMENT_ROWS
+from labquake.util import LabquakeError, atomic_path, log, progress
+
+# --- time base (units of 1e-10 s) -----------------------------------------------------------------
+UNITS_PER_S = 10**10
+ROW_STEP = 11  # 1.1e-9 s per row inside a block
+BLOCK_ROWS = 4096
+SHORT_BLOCK_EVERY = 1280  # one block in 1,280 has 4,095 rows
+BLOCK_GAP_SHORT = 10_000_000  # 1.0 ms between block starts
+BLOCK_GAP_EXTRA = 1_000_000  # +0.1 ms for the long gaps (1.1 ms)
+LONG_GAP_SHARE = 0.64  # share of 1.1 ms gaps in the real file (mean block period 1.064 ms)
+
+# --- cycle lengths (s): mean 9.6, sd 3.8, lag-1 correlation -0.5, like the 15 full real cycles ----
+CYCLE_MEAN, CYCLE_SD, CYCLE_RHO = 9.6, 3.8, -0.5
+CYCLE_RANGE = (5.0, 17.0)
+
+TRAIN_HEADER = b"acoustic_data,time_to_failure"
+TEST_HEADER = b"acoustic_data"
+SUB_HEADER = "seg_id,time_to_failure"
+CHUNK_BLOCKS = 512  # rows per generated chunk: about 2.1 million
+WARMUP = 512  # samples run through the filters before a piece, then dropped
+
+
+@dataclass(frozen=True)
+class Preset:
+    train_rows: int
+    test_segments: int
+    time_scale: int  # the gap between blocks, as a multiple of the real one
+    test_coverage: float = 0.9  # share of the test recording covered by segments
+
+
+PRESETS: dict[str, Preset] = {
+    "tiny": Preset(train_rows=5_500_000, test_segments=10, time_scale=32),
+    "demo": Preset(train_rows=36_000_000, test_segments=200, time_scale=10),
+    "full": Preset(train_rows=629_145_480, test_segments=2_624, time_scale=1, test_coverage=0.94),
+}
+
+
+@dataclass(frozen=True)
+class SignalModel:
+    """Parameters of the acoustic signal, calibrated against DATA.md's far/near table."""
+
+    baseline: tuple[float, float] = (4.3, 4.7)  # at the start and at the end of the whole recording
+    tau_fast: float = 1.0  # s: activity a = w exp(-ttf/tau_fast) + (1-w) exp(-ttf/tau_slow)
+    tau_slow: float = 6.0
+    fast_weight: float = 0.5
+    cycle_gain_sd: float = 0.12  # log-sd of a per-cycle loudness factor
+    mod_sd: float = 0.2  # log-sd of the slow random modulation
+    mod_periods: tuple[float, float] = (0.3, 3.0)  # s
+    bg_sd: float = 2.7  # background level far from failure
+    bg_rise: float = 0.75  # relative rise of the background at a = 1
+    floor: float = 0.55  # white share of the background
+    f_hi: float = 0.068  # resonances, cycles per sample
+    f_lo: float = 0.042
+    r: float = 0.94  # pole radius of both: bursts ring for 20-40 samples
+    low_mix: tuple[float, float] = (0.2, 0.65)  # share of the low resonance at a = 0 and a = 1
+    burst_rate: float = 1.0e-3  # bursts per sample at a = 0
+    burst_rate_rise: float = 1.5  # log-rise of the rate at a = 1
+    burst_scale: float = 25.0  # Pareto scale of the burst peak at a = 0
+    burst_scale_rise: float = 0.6
+    burst_alpha: tuple[float, float] = (4.6, 0.6)  # Pareto tail index at a = 0, and its drop at a = 1
+    burst_cap: float = 1500.0
+    emission_peak: tuple[float, float] = (2500.0, 5500.0)
+    emission_lead: tuple[float, float] = (0.05, 0.3)  # s before the quake
+    emission_tau: float = 4000.0  # samples
+    emission_rows: int = 40_000
+
+
+MODEL = SignalModel()
+
+
+# --- the time base ---------------------------------------------------------------------------------
+@dataclass
+class Recording:
+    """Per-block description of one continuous recording (train, or the test interval)."""
+
+    start_row: np.ndarray  # int64, first row of each block
+    rows: np.ndarray  # int64, rows in each block
+    ttf0: np.ndarray  # int64 units, time to failure at each block's first row
+    cycle: np.ndarray  # int64, cycle index (global over train and test)
+    time: np.ndarray  # float64 s since the start of the experiment, at each block's first row
+    n_rows: int
+    emissions: list[tuple[int, int]]  # (first row, cycle) of each large emission in this recording
+    cycle_rows: list[int]  # rows where a cycle starts (0 and every jump up)
+    # per block, set by _experiment: activity in [0, 1], loudness factor, baseline
+    activity: np.ndarray | None = None
+    loudness: np.ndarray | None = None
+    baseline: np.ndarray | None = None
+
+
+def _cycle_lengths(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Cycle lengths in seconds: AR(1) around the mean with the real sd and lag-1 correlation."""
+    innov_sd = CYCLE_SD * np.sqrt(1 - CYCLE_RHO**2)
+    out = np.empty(n)
+    dev = rng.normal(0, CYCLE_SD)
+    for i in range(n):
+        while not CYCLE_RANGE[0] <= CYCLE_MEAN + dev <= CYCLE_RANGE[1]:
+            dev = rng.normal(0, CYCLE_SD)
+        out[i] = CYCLE_MEAN + dev
+        dev = CYCLE_RHO * dev + rng.normal(0, innov_sd)
+    return out
+
+
+class _Clock:
+    """Hands out consecutive blocks of the whole experiment: gaps, row counts and times."""
+
+    def __init__(self, rng: np.random.Generator, scale: int) -> None:
+        self.scale = scale
+        self.block = 0  # global block index
+        self.t = 0.0  # s since the start of the experiment
+        self.phase = rng.random()
+        self.short_phase = int(rng.integers(SHORT_BLOCK_EVERY))
+
+    def gaps(self, k: np.ndarray) -> np.ndarray:
+        """Units between the starts of global blocks k and k+1: 1.0 or 1.1 ms, evenly spread."""
+        long = np.floor((k + 1) * LONG_GAP_SHARE + self.phase) - np.floor(k * LONG_GAP_SHARE + self.phase)
+        return (BLOCK_GAP_SHORT + BLOCK_GAP_EXTRA * long.astype(np.int64)) * self.scale
+
+    def rows(self, k: np.ndarray) -> np.ndarray:
+        return np.where((k + self.short_phase) % SHORT_BLOCK_EVERY == 0, BLOCK_ROWS - 1, BLOCK_ROWS).astype(np.int64)
+
+    def cycle(self, start_units: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Blocks of one cycle from ``start_units`` to failure: (block ttf0, block rows, block time)."""
+        n_max = int(start_units // (BLOCK_GAP_SHORT * self.scale)) + 2
+        k = self.block + np.arange(n_max, dtype=np.int64)
+        gaps = self.gaps(k)
+        rows = self.rows(k)
+        ttf0 = start_units - np.concatenate([[0], np.cumsum(gaps[:-1])])
+        n = int(np.count_nonzero(ttf0 - (rows - 1) * ROW_STEP > 0))  # ttf0 falls, so a prefix
+        ttf0, rows = ttf0[:n], rows[:n]
+        times = self.t + (start_units - ttf0) / UNITS_PER_S
+        self.block += n
+        self.t = float(times[-1] + gaps[n - 1] / UNITS_PER_S)
+        return ttf0, rows, times
+
+
+def _to_units(seconds: float, offset: int) -> int:
+    """Seconds to units on the 0.1 ms grid of block starts, less a fixed sub-grid offset."""
+    return int(round(seconds * 1e4)) * 10**6 - offset
+
+
+def _record(clock: _Clock, lengths: "itertools.count", n_rows: int, first: tuple[int, int] | None,
+            offset: int, emission_lead: np.ndarray) -> tuple[Recording, int]:
+    """Blocks for ``n_rows`` rows; cycles come from ``lengths`` (cycle index, seconds).
+
+    ``first``: (cycle index, start units) for a partial first cycle. Returns the recording and the
+    index of the cycle it was cut in.
+    """
+    parts: list[tuple[np.ndarray, ...]] = []
+    cycle_rows: list[int] = []
+    emissions: list[tuple[int, int]] = []
+    row = 0
+    while row < n_rows:
+        if first is not None:
+            c, start = first
+            first = None
+        else:
+            c, seconds = next(lengths)
+            start = _to_units(seconds, offset)
+        ttf0, rows, times = clock.cycle(start)
+        starts = row + np.concatenate([[0], np.cumsum(rows[:-1])])
+        cycle_rows.append(row)
+        hit = np.flatnonzero(ttf0 < emission_lead[c] * UNITS_PER_S)
+        if len(hit) and starts[hit[0]] < n_rows:
+            emissions.append((int(starts[hit[0]]), c))
+        parts.append((starts, rows, ttf0, np.full(len(rows), c, dtype=np.int64), times))
+        row += int(rows.sum())
+    cut_cycle = c
+    cat = [np.concatenate(p) for p in zip(*parts)]
+    keep = cat[0] < n_rows
+    start_row, rows, ttf0, cyc, times = (a[keep] for a in cat)
+    rows = np.minimum(rows, n_rows - start_row)
+    return Recording(start_row, rows, ttf0, cyc, times, n_rows, emissions, cycle_rows), cut_cycle
+
+
+@dataclass
+class _Experiment:
+    train: Recording
+    test: Recording
+    cycle_gain: np.ndarray
+    emission_peak: np.ndarray
+    mod: tuple[np.ndarray, np.ndarray, np.ndarray]  # amplitudes, periods, phases of the modulation
+    total_time: float
+    cycle_seconds: np.ndarray
+
+
+def _experiment(preset: Preset, seed: int, model: SignalModel = MODEL) -> _Experiment:
+    rng = np.random.default_rng([seed, 0])
+    n_cycles = 64 + preset.train_rows // 1_000_000  # plenty: unused ones cost nothing
+    seconds = _cycle_lengths(rng, n_cycles)
+    gain = np.exp(rng.normal(0, model.cycle_gain_sd, n_cycles))
+    lead = rng.uniform(*model.emission_lead, n_cycles)
+    peak = rng.uniform(*model.emission_peak, n_cycles)
+    n_mod = 6
+    mod = (
+        np.full(n_mod, np.sqrt(2 / n_mod)),
+        np.exp(rng.uniform(np.log(model.mod_periods[0]), np.log(model.mod_periods[1]), n_mod)),
+        rng.uniform(0, 2 * np.pi, n_mod),
+    )
+    offset = int(rng.integers(0, 10**6))
+    clock = _Clock(rng, preset.time_scale)
+    first_start = _to_units(seconds[0] * rng.uniform(0.1, 0.9), offset)
+    lengths = ((i, float(seconds[i])) for i in range(1, n_cycles))
+    train, cut = _record(clock, lengths, preset.train_rows, (0, first_start), offset, lead)
+    # Skip the rest of train's cut-off cycle: test starts with the next cycle, in the same clock.
+    rest_units = int(train.ttf0[-1] - (train.rows[-1] - 1) * ROW_STEP)
+    clock.t += rest_units / UNITS_PER_S
+    test_rows = int(np.ceil(preset.test_segments * SEGMENT_ROWS / preset.test_coverage))
+    test, _ = _record(clock, lengths, test_rows, None, offset, lead)
+    if test.cycle[0] <= cut:
+        raise AssertionError("test recording must start with a new cycle")
+    exp = _Experiment(train, test, gain, peak, mod, clock.t, seconds)
+    for rec in (train, test):
+        rec.activity, rec.loudness = _activity(exp, rec, model)
+        rec.baseline = model.baseline[0] + (model.baseline[1] - model.baseline[0]) * rec.time / exp.total_time
+    return exp
+
+
+# --- the signal ------------------------------------------------------------------------------------
+def _resonator(f: float, r: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """A two-pole resonator scaled to a unit peak impulse response: (b, a, output sd for unit white input)."""
+    from scipy.signal import lfilter
+
+    a = np.array([1.0, -2 * r * np.cos(2 * np.pi * f), r * r])
+    h = lfilter([1.0], a, np.r_[1.0, np.zeros(4000)])
+    peak = np.abs(h).max()
+    return np.array([1.0 / peak]), a, float(np.sqrt(np.sum(h * h)) / peak)
+
+
+def _expand(rec: Recording, lo: int, hi: int, values: list[np.ndarray]) -> list[np.ndarray]:
+    """Per-row copies of per-block values for rows [lo, hi)."""
+    b0 = int(np.searchsorted(rec.start_row, lo, side="right")) - 1
+    b1 = int(np.searchsorted(rec.start_row, hi, side="left"))
+    first = rec.start_row[b0:b1]
+    counts = np.minimum(first + rec.rows[b0:b1], hi) - np.maximum(first, lo)
+    return [np.repeat(v[b0:b1], counts) for v in values]
+
+
+def _ttf_units(rec: Recording, lo: int, hi: int) -> np.ndarray:
+    """Time to failure of rows [lo, hi), int64 units."""
+    first, ttf0 = _expand(rec, lo, hi, [rec.start_row, rec.ttf0])
+    return ttf0 - ROW_STEP * (np.arange(lo, hi, dtype=np.int64) - first)
+
+
+def _activity(exp: _Experiment, rec: Recording, model: SignalModel) -> tuple[np.ndarray, np.ndarray]:
+    """Per block: activity a in [0, 1] and loudness factor (cycle gain x slow modulation)."""
+    ttf = rec.ttf0 / UNITS_PER_S
+    w = model.fast_weight
+    a = w * np.exp(-ttf / model.tau_fast) + (1 - w) * np.exp(-ttf / model.tau_slow)
+    amp, per, ph = exp.mod
+    slow = np.sin(2 * np.pi * rec.time[:, None] / per[None, :] + ph[None, :]) @ amp
+    loud = exp.cycle_gain[rec.cycle] * np.exp(model.mod_sd * slow)
+    return a, loud
+
+
+def _emission(exp: _Experiment, seed: int, cycle: int, model: SignalModel) -> np.ndarray:
+    from scipy.signal import lfilter
+
+    rng = np.random.default_rng([seed, 3, cycle])
+    n = model.emission_rows
+    b, a, _ = _resonator(model.f_lo, model.r)
+    carrier = lfilter(b, a, rng.standard_normal(n + WARMUP))[WARMUP:]
+    k = np.arange(n)
+    env = (1 - np.exp(-k / 40.0)) * np.exp(-k / model.emission_tau)
+    wave = env * carrier
+    return wave * (exp.emission_peak[cycle] / np.abs(wave).max())
+
+
+def _render(exp: _Experiment, rec: Recording, lo: int, hi: int, rng: np.random.Generator, seed: int,
+            model: SignalModel = MODEL) -> np.ndarray:
+    """The int16 signal of rows [lo, hi) of a recording."""
+    from scipy.signal import lfilter
+
+    n = hi - lo
+    a, loud, base = (v.astype(np.float32) for v in _expand(rec, lo, hi, [rec.activity, rec.loudness, rec.baseline]))
+    bh, ah, sd_h = _resonator(model.f_hi, model.r)
+    bl, al, _ = _resonator(model.f_lo, model.r)
+    # background: white noise through the resonators (level bg), plus a white floor
+    bg = (model.bg_sd * (1 + model.bg_rise * a) * np.sqrt(loud)).astype(np.float32)
+    white = rng.standard_normal(n + WARMUP, dtype=np.float32)
+    drive = white * np.float32(1 / sd_h)
+    drive[WARMUP:] *= bg
+    drive[:WARMUP] *= bg[0]
+    # bursts: impulses whose density follows the per-row rate (inverse of the cumulative intensity);
+    # amplitudes are the peaks of the ringing, Pareto-tailed
+    cum = np.cumsum(model.burst_rate * np.exp(model.burst_rate_rise * a) * loud, dtype=np.float64)
+    k = int(rng.poisson(cum[-1]))
+    if k:
+        pos = np.minimum(np.searchsorted(cum, rng.uniform(0, cum[-1], k)), n - 1)
+        scale = model.burst_scale * (1 + model.burst_scale_rise * a[pos])
+        alpha = model.burst_alpha[0] - model.burst_alpha[1] * a[pos]  # heavier tail near failure
+        amp = np.minimum(scale * rng.random(k) ** (-1.0 / alpha), model.burst_cap)
+        np.add.at(drive, WARMUP + pos, (amp * rng.choice(np.array([-1.0, 1.0]), k)).astype(np.float32))
+    hi_part = lfilter(bh.astype(np.float32), ah.astype(np.float32), drive)[WARMUP:]
+    lo_part = lfilter(bl.astype(np.float32), al.astype(np.float32), drive)[WARMUP:]
+    mix = (model.low_mix[0] + (model.low_mix[1] - model.low_mix[0]) * a).astype(np.float32)
+    y = base + model.floor * bg * white[WARMUP:] + (1 - mix) * hi_part + mix * lo_part
+    for row, cycle in rec.emissions:
+        e0, e1 = max(lo, row), min(hi, row + model.emission_rows)
+        if e0 < e1:
+            wave = _emission(exp, seed, cycle, model)
+            y[e0 - lo : e1 - lo] += wave[e0 - row : e1 - row].astype(np.float32)
+    return np.clip(np.rint(y), -32768, 32767).astype(np.int16)
+
+
+# --- text formatting ------------------------------------------------------------------------------
+# A row of train.csv is built in a fixed 24-byte frame from three 8-byte table look-ups, then the
+# unused bytes are dropped with a keep mask (one look-up too):
+#   col 0 '\n' | 1 unused | 2-7 signal, right-aligned | 8 ',' | 9-10 whole seconds | 11 '.' |
+#   12-21 ten decimals | 22-23 unused.
+# Each row *starts* with its newline: the header is written without one and the file ends with one.
+_W = 24
+
+
+def _digits(values: np.ndarray, width: int) -> np.ndarray:
+    """(n, width) ASCII digits, zero-padded."""
+    out = np.empty((len(values), width), np.uint8)
+    v = values.astype(np.int64)
+    for j in range(width):
+        out[:, width - 1 - j] = v % 10 + 48
+        v //= 10
+    return out
+
+
+def _trailing_zeros(digits: np.ndarray) -> np.ndarray:
+    tz = np.zeros(len(digits), np.int16)
+    run = np.ones(len(digits), bool)
+    for j in range(digits.shape[1] - 1, -1, -1):
+        run &= digits[:, j] == 48
+        tz += run
+    return tz
+
+
+@functools.cache
+def _tables() -> dict[str, np.ndarray]:
+    x = np.arange(-32768, 32768)
+    a = np.abs(x)
+    nd = 1 + (a >= 10).astype(np.int16) + (a >= 100) + (a >= 1000) + (a >= 10_000)
+    neg = x < 0
+    sig = np.zeros((65536, 8), np.uint8)
+    sig[:, 0] = 10
+    sig[:, 3:8] = _digits(a, 5)
+    sig[np.flatnonzero(neg), 7 - nd[neg]] = 45
+    i = np.arange(1_000_000)
+    head = np.empty((1_000_000, 8), np.uint8)  # ',' + two digits of whole seconds + '.' + 4 decimals
+    head[:, 0], head[:, 3] = 44, 46
+    head[:, 1:3] = _digits(i // 10_000, 2)
+    head[:, 4:8] = _digits(i % 10_000, 4)
+    tail = np.zeros((1_000_000, 8), np.uint8)  # the last 6 decimals
+    tail[:, :6] = _digits(i, 6)
+    pat = np.zeros((6, 2, 10, _W), bool)  # signal start col - 2, two-digit seconds, decimals - 1
+    for s, two, k in itertools.product(range(6), range(2), range(10)):
+        p = pat[s, two, k]
+        p[[0, 8, 10, 11]] = True
+        p[2 + s : 8] = True
+        p[9] = bool(two)
+        p[12 : 13 + k] = True
+    return {
+        "sig": sig.view(np.uint64).ravel(),
+        "sig_start": (6 - nd - neg).astype(np.int16),  # first used col - 2
+        "sig_pat": np.array([[True, False] + [c >= s for c in range(2, 8)] for s in range(2, 8)]),
+        "head": head.view(np.uint64).ravel(),
+        "tail": tail.view(np.uint64).ravel(),
+        "tz6": _trailing_zeros(tail[:, :6]),
+        "tz4": _trailing_zeros(_digits(np.arange(10_000), 4)),
+        "pat": pat.reshape(-1, _W).view(np.dtype((np.void, _W))).ravel(),
+    }
+
+
+def format_train_rows(x: np.ndarray, ttf_units: np.ndarray) -> np.ndarray:
+    """Rows ``\n<signal>,<time>`` as uint8 text; times from int64 units of 1e-10 s (< 100 s)."""
+    t = _tables()
+    xi = x.astype(np.int32) + 32768
+    whole = ttf_units // UNITS_PER_S
+    if len(whole) and (whole.max() >= 100 or whole.min() < 0):
+        raise AssertionError("time to failure outside [0, 100) s")
+    frac = ttf_units - whole * UNITS_PER_S
+    first4 = frac // 10**6
+    last6 = frac - first4 * 10**6
+    words = np.empty((len(xi), 3), np.uint64)
+    words[:, 0] = t["sig"][xi]
+    words[:, 1] = t["head"][whole * 10_000 + first4]
+    words[:, 2] = t["tail"][last6]
+    tz = t["tz6"][last6]
+    z = np.flatnonzero(last6 == 0)
+    tz[z] += t["tz4"][first4[z]]
+    code = (t["sig_start"][xi] * 2 + (whole >= 10)) * 10 + 9 - np.minimum(tz, 9)
+    return words.view(np.uint8).ravel()[t["pat"][code].view(bool)]
+
+
+def format_signal_rows(x: np.ndarray) -> np.ndarray:
+    """Rows ``\n<signal>`` as uint8 text."""
+    t = _tables()
+    xi = x.astype(np.int32) + 32768
+    return t["sig"][xi].view(np.uint8)[t["sig_pat"][t["sig_start"][xi]].ravel()]
+
+
+def format_times(ttf_units: np.ndarray) -> list[str]:
+    """Times as text, the same format as in train.csv (for the small truth file)."""
+    text = format_train_rows(np.zeros(len(ttf_units), np.int16), np.asarray(ttf_units, np.int64)).tobytes()
+    return [line[2:] for line in text.decode().split("\n")[1:]]
+
+
+# --- writing --------------------------------------------------------------------------------------
+def _threads() -> int:
+    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
+def _write_train(path: Path, exp: _Experiment, seed: int) -> int:
+    rec = exp.train
+    bounds = rec.start_row[::CHUNK_BLOCKS].tolist() + [rec.n_rows]
+    chunks = list(zip(bounds[:-1], bounds[1:]))
+
+    def work(i: int) -> bytes:
+        lo, hi = chunks[i]
+        x = _render(exp, rec, lo, hi, np.random.default_rng([seed, 1, i]), seed)
+        return format_train_rows(x, _ttf_units(rec, lo, hi))
+
+    written = 0
+    with atomic_path(path) as tmp, open(tmp, "wb") as f, ThreadPoolExecutor(_threads()) as pool:
+        f.write(TRAIN_HEADER)
+        for text in progress(_bounded_map(pool, work, len(chunks)), total=len(chunks), desc="train.csv"):
+            f.write(text)
+            written += len(text)
+        f.write(b"\n")
+        f.flush()
+    return written + len(TRAIN_HEADER) + 1
+
+
+def _bounded_map(pool: ThreadPoolExecutor, fn, n: int, ahead: int = 4):
+    """pool.map in order, with at most ``ahead`` results in flight (bounded memory)."""
+    futures = [pool.submit(fn, i) for i in range(min(ahead, n))]
+    for i in range(n):
+        result = futures[i].result()
+        futures[i] = None  # type: ignore[call-overload]
+        if i + ahead < n:
+            futures.append(pool.submit(fn, i + ahead))
+        yield result
+
+
+def _test_positions(rng: np.random.Generator, n_rows: int, n_seg: int) -> np.ndarray:
+    """Random non-overlapping segment starts in a recording of ``n_rows`` rows (in time order)."""
+    slack = n_rows - n_seg * SEGMENT_ROWS
+    gaps = np.sort(rng.integers(0, slack + 1, n_seg))
+    return gaps + np.arange(n_seg, dtype=np.int64) * SEGMENT_ROWS
+
+
+def _write_test(out: Path, exp: _Experiment, seed: int, n_seg: int) -> tuple[list[str], list[str], int]:
+    rec = exp.test
+    rng = np.random.default_rng([seed, 2])
+    starts = _test_positions(rng, rec.n_rows, n_seg)
+    ids = [f"seg_{v:06x}" for v in rng.choice(16**6, n_seg, replace=False)]
+    truth = _ttf_units(rec, 0, rec.n_rows)[starts + SEGMENT_ROWS - 1]
+
+    def work(i: int) -> int:
+        lo = int(starts[i])
+        x = _render(exp, rec, lo, lo + SEGMENT_ROWS, np.random.default_rng([seed, 4, i]), seed)
+        text = TEST_HEADER + format_signal_rows(x).tobytes() + b"\n"
+        (tmp / f"{ids[i]}.csv").write_bytes(text)
+        return len(text)
+
+    with atomic_path(out / "test") as tmp:
+        tmp.mkdir()
+        with ThreadPoolExecutor(_threads()) as pool:
+            sizes = list(progress(_bounded_map(pool, work, n_seg, ahead=8), total=n_seg, desc="test segments"))
+    return ids, format_times(truth), sum(sizes)
+
+
+def write_dataset(out: Path, preset: str, seed: int) -> dict:
+    """Write a synthetic dataset in Kaggle's layout into ``out``; return what was written."""
+    if preset not in PRESETS:
+        raise LabquakeError(f"synth: unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
+    if seed < 0:
+        raise LabquakeError(f"synth: seed must be >= 0, got {seed}")
+    p = PRESETS[preset]
+    out = Path(out)
+    t0 = time.perf_counter()
+    exp = _experiment(p, seed)
+    _tables()  # build the formatting tables once, before the worker threads need them
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LabquakeError(f"synth: cannot create {out}: {exc.strerror}") from None
+    size = _write_train(out / "train.csv", exp, seed)
+    ids, truth, test_bytes = _write_test(out, exp, seed, p.test_segments)
+    order = np.argsort(ids)
+    sub = "".join(f"{ids[i]},0\n" for i in order)
+    with atomic_path(out / "sample_submission.csv") as tmp:
+        tmp.write_bytes((SUB_HEADER + "\n" + sub).encode())
+    with atomic_path(out / "test_truth.csv") as tmp:
+        tmp.write_bytes((SUB_HEADER + "\n" + "".join(f"{ids[i]},{truth[i]}\n" for i in order)).encode())
+    seconds = time.perf_counter() - t0
+    info = {
+        "preset": preset,
+        "seed": seed,
+        "train_rows": exp.train.n_rows,
+        "train_cycles": len(exp.train.cycle_rows),
+        "train_cycle_rows": exp.train.cycle_rows,
+        "train_segments": exp.train.n_rows // SEGMENT_ROWS,
+        "test_segments": len(ids),
+        "test_cycles": int(len(np.unique(exp.test.cycle))),
+        "bytes": size + test_bytes,
+        "seconds": round(seconds, 2),
+    }
+    log.info(
+        "synth %s (seed %d): %s train rows in %d cycles (%d segments), %d test segments, %.2f GB in %.1f s -> %s",
+        preset, seed, f"{info['train_rows']:,}", info["train_cycles"], info["train_segments"],
+        info["test_segments"], info["bytes"] / 1e9, seconds, out,
+    )
+    return info
