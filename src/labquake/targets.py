@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import mmap
+
 import numpy as np
 import pandas as pd
 
@@ -13,17 +15,25 @@ def segment_starts(n_rows: int, segment_rows: int) -> np.ndarray:
     return np.arange(n_rows // segment_rows, dtype=np.int64) * segment_rows
 
 
+def read_rows(a: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """``a[lo:hi]`` in memory. A memory-mapped file is read rather than paged in through the map,
+    so scanning the 5 GB time column does not leave it all resident in this process."""
+    if isinstance(a, np.memmap) and isinstance(a.base, mmap.mmap) and a.filename:
+        hi = min(hi, len(a))
+        return np.fromfile(a.filename, dtype=a.dtype, count=max(hi - lo, 0), offset=a.offset + lo * a.itemsize)
+    return np.asarray(a[lo:hi])
+
+
 def cycle_starts(ttf: np.ndarray, chunk: int = 1 << 24) -> np.ndarray:
     """Rows where a new cycle starts: row 0 and every row where time to failure jumps up.
 
-    Works in chunks so a memory-mapped 629M-row column is never copied whole.
+    Works in chunks so a 629M-row column is never copied whole.
     """
     starts = [np.zeros(1, dtype=np.int64)]
     for lo in range(1, len(ttf), chunk):
         hi = min(lo + chunk, len(ttf))
-        prev = np.asarray(ttf[lo - 1 : hi - 1])
-        cur = np.asarray(ttf[lo:hi])
-        starts.append(np.flatnonzero(cur > prev).astype(np.int64) + lo)
+        window = read_rows(ttf, lo - 1, hi)
+        starts.append(np.flatnonzero(window[1:] > window[:-1]).astype(np.int64) + lo)
     return np.concatenate(starts)
 
 
