@@ -1,0 +1,190 @@
+"""The blend and the submission files (RECIPE.md, Blend and submission).
+
+Maths first (pure functions: ``clip``, ``geomean``, ``mae``, ``predictions``), then file I/O:
+``submit`` turns a finished run folder into three submission files and RUN/blend.json; ``score_files``
+scores one submission against a truth file. Submission files are checked before they are written
+(every id of sample_submission.csv in its order, every value finite and non-negative) and written
+atomically; files read are checked too, with one-line errors naming the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from labquake.config import Config
+from labquake.util import LabquakeError, Timer, atomic_path, log, read_json, stage_record, write_json
+
+HEADER = ("seg_id", "time_to_failure")
+MODELS = ("geomean", "lgbm", "nn")  # the blend first: it is the file to upload
+FILES = {name: f"submission_{name}.csv" for name in MODELS}
+
+
+# ---------------------------------------------------------------------------------------------
+# Maths
+
+
+def clip(pred: Any, clip_min: float) -> np.ndarray:
+    """Predictions clipped below at ``clip_min`` (never above)."""
+    return np.maximum(np.asarray(pred, dtype=np.float64), clip_min)
+
+
+def geomean(lgbm: Any, nn: Any, clip_min: float) -> np.ndarray:
+    """The recipe's blend: ``sqrt(clip(lgbm) * clip(nn))``."""
+    return np.sqrt(clip(lgbm, clip_min) * clip(nn, clip_min))
+
+
+def mae(y: Any, pred: Any) -> float:
+    return float(np.mean(np.abs(np.asarray(y, dtype=np.float64) - np.asarray(pred, dtype=np.float64))))
+
+
+def predictions(lgbm: Any, nn: Any, clip_min: float) -> dict[str, np.ndarray]:
+    """What is submitted for each of MODELS: the blend, and each single model clipped the same way."""
+    return {"geomean": geomean(lgbm, nn, clip_min), "lgbm": clip(lgbm, clip_min), "nn": clip(nn, clip_min)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Files
+
+
+def read_submission(path: str | Path) -> pd.DataFrame:
+    """A ``seg_id,time_to_failure`` file, checked: header, unique ids, finite numbers. Rows as in the file."""
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as fh:
+            header = fh.readline().strip()
+            table = pd.read_csv(fh, header=None, names=list(HEADER), dtype={"seg_id": str}, keep_default_na=False)
+    except FileNotFoundError:
+        raise LabquakeError(f"{path}: not found") from None
+    except (UnicodeDecodeError, pd.errors.ParserError) as exc:
+        raise LabquakeError(f"{path}: not a seg_id,time_to_failure CSV ({str(exc).splitlines()[0]})") from None
+    if header != ",".join(HEADER):
+        raise LabquakeError(f"{path}: header must be {','.join(HEADER)!r}, found {header[:60]!r}")
+    if table.empty:
+        raise LabquakeError(f"{path}: no rows")
+    ids = table["seg_id"].str.strip()
+    if (ids == "").any():
+        raise LabquakeError(f"{path}: empty seg_id on line {int(np.flatnonzero(ids == '')[0]) + 2}")
+    dup = ids[ids.duplicated()]
+    if len(dup):
+        raise LabquakeError(f"{path}: duplicate seg_id {dup.iloc[0]} ({len(dup)} duplicates)")
+    values = pd.to_numeric(table["time_to_failure"], errors="coerce").to_numpy(dtype=np.float64)
+    bad = np.flatnonzero(~np.isfinite(values))
+    if len(bad):
+        raise LabquakeError(f"{path}: time_to_failure missing or not a finite number for {ids.iloc[bad[0]]} (line {bad[0] + 2})")
+    return pd.DataFrame({"seg_id": ids.to_numpy(), "time_to_failure": values})
+
+
+def read_sample_submission(data_dir: str | Path) -> pd.DataFrame:
+    return read_submission(Path(data_dir) / "sample_submission.csv")
+
+
+def check_submission(path: str | Path, table: pd.DataFrame, sample: pd.DataFrame) -> None:
+    """Before writing: the sample's ids in its order, every value finite and non-negative."""
+    if list(table.columns) != list(HEADER):
+        raise LabquakeError(f"{path}: columns must be {','.join(HEADER)}, got {','.join(map(str, table.columns))}")
+    if len(table) != len(sample) or not np.array_equal(table["seg_id"].to_numpy(), sample["seg_id"].to_numpy()):
+        raise LabquakeError(f"{path}: seg_id rows differ from sample_submission.csv")
+    values = table["time_to_failure"].to_numpy(dtype=np.float64)
+    bad = np.flatnonzero(~np.isfinite(values) | (values < 0))
+    if len(bad):
+        raise LabquakeError(f"{path}: time_to_failure {values[bad[0]]} for {table['seg_id'].iloc[bad[0]]} (must be finite and >= 0)")
+
+
+def write_submission(path: str | Path, table: pd.DataFrame, sample: pd.DataFrame) -> None:
+    check_submission(path, table, sample)
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
+
+
+def _aligned(ids: pd.Series, table: pd.DataFrame, path: Path, what: str) -> pd.DataFrame:
+    """``table`` (indexed by seg_id) in the order of ``ids``; every id must be there."""
+    missing = pd.Index(ids).difference(table.index)
+    if len(missing):
+        raise LabquakeError(f"{path}: {len(missing)} seg_id of {what} missing, e.g. {missing[0]}")
+    return table.loc[ids.to_numpy()]
+
+
+def _read_run_table(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
+    try:
+        table = pd.read_parquet(path)
+    except FileNotFoundError:
+        raise LabquakeError(f"{path}: not found (run `labquake train` first)") from None
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        raise LabquakeError(f"{path}: not a readable parquet file ({str(exc).splitlines()[0]})") from None
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise LabquakeError(f"{path}: missing columns {', '.join(missing)}")
+    return table
+
+
+def _table(rows: list[tuple[str, float | None, float | None]], with_test: bool) -> str:
+    head = f"{'model':<18}{'OOF MAE':>10}" + (f"{'test MAE':>10}" if with_test else "")
+    lines = [head, "-" * len(head)]
+    for name, oof, test in rows:
+        cell = f"{oof:>10.4f}" if oof is not None else f"{'':>10}"
+        lines.append(f"{name:<18}{cell}" + (f"{test:>10.4f}" if with_test and test is not None else ""))
+    return "\n".join(lines)
+
+
+def submit(cfg: Config, run_dir: Path, data_dir: Path, out_dir: Path) -> dict[str, Any]:
+    """Blend a finished run; write the three submission files and RUN/blend.json; print the scores."""
+    timer = Timer()
+    run_dir, data_dir, out_dir = Path(run_dir), Path(data_dir), Path(out_dir)
+    if not (run_dir / "summary.json").is_file():
+        raise LabquakeError(f"{run_dir}: no finished training run (no summary.json); run `labquake train` first")
+    summary = read_json(run_dir / "summary.json")
+    clip_min = cfg.blend.clip_min
+    with timer.step("read"):
+        oof = _read_run_table(run_dir / "oof.parquet", ("target", "lgbm", "nn"))
+        test = _read_run_table(run_dir / "test.parquet", ("seg_id", "lgbm", "nn")).set_index("seg_id")
+        sample = read_sample_submission(data_dir)
+        test = _aligned(sample["seg_id"], test, run_dir / "test.parquet", "sample_submission.csv")
+    oof_pred = predictions(oof["lgbm"], oof["nn"], clip_min)
+    test_pred = predictions(test["lgbm"], test["nn"], clip_min)
+    with timer.step("write"):
+        for name in MODELS:
+            table = pd.DataFrame({"seg_id": sample["seg_id"].to_numpy(), "time_to_failure": test_pred[name]})
+            write_submission(out_dir / FILES[name], table, sample)
+    oof_mae = {name: mae(oof["target"], oof_pred[name]) for name in MODELS}
+    truth_path = data_dir / "test_truth.csv"
+    test_mae = None
+    if truth_path.is_file():
+        truth = read_submission(truth_path).set_index("seg_id")
+        truth = _aligned(sample["seg_id"], truth, truth_path, "sample_submission.csv")
+        test_mae = {name: mae(truth["time_to_failure"], test_pred[name]) for name in MODELS}
+    labels = {"geomean": "blend (geomean)", "lgbm": "LightGBM", "nn": "network"}
+    rows = [(labels[n], oof_mae[n], test_mae[n] if test_mae else None) for n in MODELS]
+    rows.append(("median baseline", summary.get("baseline_median_mae"), None))
+    print(_table(rows, test_mae is not None))
+    files = {name: str(out_dir / FILES[name]) for name in MODELS}
+    record = stage_record(
+        "blend",
+        cfg.to_dict(),
+        timer,
+        run_dir=str(run_dir),
+        clip_min=clip_min,
+        oof_mae=oof_mae,
+        test_mae=test_mae,
+        truth=str(truth_path) if test_mae else None,
+        baseline_median_mae=summary.get("baseline_median_mae"),
+        submissions=files,
+    )
+    write_json(run_dir / "blend.json", record)
+    log.info(f"submit: wrote {', '.join(files.values())} (upload {files['geomean']})")
+    return record
+
+
+def score_files(submission: str | Path, truth: str | Path) -> float:
+    """MAE of a submission against a truth file; both checked, ids must match as sets."""
+    sub, ref = read_submission(submission), read_submission(truth)
+    sub_ids, ref_ids = pd.Index(sub["seg_id"]), pd.Index(ref["seg_id"])
+    missing, extra = ref_ids.difference(sub_ids), sub_ids.difference(ref_ids)
+    if len(missing) or len(extra):
+        example = missing[0] if len(missing) else extra[0]
+        raise LabquakeError(f"{submission}: seg_id do not match {truth} ({len(missing)} missing, {len(extra)} unexpected, e.g. {example})")
+    sub = sub.set_index("seg_id").loc[ref["seg_id"].to_numpy()]
+    return mae(ref["time_to_failure"], sub["time_to_failure"])

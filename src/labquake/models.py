@@ -1,0 +1,559 @@
+"""Training: LightGBM and the network, cross-validated on one shared split (RECIPE.md).
+
+``train`` reads a feature folder (train.parquet, test.parquet, features.json) and fills a run folder:
+
+    config.json    configuration and features key of the run; written first, checked on every rerun
+    parts/         one file per finished LightGBM seed / network draw; a rerun loads them, never redoes them
+                   (network draws RR = 0, 1, ... use seed nn.seed + RR; rejected draws are kept too)
+    lgbm/          seedSS_foldK.txt boosters, importance.csv (gain per seed, fold, feature), curves.csv
+    nn/            runRR/foldK.weights.h5 and runRR/history.csv per draw, history.csv (all draws), runs.json
+    oof.parquet    one row per training segment: start, cycle, target, tsf, binary, fold, lgbm, nn
+    test.parquet   seg_id, lgbm, nn (means over folds, then over seeds / accepted runs)
+    train.json     the stage record: configuration, timings per model, summary
+    summary.json   written last (its presence means the run is complete): OOF MAEs and baselines
+
+A run folder made with another configuration or other features is refused, never overwritten.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from labquake import targets
+from labquake.blend import mae
+from labquake.config import Config
+from labquake.util import LabquakeError, Timer, atomic_path, log, progress, read_json, stage_record, write_json
+
+LGBM_TAG = "LGBM"  # LightGBM uses the features whose name contains this
+NN_TAG = "NN"  # the network uses the features whose name contains this
+META_COLUMNS = ("start", "cycle", "target", "tsf", "binary")
+HEADS = ("ttf", "tsf", "binary")  # network outputs, in the order of cfg.nn.loss_weights
+MONITOR = "val_ttf_mae"  # Keras 3's name for the validation MAE of the output layer named "ttf"
+TRAIN_SECTIONS = ("data", "cv", "lgbm", "nn")  # the configuration a run depends on (features: by their key)
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """The selected training segments, the test segments and the shared folds."""
+
+    train: pd.DataFrame  # META_COLUMNS + feature columns, selected cycles only
+    test: pd.DataFrame  # seg_id + the same feature columns
+    folds: np.ndarray  # fold of each train row
+    features_key: str
+    n_rows: int  # rows of the raw train.csv the features were computed from
+
+
+def feature_columns(columns: list[str] | pd.Index, tag: str) -> list[str]:
+    """The feature columns a model uses, in table order: those whose name contains ``tag``."""
+    return [c for c in columns if tag in c]
+
+
+def _read_parquet(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
+    try:
+        table = pd.read_parquet(path)
+    except FileNotFoundError:
+        raise LabquakeError(f"{path}: not found (run `labquake features` first)") from None
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        raise LabquakeError(f"{path}: not a readable parquet file ({exc})") from None
+    missing = [c for c in required if c not in table.columns]
+    if missing:
+        raise LabquakeError(f"{path}: missing columns {', '.join(missing)}")
+    return table
+
+
+def features_key(meta: dict[str, Any]) -> str:
+    """The cache key of a feature folder, from its features.json."""
+    for name in ("key", "cache_key"):
+        if isinstance(meta.get(name), str) and meta[name]:
+            return meta[name]
+    raise LabquakeError("features.json: no cache key (rebuild the features with `labquake features`)")
+
+
+def load_training_data(cfg: Config, features_dir: Path) -> TrainingData:
+    """Read and check a feature folder; select the training cycles; make the shared folds."""
+    features_dir = Path(features_dir)
+    meta_path = features_dir / "features.json"
+    if not meta_path.exists():
+        raise LabquakeError(f"{features_dir}: no features.json (run `labquake features` first)")
+    meta = read_json(meta_path)
+    if not isinstance(meta.get("n_rows"), int):
+        raise LabquakeError(f"{meta_path}: no n_rows (rebuild the features with `labquake features`)")
+    train = _read_parquet(features_dir / "train.parquet", META_COLUMNS)
+    test = _read_parquet(features_dir / "test.parquet", ("seg_id",))
+    feats = feature_columns(train.columns, LGBM_TAG) + feature_columns(train.columns, NN_TAG)
+    if not feature_columns(train.columns, LGBM_TAG) or not feature_columns(train.columns, NN_TAG):
+        raise LabquakeError(f"{features_dir / 'train.parquet'}: needs feature columns named *{LGBM_TAG}* and *{NN_TAG}*")
+    missing = sorted(set(feats) - set(test.columns))
+    if missing:
+        raise LabquakeError(f"{features_dir / 'test.parquet'}: missing feature columns {', '.join(missing)}")
+    for name, table in (("train", train), ("test", test)):
+        values = table[sorted(set(feats))].to_numpy(dtype=np.float64)
+        bad = sorted({c for c, ok in zip(sorted(set(feats)), np.isfinite(values).all(axis=0)) if not ok})
+        if bad:
+            raise LabquakeError(f"{features_dir / (name + '.parquet')}: non-finite values in {', '.join(bad)}")
+    selected = targets.select_segments(train, targets.train_cycles(cfg, meta["n_rows"]))
+    if len(selected) < 2 * cfg.cv.n_splits:
+        raise LabquakeError(f"{features_dir}: only {len(selected)} training segments in the selected cycles")
+    return TrainingData(
+        train=selected,
+        test=test.reset_index(drop=True),
+        folds=targets.fold_ids(len(selected), cfg),
+        features_key=features_key(meta),
+        n_rows=meta["n_rows"],
+    )
+
+
+def fold_baseline(y: np.ndarray, folds: np.ndarray, stat: Callable[[np.ndarray], float]) -> np.ndarray:
+    """OOF predictions of a constant model: ``stat`` of each training fold, on its validation rows."""
+    pred = np.empty(len(y), dtype=np.float64)
+    for k in np.unique(folds):
+        pred[folds == k] = stat(y[folds != k])
+    return pred
+
+
+def n_threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+# ---------------------------------------------------------------------------------------------
+# LightGBM
+
+
+@dataclass
+class LGBMResult:
+    """One seed, all folds: OOF and fold-mean test predictions, importances, learning curves."""
+
+    seed: int
+    oof: np.ndarray
+    test: np.ndarray
+    best_iteration: np.ndarray  # per fold
+    importance: np.ndarray  # gain, folds x features
+    curve_fold: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    curve_mae: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    boosters: list = field(default_factory=list)  # per fold, when trained in this process (not saved in parts)
+
+
+def lgbm_params(cfg: Config, seed: int) -> dict[str, Any]:
+    """Booster parameters: the recipe's (cfg.lgbm) plus reproducibility and quiet settings."""
+    c = cfg.lgbm
+    return {
+        "objective": c.objective,
+        "metric": c.metric,
+        "num_leaves": c.num_leaves,
+        "min_data_in_leaf": c.min_data_in_leaf,
+        "max_depth": c.max_depth,
+        "learning_rate": c.learning_rate,
+        "boosting": c.boosting,
+        "boost_from_average": c.boost_from_average,
+        "feature_fraction": c.feature_fraction,
+        "bagging_freq": c.bagging_freq,
+        "bagging_fraction": c.bagging_fraction,
+        "bagging_seed": c.bagging_seed,
+        "reg_alpha": c.reg_alpha,
+        "reg_lambda": c.reg_lambda,
+        "max_bin": c.max_bin,  # a Dataset parameter: also given to the Datasets below
+        "seed": seed,
+        "deterministic": True,
+        "force_row_wise": True,
+        "num_threads": n_threads(),
+        "device_type": c.device_type,
+        "verbosity": -1,
+    }
+
+
+def cv_lgbm(cfg: Config, X: pd.DataFrame, y: np.ndarray, folds: np.ndarray, X_test: pd.DataFrame, seed: int, model_dir: Path | None = None) -> LGBMResult:
+    """One seed of LightGBM over the folds; a fresh booster per fold, early-stopped on its validation fold."""
+    import lightgbm as lgb
+
+    params = lgbm_params(cfg, seed)
+    dataset_params = {"max_bin": cfg.lgbm.max_bin, "verbosity": -1}
+    n_folds = int(folds.max()) + 1
+    oof = np.full(len(y), np.nan)
+    test = np.zeros(len(X_test))
+    best = np.zeros(n_folds, dtype=np.int64)
+    importance = np.zeros((n_folds, X.shape[1]))
+    curve_fold, curve_mae, boosters = [], [], []
+    period = 1000 if log.isEnabledFor(logging.DEBUG) else 0
+    for k in range(n_folds):
+        tr, va = folds != k, folds == k
+        dtrain = lgb.Dataset(X[tr], y[tr], params=dataset_params)
+        dvalid = lgb.Dataset(X[va], y[va], reference=dtrain, params=dataset_params)
+        record: dict[str, Any] = {}
+        booster = lgb.train(
+            params,
+            dtrain,
+            num_boost_round=cfg.lgbm.num_boost_round,
+            valid_sets=[dvalid],
+            valid_names=["valid"],
+            callbacks=[
+                lgb.early_stopping(cfg.lgbm.early_stopping_rounds, verbose=False),
+                lgb.log_evaluation(period),
+                lgb.record_evaluation(record),
+            ],
+        )
+        best[k] = booster.best_iteration or booster.current_iteration()
+        oof[va] = booster.predict(X[va], num_iteration=best[k])
+        test += booster.predict(X_test, num_iteration=best[k]) / n_folds
+        importance[k] = booster.feature_importance("gain", iteration=best[k])
+        curve = next(iter(record["valid"].values()))
+        curve_fold.append(np.full(len(curve), k))
+        curve_mae.append(np.asarray(curve))
+        boosters.append(booster)
+        if model_dir is not None:
+            with atomic_path(model_dir / f"seed{seed:02d}_fold{k}.txt") as tmp:
+                booster.save_model(tmp, num_iteration=int(best[k]))
+    return LGBMResult(seed, oof, test, best, importance, np.concatenate(curve_fold), np.concatenate(curve_mae), boosters)
+
+
+# ---------------------------------------------------------------------------------------------
+# The network
+
+
+def setup_tensorflow(device: str = "auto") -> str:
+    """Import TensorFlow quietly and reproducibly on the requested device; return "gpu" or "cpu"."""
+    if device not in ("auto", "cpu", "gpu"):
+        raise LabquakeError(f"--device {device!r}: choose auto, cpu or gpu")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # oneDNN kernels are not bitwise reproducible
+    import absl.logging
+    import tensorflow as tf
+
+    absl.logging.set_verbosity(absl.logging.ERROR)
+    tf.get_logger().setLevel("ERROR")
+    gpus = tf.config.list_physical_devices("GPU")
+    if device == "gpu" and not gpus:
+        raise LabquakeError("--device gpu: TensorFlow sees no GPU (install the CUDA build with `make install GPU=1`, or use --device cpu)")
+    if device == "cpu" and gpus:
+        try:
+            tf.config.set_visible_devices([], "GPU")
+        except RuntimeError:  # TensorFlow already initialised in this process
+            if tf.config.get_visible_devices("GPU"):
+                raise LabquakeError("--device cpu: TensorFlow already started on the GPU in this process") from None
+    tf.config.experimental.enable_op_determinism()
+    return "gpu" if gpus and device != "cpu" else "cpu"
+
+
+def build_network(cfg: Config, n_features: int):
+    """The recipe's network, compiled: one time step of ``n_features`` in, three named heads out."""
+    import keras
+    from keras import layers
+
+    c = cfg.nn
+    inputs = keras.Input(shape=(1, n_features), name="features")
+    x = layers.BatchNormalization()(inputs)
+    x = layers.LSTM(c.lstm_units, return_sequences=True)(x)
+    for filters in c.conv_filters:
+        x = layers.Conv1D(filters, c.conv_kernel, activation="relu", padding="same")(x)
+    x = layers.Flatten()(x)
+    for units in c.dense_units:
+        x = layers.Dense(units, activation="relu")(x)
+    outputs = {
+        "ttf": layers.Dense(1, activation="relu", name="ttf")(x),
+        "tsf": layers.Dense(1, name="tsf")(x),
+        "binary": layers.Dense(1, activation="sigmoid", name="binary")(x),
+    }
+    model = keras.Model(inputs, outputs, name="labquake_nn")
+    model.compile(
+        optimizer=keras.optimizers.Nadam(learning_rate=c.learning_rate),
+        loss={"ttf": "mae", "tsf": "mae", "binary": "binary_crossentropy"},
+        loss_weights=dict(zip(HEADS, c.loss_weights)),
+        metrics={"ttf": ["mae"]},
+    )
+    return model
+
+
+def _require_metric(monitor: str):
+    """A callback that fails the fit when ``monitor`` is not logged: Keras 3's callbacks only warn."""
+    import keras
+
+    class RequireMetric(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            if monitor not in (logs or {}):
+                raise RuntimeError(f"monitored metric {monitor!r} is not logged (logged: {', '.join(sorted(logs or {}))})")
+
+    return RequireMetric()
+
+
+def fit_network(cfg: Config, x_train: np.ndarray, y_train: dict, x_valid: np.ndarray, y_valid: dict, weights_path: Path, seed: int, monitor: str = MONITOR):
+    """Train one network from ``seed``; end with the weights of its best epoch (saved at ``weights_path``)."""
+    import keras
+
+    if not str(weights_path).endswith(".weights.h5"):
+        raise ValueError(f"{weights_path}: Keras 3 weight files must end in .weights.h5")
+    c = cfg.nn
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(seed)
+    model = build_network(cfg, x_train.shape[-1])
+    callbacks = [
+        _require_metric(monitor),  # first, so it fires before the others silently skip
+        keras.callbacks.ModelCheckpoint(str(weights_path), monitor=monitor, mode="min", save_best_only=True, save_weights_only=True),
+        keras.callbacks.EarlyStopping(monitor=monitor, mode="min", patience=c.patience),
+        keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode="min", factor=c.lr_factor, patience=c.lr_patience, min_delta=c.min_delta),
+    ]
+    history = model.fit(
+        x_train,
+        y_train,
+        validation_data=(x_valid, y_valid),
+        epochs=c.epochs,
+        batch_size=c.batch_size,
+        shuffle=True,
+        callbacks=callbacks,
+        verbose=0,
+    )
+    model.load_weights(str(weights_path))
+    return model, pd.DataFrame(history.history)
+
+
+def predict_ttf(model, x: np.ndarray) -> np.ndarray:
+    return np.asarray(model.predict(x, batch_size=8192, verbose=0)["ttf"], dtype=np.float64).reshape(-1)
+
+
+@dataclass
+class NNResult:
+    """One run of the network over the folds."""
+
+    draw: int
+    seed: int
+    oof: np.ndarray
+    test: np.ndarray
+    best_epoch: np.ndarray  # per fold, 1-based
+    epochs: np.ndarray  # per fold, epochs run
+    history: pd.DataFrame | None = None  # fold, epoch, Keras logs
+
+
+def _shape(x: np.ndarray) -> np.ndarray:
+    return x.astype(np.float32).reshape(len(x), 1, x.shape[1])
+
+
+def cv_nn(cfg: Config, X: np.ndarray, y: dict[str, np.ndarray], folds: np.ndarray, X_test: np.ndarray, seed: int, out_dir: Path, draw: int = 0) -> NNResult:
+    """One run of the network over the folds: min-max scaling fit on each training fold."""
+    from sklearn.preprocessing import MinMaxScaler
+
+    n_folds = int(folds.max()) + 1
+    oof = np.full(len(X), np.nan)
+    test = np.zeros(len(X_test))
+    best, epochs, histories = np.zeros(n_folds, np.int64), np.zeros(n_folds, np.int64), []
+    for k in range(n_folds):
+        tr, va = folds != k, folds == k
+        scaler = MinMaxScaler().fit(X[tr])
+        x_tr, x_va, x_te = (_shape(scaler.transform(a)) for a in (X[tr], X[va], X_test))
+        y_tr = {h: y[h][tr].astype(np.float32) for h in HEADS}
+        y_va = {h: y[h][va].astype(np.float32) for h in HEADS}
+        model, hist = fit_network(cfg, x_tr, y_tr, x_va, y_va, out_dir / f"fold{k}.weights.h5", seed)
+        oof[va] = predict_ttf(model, x_va)
+        test += predict_ttf(model, x_te) / n_folds
+        best[k] = int(hist[MONITOR].to_numpy().argmin()) + 1
+        epochs[k] = len(hist)
+        histories.append(hist.assign(fold=k, epoch=np.arange(1, len(hist) + 1)))
+        log.info(f"nn draw {draw} (seed {seed}) fold {k + 1}/{n_folds}: best epoch {best[k]} of {epochs[k]}, valid MAE {mae(y['ttf'][va], oof[va]):.4f}")
+    history = pd.concat(histories, ignore_index=True)
+    return NNResult(draw, seed, oof, test, best, epochs, history[["fold", "epoch", *[c for c in history.columns if c not in ("fold", "epoch")]]])
+
+
+def run_draws(draw: Callable[[int], float], runs: int, max_redraws: int, bound: float) -> list[bool]:
+    """Draw runs until ``runs`` are accepted (score < ``bound``) or ``runs + max_redraws`` were drawn.
+
+    ``draw(d)`` trains (or loads) draw ``d`` and returns its score. Returns whether each draw was
+    accepted. Fewer accepted than asked: a warning, the accepted ones are used; none: an error.
+    """
+    accepted: list[bool] = []
+    while sum(accepted) < runs and len(accepted) < runs + max_redraws:
+        score = draw(len(accepted))
+        ok = bool(np.isfinite(score) and score < bound)
+        if not ok:
+            log.warning(f"nn draw {len(accepted)}: OOF MAE {score:.4f} >= bound {bound:.4f}, rejected")
+        accepted.append(ok)
+    if not any(accepted):
+        raise LabquakeError(
+            f"network: all {len(accepted)} draws rejected (OOF MAE >= {bound:.4f}); "
+            "raise nn.max_redraws or nn.reject_ratio (--set), or check the features"
+        )
+    if sum(accepted) < runs:
+        log.warning(f"network: only {sum(accepted)} of {runs} runs accepted after {len(accepted)} draws (nn.max_redraws {max_redraws})")
+    return accepted
+
+
+# ---------------------------------------------------------------------------------------------
+# Run folder and resume
+
+
+def _run_identity(cfg: Config, data: TrainingData) -> dict[str, Any]:
+    return {"train_key": cfg.section_hash(*TRAIN_SECTIONS), "features_key": data.features_key}
+
+
+def claim_run(cfg: Config, data: TrainingData, run_dir: Path) -> None:
+    """Write RUN/config.json, or check that the existing one is this configuration and these features."""
+    identity = _run_identity(cfg, data)
+    path = run_dir / "config.json"
+    if path.exists():
+        old = read_json(path)
+        for key, what in (("train_key", "configuration"), ("features_key", "features")):
+            if old.get(key) != identity[key]:
+                raise LabquakeError(f"{run_dir}: made with a different {what}; choose another --run folder or delete this one")
+        return
+    write_json(path, {**identity, "config": cfg.to_dict()})
+
+
+def _save_npz(path: Path, **arrays: np.ndarray) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as npz:
+        return {k: npz[k] for k in npz.files}
+
+
+def train_lgbm(cfg: Config, data: TrainingData, run_dir: Path) -> list[LGBMResult]:
+    """Every LightGBM seed, each saved to RUN/parts as it finishes and loaded from there on a rerun."""
+    cols = feature_columns(data.train.columns, LGBM_TAG)
+    X, X_test, y = data.train[cols], data.test[cols], data.train["target"].to_numpy(np.float64)
+    results = []
+    for seed in progress(cfg.lgbm.seeds, desc="lgbm seeds"):
+        part = run_dir / "parts" / f"lgbm_seed{seed:02d}.npz"
+        if part.exists():
+            results.append(LGBMResult(seed=seed, **_load_npz(part)))
+            continue
+        res = cv_lgbm(cfg, X, y, data.folds, X_test, seed, model_dir=run_dir / "lgbm")
+        _save_npz(part, oof=res.oof, test=res.test, best_iteration=res.best_iteration, importance=res.importance, curve_fold=res.curve_fold, curve_mae=res.curve_mae)
+        log.debug(f"lgbm seed {seed}: OOF MAE {mae(y, res.oof):.4f}, best iterations {res.best_iteration.tolist()}")
+        results.append(res)
+    rows = [
+        {"seed": r.seed, "fold": k, "feature": f, "gain": float(r.importance[k, j]), "best_iteration": int(r.best_iteration[k])}
+        for r in results
+        for k in range(r.importance.shape[0])
+        for j, f in enumerate(cols)
+    ]
+    _write_csv(run_dir / "lgbm" / "importance.csv", pd.DataFrame(rows))
+    curves = [pd.DataFrame({"seed": r.seed, "fold": r.curve_fold, "iteration": _iterations(r.curve_fold), "valid_mae": r.curve_mae}) for r in results]
+    _write_csv(run_dir / "lgbm" / "curves.csv", pd.concat(curves, ignore_index=True))
+    return results
+
+
+def _iterations(fold: np.ndarray) -> np.ndarray:
+    """1-based iteration numbers of a curve that is the concatenation of one curve per fold."""
+    starts = np.r_[0, np.flatnonzero(np.diff(fold)) + 1]
+    return np.arange(len(fold)) - np.repeat(starts, np.diff(np.r_[starts, len(fold)])) + 1
+
+
+def train_nn(cfg: Config, data: TrainingData, run_dir: Path, device: str = "auto") -> tuple[list[NNResult], list[bool], float]:
+    """Accepted runs of the network (with redraws); each draw saved to RUN/parts as it finishes."""
+    cols = feature_columns(data.train.columns, NN_TAG)
+    X = data.train[cols].to_numpy(np.float64)
+    X_test = data.test[cols].to_numpy(np.float64)
+    y = {"ttf": data.train["target"].to_numpy(np.float64), "tsf": data.train["tsf"].to_numpy(np.float64), "binary": data.train["binary"].to_numpy(np.float64)}
+    bound = cfg.nn.reject_ratio * mae(y["ttf"], fold_baseline(y["ttf"], data.folds, np.mean))
+    results: list[NNResult] = []
+    started = False
+
+    def draw(d: int) -> float:
+        nonlocal started
+        seed = cfg.nn.seed + d
+        part = run_dir / "parts" / f"nn_run{d:02d}.npz"
+        if part.exists():
+            arrays = _load_npz(part)
+            history = pd.read_csv(run_dir / "nn" / f"run{d:02d}" / "history.csv")
+            res = NNResult(draw=d, seed=seed, history=history, **arrays)
+        else:
+            if not started:
+                where = setup_tensorflow(device)
+                log.info(f"network on {where}: {cfg.nn.runs} runs of {int(data.folds.max()) + 1} folds, up to {cfg.nn.epochs} epochs")
+                started = True
+            with atomic_path(run_dir / "nn" / f"run{d:02d}") as tmp:
+                tmp.mkdir()
+                res = cv_nn(cfg, X, y, data.folds, X_test, seed, tmp, draw=d)
+                res.history.to_csv(tmp / "history.csv", index=False)
+            _save_npz(part, oof=res.oof, test=res.test, best_epoch=res.best_epoch, epochs=res.epochs)
+        results.append(res)
+        score = mae(y["ttf"], res.oof)
+        log.info(f"nn draw {d} (seed {seed}): OOF MAE {score:.4f} (reject at >= {bound:.4f})")
+        return score
+
+    accepted = run_draws(draw, cfg.nn.runs, cfg.nn.max_redraws, bound)
+    runs = [
+        {
+            "run": r.draw,
+            "seed": r.seed,
+            "oof_mae": mae(y["ttf"], r.oof),
+            "fold_mae": [mae(y["ttf"][data.folds == k], r.oof[data.folds == k]) for k in range(len(r.epochs))],
+            "accepted": ok,
+            "best_epoch": r.best_epoch.tolist(),
+            "epochs": r.epochs.tolist(),
+            "weights": [f"nn/run{r.draw:02d}/fold{k}.weights.h5" for k in range(len(r.epochs))],
+        }
+        for r, ok in zip(results, accepted)
+    ]
+    write_json(run_dir / "nn" / "runs.json", {"reject_bound": bound, "reject_ratio": cfg.nn.reject_ratio, "runs": runs})
+    history = pd.concat([r.history.assign(run=r.draw, seed=r.seed, accepted=ok) for r, ok in zip(results, accepted)], ignore_index=True)
+    _write_csv(run_dir / "nn" / "history.csv", history)
+    return results, accepted, bound
+
+
+def _write_csv(path: Path, table: pd.DataFrame) -> None:
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
+
+
+def _write_parquet(path: Path, table: pd.DataFrame) -> None:
+    with atomic_path(path) as tmp:
+        table.to_parquet(tmp, index=False)
+
+
+def train(cfg: Config, features_dir: Path, run_dir: Path, device: str = "auto") -> dict[str, Any]:
+    """Cross-validate both models on the feature folder; fill ``run_dir`` (see the module docstring)."""
+    timer = Timer()
+    run_dir = Path(run_dir)
+    with timer.step("load"):
+        data = load_training_data(cfg, features_dir)
+    claim_run(cfg, data, run_dir)
+    y = data.train["target"].to_numpy(np.float64)
+    log.info(f"train: {len(data.train)} segments, {len(data.test)} test segments, {int(data.folds.max()) + 1} folds -> {run_dir}")
+    with timer.step("lgbm"):
+        lgbm = train_lgbm(cfg, data, run_dir)
+    lgbm_oof = np.mean([r.oof for r in lgbm], axis=0)
+    lgbm_test = np.mean([r.test for r in lgbm], axis=0)
+    log.info(f"lgbm: OOF MAE {mae(y, lgbm_oof):.4f} ({len(lgbm)} seeds)")
+    with timer.step("nn"):
+        nn, accepted, bound = train_nn(cfg, data, run_dir, device)
+    kept = [r for r, ok in zip(nn, accepted) if ok]
+    nn_oof = np.mean([r.oof for r in kept], axis=0)
+    nn_test = np.mean([r.test for r in kept], axis=0)
+    log.info(f"nn: OOF MAE {mae(y, nn_oof):.4f} ({len(kept)} accepted of {len(nn)} draws)")
+    with timer.step("write"):
+        oof = data.train[list(META_COLUMNS)].assign(fold=data.folds, lgbm=lgbm_oof, nn=nn_oof)
+        _write_parquet(run_dir / "oof.parquet", oof)
+        _write_parquet(run_dir / "test.parquet", pd.DataFrame({"seg_id": data.test["seg_id"], "lgbm": lgbm_test, "nn": nn_test}))
+    n_folds = int(data.folds.max()) + 1
+    summary = {
+        "oof_mae": {"lgbm": mae(y, lgbm_oof), "nn": mae(y, nn_oof)},
+        "fold_mae": {name: [mae(y[data.folds == k], p[data.folds == k]) for k in range(n_folds)] for name, p in (("lgbm", lgbm_oof), ("nn", nn_oof))},
+        "baseline_median_mae": mae(y, fold_baseline(y, data.folds, np.median)),
+        "baseline_mean_mae": mae(y, fold_baseline(y, data.folds, np.mean)),
+        "n_train": len(data.train),
+        "n_test": len(data.test),
+        "n_folds": n_folds,
+        "lgbm_seeds": [r.seed for r in lgbm],
+        "nn_seeds": [r.seed for r in kept],
+        "nn_draws": len(nn),
+        "nn_reject_bound": bound,
+        **_run_identity(cfg, data),
+    }
+    write_json(run_dir / "train.json", stage_record("train", cfg.to_dict(), timer, features_dir=str(features_dir), device=device, summary=summary))
+    write_json(run_dir / "summary.json", summary)
+    log.info(f"train: OOF MAE lgbm {summary['oof_mae']['lgbm']:.4f}, nn {summary['oof_mae']['nn']:.4f}, median baseline {summary['baseline_median_mae']:.4f}")
+    return summary

@@ -1,0 +1,376 @@
+"""Training: shared folds, the recipe's LightGBM and network, OOF hygiene, rejection, run folders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from labquake import models, targets
+from labquake.blend import mae
+from labquake.config import load_config
+from labquake.features import FEATURE_NAMES
+from labquake.util import LabquakeError
+
+# A network small in epochs (not in architecture): enough to check plumbing quickly.
+QUICK_NN = ["nn.runs=1", "nn.epochs=3", "nn.patience=2", "nn.max_redraws=0"]
+QUICK_LGBM = ["lgbm.seeds=[0]", "lgbm.num_boost_round=300", "lgbm.early_stopping_rounds=30"]
+
+
+def synthetic_tables(n_cycles: int = 4, per_cycle: int = 60, n_test: int = 40, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Feature tables shaped like features.py's: meta columns and the 24 features, correlated with target."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for c in range(n_cycles):
+        length = rng.uniform(6, 14)
+        ttf = np.linspace(length, 0.05, per_cycle)
+        rows.append(pd.DataFrame({"cycle": c, "target": ttf, "tsf": length - ttf}))
+    train = pd.concat(rows, ignore_index=True)
+    train.insert(0, "start", np.arange(len(train), dtype=np.int64) * 150_000)
+    train["binary"] = (train["target"] < 0.5).astype(np.int8)
+    test_ttf = rng.uniform(0.05, 12, n_test)
+
+    def feats(ttf: np.ndarray) -> dict[str, np.ndarray]:
+        out = {}
+        for j, name in enumerate(FEATURE_NAMES):
+            scale = 10.0 ** (j % 5 - 2)  # very different scales, as the real features have
+            signal = np.log1p(ttf) if j % 2 else -ttf
+            out[name] = scale * (signal + rng.normal(0, 0.6, len(ttf)) + j)
+        return out
+
+    train = train.assign(**feats(train["target"].to_numpy()))
+    test = pd.DataFrame({"seg_id": [f"seg_{i:06x}" for i in range(n_test)], **feats(test_ttf)})
+    return train, test.assign(_truth=test_ttf)
+
+
+def write_feature_dir(path: Path, key: str = "k1", **kw) -> Path:
+    train, test = synthetic_tables(**kw)
+    path.mkdir(parents=True, exist_ok=True)
+    train.to_parquet(path / "train.parquet", index=False)
+    test.drop(columns="_truth").to_parquet(path / "test.parquet", index=False)
+    (path / "features.json").write_text(json.dumps({"n_rows": int(len(train) * 150_000 + 1234), "key": key}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def feat_dir(tmp_path_factory) -> Path:
+    return write_feature_dir(tmp_path_factory.mktemp("feat") / "features")
+
+
+@pytest.fixture(scope="module")
+def data(feat_dir):
+    return models.load_training_data(load_config("fast"), feat_dir)
+
+
+def fake_cv_nn(calls: list, quality: dict[int, float] | None = None):
+    """A stand-in for cv_nn (no TensorFlow): OOF = truth + noise whose size depends on the seed."""
+
+    def cv_nn(cfg, X, y, folds, X_test, seed, out_dir, draw=0):
+        calls.append({"seed": seed, "draw": draw, "folds": folds.copy(), "out_dir": out_dir})
+        rng = np.random.default_rng(seed)
+        noise = (quality or {}).get(draw, 0.1)
+        oof = y["ttf"] + rng.normal(0, noise, len(X))
+        n_folds = int(folds.max()) + 1
+        for k in range(n_folds):
+            (out_dir / f"fold{k}.weights.h5").write_bytes(b"")
+        hist = pd.DataFrame({"fold": np.repeat(np.arange(n_folds), 2), "epoch": [1, 2] * n_folds, "val_ttf_mae": 1.0})
+        return models.NNResult(draw, seed, oof, np.full(len(X_test), float(seed)), np.ones(n_folds, np.int64), np.full(n_folds, 2), hist)
+
+    return cv_nn
+
+
+@pytest.fixture
+def no_tf(monkeypatch):
+    """Train with the fake network; returns the list of its calls."""
+    calls: list = []
+    monkeypatch.setattr(models, "cv_nn", fake_cv_nn(calls))
+    monkeypatch.setattr(models, "setup_tensorflow", lambda device="auto": "cpu")
+    return calls
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs and folds
+
+
+def test_feature_columns_follow_the_names():
+    assert len(models.feature_columns(FEATURE_NAMES, "LGBM")) == 6
+    assert len(models.feature_columns(FEATURE_NAMES, "NN")) == 21
+    assert models.feature_columns(FEATURE_NAMES, "LGBM")[0] == "NN_LGBM_percentile_roll20_std_50"
+
+
+def test_load_selects_cycles_and_makes_shared_folds(feat_dir):
+    cfg = load_config("fast", None, ["data.train_cycles=[0, 2, 3]"])
+    d = models.load_training_data(cfg, feat_dir)
+    assert sorted(d.train["cycle"].unique()) == [0, 2, 3] and d.features_key == "k1"
+    assert np.array_equal(d.folds, targets.fold_ids(len(d.train), cfg))
+    assert sorted(np.bincount(d.folds)) == [60, 60, 60]  # every row in exactly one validation fold
+
+
+def test_bad_feature_folder_is_one_line_error(tmp_path, feat_dir):
+    with pytest.raises(LabquakeError, match="features.json"):
+        models.load_training_data(load_config("fast"), tmp_path)
+    bad = write_feature_dir(tmp_path / "nan")
+    table = pd.read_parquet(bad / "test.parquet")
+    table.loc[3, "NN_quant99"] = np.nan
+    table.to_parquet(bad / "test.parquet")
+    with pytest.raises(LabquakeError, match=r"test\.parquet: non-finite values in NN_quant99"):
+        models.load_training_data(load_config("fast"), bad)
+
+
+# ---------------------------------------------------------------------------------------------
+# LightGBM
+
+
+def test_lgbm_gets_the_recipe_parameters(data):
+    cfg = load_config("recipe", None, ["lgbm.num_boost_round=50", "lgbm.early_stopping_rounds=10"])
+    cols = models.feature_columns(data.train.columns, "LGBM")
+    res = models.cv_lgbm(cfg, data.train[cols], data.train["target"].to_numpy(), data.folds, data.test[cols], seed=7)
+    assert len(res.boosters) == 3
+    params = res.boosters[0].params
+    expected = {
+        "objective": "fair", "metric": "mae", "num_leaves": 4, "min_data_in_leaf": 5, "max_depth": -1,
+        "learning_rate": 0.01, "boosting": "gbdt", "boost_from_average": True, "feature_fraction": 0.9,
+        "bagging_freq": 1, "bagging_fraction": 0.5, "bagging_seed": 0, "max_bin": 500, "reg_alpha": 0.0,
+        "reg_lambda": 0.0, "seed": 7, "deterministic": True, "force_row_wise": True, "verbosity": -1,
+    }  # fmt: skip
+    assert {k: params.get(k) for k in expected} == expected
+    assert "[max_bin: 500]" in res.boosters[0].model_to_string()  # reached the Dataset
+    assert res.importance.shape == (3, 6) and (res.importance >= 0).all()
+
+
+def test_lgbm_oof_rows_come_from_boosters_that_did_not_see_them(data, monkeypatch):
+    import lightgbm as lgb
+
+    seen: list[np.ndarray] = []
+    real_train = lgb.train
+
+    def spy(params, train_set, *args, **kwargs):
+        seen.append(np.asarray(train_set.data.index))  # a DataFrame slice keeps the row labels
+        return real_train(params, train_set, *args, **kwargs)
+
+    monkeypatch.setattr(lgb, "train", spy)
+    cfg = load_config("fast", None, QUICK_LGBM)
+    cols = models.feature_columns(data.train.columns, "LGBM")
+    X = data.train[cols]
+    res = models.cv_lgbm(cfg, X, data.train["target"].to_numpy(), data.folds, data.test[cols], seed=0)
+    for k, rows in enumerate(seen):
+        valid = np.flatnonzero(data.folds == k)
+        assert not np.intersect1d(rows, valid).size and len(rows) + len(valid) == len(X)
+        assert np.array_equal(res.oof[valid], res.boosters[k].predict(X.iloc[valid], num_iteration=res.best_iteration[k]))
+    assert np.isfinite(res.oof).all()
+
+
+def test_lgbm_is_deterministic_per_seed(data):
+    cfg = load_config("fast", None, QUICK_LGBM)
+    cols = models.feature_columns(data.train.columns, "LGBM")
+    args = (cfg, data.train[cols], data.train["target"].to_numpy(), data.folds, data.test[cols])
+    a, b, c = models.cv_lgbm(*args, seed=3), models.cv_lgbm(*args, seed=3), models.cv_lgbm(*args, seed=4)
+    assert np.array_equal(a.oof, b.oof) and np.array_equal(a.test, b.test)
+    assert not np.array_equal(a.oof, c.oof)
+
+
+# ---------------------------------------------------------------------------------------------
+# The network
+
+
+def test_network_architecture():
+    import keras
+
+    cfg = load_config("recipe")
+    model = models.build_network(cfg, 21)
+    assert tuple(model.input_shape) == (None, 1, 21)
+    body = [(type(l).__name__, getattr(l, "units", getattr(l, "filters", None))) for l in model.layers if l.name not in models.HEADS]
+    assert body == [
+        ("InputLayer", None), ("BatchNormalization", None), ("LSTM", 128), ("Conv1D", 128), ("Conv1D", 84),
+        ("Conv1D", 64), ("Flatten", None), ("Dense", 64), ("Dense", 32),
+    ]  # fmt: skip
+    lstm = model.get_layer(index=2)
+    assert lstm.return_sequences
+    for conv in [l for l in model.layers if isinstance(l, keras.layers.Conv1D)]:
+        assert conv.kernel_size == (2,) and conv.padding == "same" and conv.activation.__name__ == "relu"
+    heads = {h: (model.get_layer(h).units, model.get_layer(h).activation.__name__) for h in models.HEADS}
+    assert heads == {"ttf": (1, "relu"), "tsf": (1, "linear"), "binary": (1, "sigmoid")}
+    assert sorted(model.output_names) == ["binary", "tsf", "ttf"]
+    compiled = model.get_compile_config()
+    assert compiled["loss"] == {"ttf": "mae", "tsf": "mae", "binary": "binary_crossentropy"}
+    assert compiled["loss_weights"] == {"ttf": 8.0, "tsf": 1.0, "binary": 1.0}
+    assert compiled["metrics"] == {"ttf": ["mae"]}
+    assert compiled["optimizer"]["class_name"] == "Nadam"
+    assert compiled["optimizer"]["config"]["learning_rate"] == pytest.approx(0.008)
+
+
+def _nn_inputs(data):
+    cols = models.feature_columns(data.train.columns, "NN")
+    X = data.train[cols].to_numpy(np.float64)
+    y = {"ttf": data.train["target"].to_numpy(), "tsf": data.train["tsf"].to_numpy(), "binary": data.train["binary"].to_numpy(np.float64)}
+    return X, y, data.test[cols].to_numpy(np.float64)
+
+
+def test_fit_monitors_a_logged_metric_and_is_reproducible(data, tmp_path):
+    models.setup_tensorflow("cpu")
+    cfg = load_config("fast", None, QUICK_NN)
+    X, y, _ = _nn_inputs(data)
+    x = models._shape(X[:100] / np.abs(X).max(axis=0))
+    yy = {h: v[:100].astype(np.float32) for h, v in y.items()}
+
+    def fit(name, seed, **kw):
+        model, hist = models.fit_network(cfg, x, yy, x, yy, tmp_path / name, seed=seed, **kw)
+        return models.predict_ttf(model, x), hist
+
+    a, hist = fit("a.weights.h5", 0)
+    assert models.MONITOR in hist.columns and len(hist) == 3 and (tmp_path / "a.weights.h5").is_file()
+    b, _ = fit("b.weights.h5", 0)
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)  # same seed, same network
+    c, _ = fit("c.weights.h5", 1)
+    assert np.abs(a - c).max() > 1e-4  # another seed, another network
+    with pytest.raises(RuntimeError, match="'val_ttf_mean_absolute_error' is not logged"):
+        fit("d.weights.h5", 0, monitor="val_ttf_mean_absolute_error")
+    with pytest.raises(ValueError, match=r"\.weights\.h5"):
+        fit("e.h5", 0)
+
+
+def test_network_oof_rows_come_from_networks_that_did_not_see_them(data, tmp_path, monkeypatch):
+    models.setup_tensorflow("cpu")
+    cfg = load_config("fast", None, QUICK_NN)
+    X, y, X_test = _nn_inputs(data)
+    seen: list[tuple] = []
+    real_fit = models.fit_network
+
+    def spy(cfg, x_train, y_train, x_valid, y_valid, weights_path, seed, **kw):
+        model, hist = real_fit(cfg, x_train, y_train, x_valid, y_valid, weights_path, seed, **kw)
+        seen.append((y_train["ttf"].copy(), y_valid["ttf"].copy(), x_train.shape, models.predict_ttf(model, x_valid)))
+        return model, hist
+
+    monkeypatch.setattr(models, "fit_network", spy)
+    res = models.cv_nn(cfg, X, y, data.folds, X_test, seed=5, out_dir=tmp_path)
+    for k, (ytr, yva, shape, pred) in enumerate(seen):
+        assert np.array_equal(yva, y["ttf"][data.folds == k].astype(np.float32))  # validated on fold k
+        assert np.array_equal(ytr, y["ttf"][data.folds != k].astype(np.float32))  # trained on the rest
+        assert shape == (int((data.folds != k).sum()), 1, 21)
+        assert np.array_equal(res.oof[data.folds == k], pred)  # OOF of fold k from that network
+    assert len(seen) == 3 and np.isfinite(res.oof).all() and np.isfinite(res.test).all()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"fold{k}.weights.h5" for k in range(3)]
+    assert list(res.best_epoch) == [int(np.argmin(h)) + 1 for h in res.history.groupby("fold")[models.MONITOR].apply(list)]
+
+
+def test_device_gpu_without_gpu_is_a_clear_error():
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("a GPU is visible")
+    with pytest.raises(LabquakeError, match="--device gpu: TensorFlow sees no GPU"):
+        models.setup_tensorflow("gpu")
+    assert models.setup_tensorflow("auto") == "cpu"
+
+
+# ---------------------------------------------------------------------------------------------
+# Rejection and redraws
+
+
+def test_run_draws_rejects_and_redraws_with_a_bound():
+    scores = {0: 0.9, 1: 0.5, 2: 0.95, 3: 0.4, 4: 0.1}
+    drawn: list[int] = []
+
+    def draw(d):
+        drawn.append(d)
+        return scores[d]
+
+    assert models.run_draws(draw, runs=2, max_redraws=3, bound=0.7) == [False, True, False, True]
+    assert drawn == [0, 1, 2, 3]  # stops once enough are accepted
+    drawn.clear()
+    assert models.run_draws(draw, runs=3, max_redraws=1, bound=0.7) == [False, True, False, True]  # 4 draws at most
+    with pytest.raises(LabquakeError, match="all 2 draws rejected"):
+        models.run_draws(lambda d: 5.0, runs=1, max_redraws=1, bound=0.7)
+    assert models.run_draws(lambda d: float("nan") if d == 0 else 0.1, runs=1, max_redraws=1, bound=0.7) == [False, True]
+
+
+def test_train_rejects_bad_runs_and_averages_accepted_ones(feat_dir, tmp_path, monkeypatch):
+    calls: list = []
+    # draw 0 is useless (noise far above the bound), draws 1 and 2 are good
+    monkeypatch.setattr(models, "cv_nn", fake_cv_nn(calls, quality={0: 50.0}))
+    monkeypatch.setattr(models, "setup_tensorflow", lambda device="auto": "cpu")
+    cfg = load_config("fast", None, QUICK_LGBM + ["nn.runs=2", "nn.max_redraws=2", "nn.seed=10"])
+    run = tmp_path / "run"
+    summary = models.train(cfg, feat_dir, run, device="cpu")
+    assert [c["seed"] for c in calls] == [10, 11, 12]  # seed = nn.seed + draw: distinct
+    runs = json.loads((run / "nn" / "runs.json").read_text())
+    assert [r["accepted"] for r in runs["runs"]] == [False, True, True]
+    y = pd.read_parquet(run / "oof.parquet")["target"].to_numpy()
+    assert runs["reject_bound"] == pytest.approx(0.7 * mae(y, models.fold_baseline(y, np.asarray(pd.read_parquet(run / "oof.parquet")["fold"]), np.mean)))
+    test = pd.read_parquet(run / "test.parquet")
+    assert np.allclose(test["nn"], 11.5)  # mean of the accepted draws' test predictions (= their seeds)
+    assert summary["nn_seeds"] == [11, 12] and summary["nn_draws"] == 3
+
+
+# ---------------------------------------------------------------------------------------------
+# The run folder
+
+
+def test_train_fills_the_run_folder_and_shares_folds(feat_dir, tmp_path, no_tf, monkeypatch):
+    lgbm_folds: list[np.ndarray] = []
+    real_cv = models.cv_lgbm
+
+    def spy(cfg, X, y, folds, *a, **kw):
+        lgbm_folds.append(folds.copy())
+        return real_cv(cfg, X, y, folds, *a, **kw)
+
+    monkeypatch.setattr(models, "cv_lgbm", spy)
+    cfg = load_config("fast", None, QUICK_LGBM + ["lgbm.seeds=[0, 1]", "nn.runs=2"])
+    run = tmp_path / "run"
+    summary = models.train(cfg, feat_dir, run, device="cpu")
+    expected = targets.fold_ids(240, cfg)
+    for folds in lgbm_folds + [c["folds"] for c in no_tf]:
+        assert np.array_equal(folds, expected)  # one split for both models
+    oof = pd.read_parquet(run / "oof.parquet")
+    assert list(oof.columns) == ["start", "cycle", "target", "tsf", "binary", "fold", "lgbm", "nn"]
+    assert np.array_equal(oof["fold"], expected)
+    assert list(pd.read_parquet(run / "test.parquet").columns) == ["seg_id", "lgbm", "nn"]
+    names = {p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file()}
+    assert {"config.json", "train.json", "summary.json", "oof.parquet", "test.parquet", "lgbm/importance.csv",
+            "lgbm/curves.csv", "nn/runs.json", "nn/history.csv", "lgbm/seed00_fold0.txt", "nn/run01/fold2.weights.h5",
+            "parts/lgbm_seed01.npz", "parts/nn_run01.npz"} <= names  # fmt: skip
+    assert not [n for n in names if ".tmp" in n]
+    assert all(n.endswith(".weights.h5") for n in names if n.endswith(".h5"))
+    record = json.loads((run / "train.json").read_text())
+    assert {"load", "lgbm", "nn", "write", "total"} <= set(record["timings_s"]) and record["config"]["lgbm"]["seeds"] == [0, 1]
+    assert summary["oof_mae"]["lgbm"] < summary["baseline_median_mae"]
+    imp = pd.read_csv(run / "lgbm" / "importance.csv")
+    assert len(imp) == 2 * 3 * 6 and set(imp.columns) >= {"seed", "fold", "feature", "gain"}
+    hist = pd.read_csv(run / "nn" / "history.csv")
+    assert set(hist["run"]) == {0, 1} and {"fold", "epoch", "val_ttf_mae"} <= set(hist.columns)
+
+    # Rerun, same configuration: nothing is recomputed, the results are the same.
+    lgbm_folds.clear()
+    no_tf.clear()
+    again = models.train(cfg, feat_dir, run, device="cpu")
+    assert lgbm_folds == [] and no_tf == [] and again == summary
+
+
+def test_partial_run_resumes_where_it_stopped(feat_dir, tmp_path, no_tf):
+    cfg = load_config("fast", None, QUICK_LGBM + ["nn.runs=2"])
+    run = tmp_path / "run"
+    models.train(cfg, feat_dir, run, device="cpu")
+    first = pd.read_parquet(run / "oof.parquet")
+    (run / "parts" / "nn_run01.npz").unlink()  # as if killed during the second network run
+    (run / "summary.json").unlink()
+    no_tf.clear()
+    models.train(cfg, feat_dir, run, device="cpu")
+    assert [c["draw"] for c in no_tf] == [1]
+    pd.testing.assert_frame_equal(first, pd.read_parquet(run / "oof.parquet"))
+
+
+def test_a_run_folder_of_another_config_or_features_is_refused(feat_dir, tmp_path, no_tf):
+    cfg = load_config("fast", None, QUICK_LGBM + ["nn.runs=1"])
+    run = tmp_path / "run"
+    models.train(cfg, feat_dir, run, device="cpu")
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    other = load_config("fast", None, QUICK_LGBM + ["nn.runs=1", "lgbm.learning_rate=0.05"])
+    with pytest.raises(LabquakeError, match="different configuration; choose another --run folder or delete this one"):
+        models.train(other, feat_dir, run, device="cpu")
+    feat2 = write_feature_dir(tmp_path / "features2", key="k2")
+    with pytest.raises(LabquakeError, match="different features"):
+        models.train(cfg, feat2, run, device="cpu")
+    assert before == {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}  # untouched
