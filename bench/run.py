@@ -1,0 +1,173 @@
+"""`make bench`: the numbers the issues ask for, measured at full scale. Long (tens of minutes).
+
+1. Feature speed per core: segments per second of the obvious implementation
+   (labquake.features_reference) and of the fast one (labquake.features), one process, the same
+   segments, the same outputs (checked), and the ratio.
+2. The `full` synthetic preset (629,145,480 train rows, 2,624 test segments), written once into
+   bench/out/raw_full (or BENCH_RAW): time and size of `labquake synth --preset full`.
+3. `labquake features` on it from the CSV files (binary cache included), then again from the cache:
+   wall time and peak resident memory of the whole process tree (workers included).
+
+Results go to bench/out/results.json and a table on stdout. `--skip-full` runs step 1 only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "bench" / "out"
+REAL_SEGMENT = ROOT.parent / "shared" / "data" / "real" / "seg_00030f.csv"
+
+
+def tree_rss(pid: int) -> int:
+    """Resident bytes of a process and all its descendants (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            ppid, pages = int(fields[1]), int(fields[21])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+        rss[int(entry.name)] = pages * os.sysconf("SC_PAGE_SIZE")
+    total, stack = 0, [pid]
+    while stack:
+        p = stack.pop()
+        total += rss.get(p, 0)
+        stack.extend(children.get(p, []))
+    return total
+
+
+def measure(cmd: list[str], log_path: Path) -> dict:
+    """Run a command; wall time and peak resident memory of its process tree (sampled every 0.2 s)."""
+    peak = 0
+    t0 = time.perf_counter()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        done = threading.Event()
+
+        def sample() -> None:
+            nonlocal peak
+            while not done.is_set():
+                peak = max(peak, tree_rss(proc.pid))
+                time.sleep(0.2)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        rc = proc.wait()
+        done.set()
+        sampler.join()
+    seconds = time.perf_counter() - t0
+    if rc:
+        sys.exit(f"bench: {' '.join(cmd)} failed (exit {rc}); see {log_path}")
+    return {"seconds": round(seconds, 1), "peak_rss_gb": round(peak / 1e9, 2), "log": str(log_path.relative_to(ROOT))}
+
+
+def segments(n: int) -> list[np.ndarray]:
+    """n test-like segments: the real test segment and windows of the tiny synthetic recording."""
+    import pandas as pd
+
+    from labquake import synth
+
+    raw = OUT / "raw_tiny"
+    if not (raw / "train.csv").is_file():
+        synth.write_dataset(raw, "tiny", 0)
+    x = pd.read_csv(raw / "train.csv", usecols=["acoustic_data"])["acoustic_data"].to_numpy(np.int16)
+    segs = [x[i * 150_000 : (i + 1) * 150_000] for i in range(0, len(x) // 150_000, max(1, len(x) // 150_000 // n))]
+    if REAL_SEGMENT.is_file():
+        segs[0] = pd.read_csv(REAL_SEGMENT)["acoustic_data"].to_numpy(np.int16)
+    return segs[:n]
+
+
+def feature_speed(n: int) -> dict:
+    from labquake import features, features_reference
+    from labquake.config import FeatureConfig
+
+    segs = segments(n)
+    fc = FeatureConfig()
+    features_reference.segment_features(segs[0], fc)  # warm-up: librosa's numba caches, imports
+    fast = features.featurizer(fc)
+    fast(segs[0])
+    t0 = time.perf_counter()
+    ref = [features_reference.segment_features(s, fc) for s in segs]
+    t_ref = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    out = [fast(s) for s in segs]
+    t_fast = time.perf_counter() - t0
+    worst = 0.0
+    for r, f in zip(ref, out):
+        r = np.array(list(r.values()))
+        worst = max(worst, float(np.max(np.abs(f - r) / np.maximum(np.abs(r), 1e-300))))
+    return {
+        "segments": len(segs),
+        "reference_seg_per_s": round(len(segs) / t_ref, 2),
+        "fast_seg_per_s": round(len(segs) / t_fast, 2),
+        "fast_ms_per_segment": round(1000 * t_fast / len(segs), 1),
+        "ratio": round(t_ref / t_fast, 2),
+        "worst_relative_difference": worst,
+    }
+
+
+def full_scale(raw: Path) -> dict:
+    lq = [sys.executable, "-m", "labquake"]
+    res: dict = {}
+    if not (raw / "train.csv").is_file() or not (raw / "sample_submission.csv").is_file():
+        res["synth"] = measure([*lq, "synth", "--out", str(raw), "--preset", "full", "--seed", "0"], OUT / "synth_full.log")
+    size = sum(p.stat().st_size for p in raw.rglob("*") if p.is_file())
+    res["raw_gb"] = round(size / 1e9, 2)
+    interim, feats = OUT / "interim_full", OUT / "features_full"
+    for p in (interim, feats):
+        shutil.rmtree(p, ignore_errors=True)
+    args = ["features", "--data", str(raw), "--out", str(feats), "--interim", str(interim), "--jobs", "0"]
+    res["features_from_csv"] = measure([*lq, *args], OUT / "features_from_csv.log")
+    record = json.loads((feats / "features.json").read_text())
+    res["cache_build_seconds"] = record["timings_s"].get("cache")
+    shutil.rmtree(feats)
+    res["features_from_cache"] = measure([*lq, *args], OUT / "features_from_cache.log")
+    record = json.loads((feats / "features.json").read_text())
+    res["segments"] = record["n_train"] + record["n_test"]
+    res["features_seg_per_s"] = record["segments_per_s"]
+    res["cpus"] = len(os.sched_getaffinity(0))
+    return res
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--skip-full", action="store_true", help="feature speed only (minutes, not tens of minutes)")
+    parser.add_argument("--segments", type=int, default=24, help="segments for the speed comparison (default 24)")
+    args = parser.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    results: dict = {"feature_speed": feature_speed(args.segments)}
+    s = results["feature_speed"]
+    print(f"features, one core: reference {s['reference_seg_per_s']} seg/s, fast {s['fast_seg_per_s']} seg/s "
+          f"({s['fast_ms_per_segment']} ms/segment), ratio {s['ratio']}x, worst relative difference {s['worst_relative_difference']:.1e}")
+    if not args.skip_full:
+        raw = Path(os.environ.get("BENCH_RAW", OUT / "raw_full"))
+        results["full"] = f = full_scale(raw)
+        if "synth" in f:
+            print(f"synth --preset full: {f['synth']['seconds']} s, {f['raw_gb']} GB, peak RSS {f['synth']['peak_rss_gb']} GB")
+        print(f"features from CSV (cache included): {f['features_from_csv']['seconds']} s "
+              f"(cache build {f['cache_build_seconds']} s), peak RSS {f['features_from_csv']['peak_rss_gb']} GB")
+        print(f"features from cache: {f['features_from_cache']['seconds']} s, peak RSS {f['features_from_cache']['peak_rss_gb']} GB, "
+              f"{f['segments']} segments at {f['features_seg_per_s']} seg/s on {f['cpus']} cores")
+    (OUT / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(f"written {OUT / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()
