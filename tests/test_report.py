@@ -215,14 +215,6 @@ def test_explicit_arguments_determinism_and_stale_plots(full_report, tmp_path):
     assert "no truth file" in md
 
 
-def test_blend_formula_on_known_numbers():
-    lgbm = np.array([4.0, 0.05, 9.0, -1.0, 2.0])
-    nn = np.array([1.0, 4.0, 0.0, 0.5, 2.0])
-    expected = np.array([2.0, np.sqrt(0.1 * 4.0), np.sqrt(9.0 * 0.1), np.sqrt(0.1 * 0.5), 2.0])
-    np.testing.assert_allclose(report.blend_predictions(lgbm, nn, 0.1), expected)
-    np.testing.assert_allclose(report.blend_predictions([0.5], [2.0], clip_min=1.0), [np.sqrt(2.0)])
-
-
 def test_report_blend_uses_config_clip_min(tmp_path):
     run = make_fake_run(tmp_path)
     cfg = json.loads((run / "config.json").read_text())

@@ -51,6 +51,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from labquake.blend import geomean, mae
 from labquake.util import LabquakeError, atomic_path, log, read_json, write_text
 
 DPI = 100
@@ -97,21 +98,6 @@ _KEY_SETTINGS = (
     "nn.reject_ratio",
     "blend.clip_min",
 )
-
-
-# ----------------------------------------------------------------------------------------------
-# The blend
-
-
-def blend_predictions(lgbm: Any, nn: Any, clip_min: float = 0.1) -> np.ndarray:
-    """The recipe's blend: ``sqrt(clip(lgbm, clip_min) * clip(nn, clip_min))`` (clipped below only)."""
-    a = np.clip(np.asarray(lgbm, dtype=np.float64), clip_min, None)
-    b = np.clip(np.asarray(nn, dtype=np.float64), clip_min, None)
-    return np.sqrt(a * b)
-
-
-def mae(y: Any, p: Any) -> float:
-    return float(np.mean(np.abs(np.asarray(y, dtype=np.float64) - np.asarray(p, dtype=np.float64))))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -214,7 +200,7 @@ def load_run(run_dir: Path) -> RunData:
         raise LabquakeError(f"{oof_path}: no rows")
     models = list(base)
     if base == ["lgbm", "nn"]:
-        oof["blend"] = blend_predictions(oof["lgbm"], oof["nn"], clip_min)
+        oof["blend"] = geomean(oof["lgbm"], oof["nn"], clip_min)
         models.append("blend")
 
     if "start" in oof.columns:
@@ -235,7 +221,7 @@ def load_run(run_dir: Path) -> RunData:
         test = _standardise(_read_parquet(test_path), test_path, need_target=False)
         tm = [m for m in ("lgbm", "nn") if m in test.columns]
         if tm == ["lgbm", "nn"]:
-            test["blend"] = blend_predictions(test["lgbm"], test["nn"], clip_min)
+            test["blend"] = geomean(test["lgbm"], test["nn"], clip_min)
         data.test = test if tm else None
         if not tm:
             data.test_note = f"{test_path} has no prediction columns"
