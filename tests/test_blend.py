@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from labquake import blend
-from labquake.config import load_config
+from labquake.config import TRAIN_SECTIONS, load_config
 from labquake.util import LabquakeError
 
 CFG = load_config("fast")
@@ -38,6 +38,7 @@ def make_run(tmp_path: Path, n_test: int = 6, truth: bool = True) -> tuple[Path,
     ids = [f"seg_{i:06x}" for i in range(n_test)]
     pd.DataFrame({"seg_id": ids, "lgbm": np.arange(n_test) + 1.0, "nn": 4.0 * (np.arange(n_test) + 1.0)}).to_parquet(run / "test.parquet")
     (run / "summary.json").write_text(json.dumps({"baseline_median_mae": 3.0, "oof_mae": {}}))
+    (run / "config.json").write_text(json.dumps({"train_key": CFG.section_hash(*TRAIN_SECTIONS)}))
     order = ids[::-1]  # the sample's order, not the run's, decides the rows
     pd.DataFrame({"seg_id": order, "time_to_failure": 0}).to_csv(data / "sample_submission.csv", index=False)
     if truth:
@@ -66,6 +67,14 @@ def test_submit_writes_three_checked_files_and_scores(tmp_path, capsys):
     assert saved["stage"] == "blend" and saved["truth"].endswith("test_truth.csv") and record["oof_mae"] == saved["oof_mae"]
     out = capsys.readouterr().out
     assert "OOF MAE" in out and "test MAE" in out and "blend (geomean)" in out and "median baseline" in out
+
+
+def test_submit_refuses_a_run_of_another_configuration(tmp_path):
+    run, data = make_run(tmp_path)
+    other = load_config("fast", None, ["nn.runs=3"])
+    with pytest.raises(LabquakeError, match="trained with another configuration"):
+        blend.submit(other, run, data, tmp_path / "subs")
+    assert not (tmp_path / "subs").exists()
 
 
 def test_submit_without_truth_has_no_test_scores(tmp_path, capsys):

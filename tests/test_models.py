@@ -120,6 +120,23 @@ def test_bad_feature_folder_is_one_line_error(tmp_path, feat_dir):
         models.load_training_data(load_config("fast"), bad)
 
 
+def test_features_of_another_version_or_configuration_are_refused(tmp_path):
+    import dataclasses
+
+    import labquake
+
+    path = write_feature_dir(tmp_path / "f")
+    meta = json.loads((path / "features.json").read_text())
+    made = load_config("fast", None, ["features.wavelet=db8"])
+    (path / "features.json").write_text(json.dumps({**meta, "version": labquake.__version__, "config": made.to_dict()}))
+    with pytest.raises(LabquakeError, match=r"other feature settings \(features\.wavelet\)"):
+        models.load_training_data(load_config("fast"), path)
+    assert models.load_training_data(made, path).n_rows == meta["n_rows"]  # the same settings: accepted
+    (path / "features.json").write_text(json.dumps({**meta, "version": "0.0.1", "config": {"features": dataclasses.asdict(made.features)}}))
+    with pytest.raises(LabquakeError, match="made by labquake 0.0.1"):
+        models.load_training_data(made, path)
+
+
 # ---------------------------------------------------------------------------------------------
 # LightGBM
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from labquake.config import Config
+from labquake.config import TRAIN_SECTIONS, Config
 from labquake.util import LabquakeError, Timer, atomic_path, log, read_json, stage_record, write_json
 
 HEADER = ("seg_id", "time_to_failure")
@@ -137,6 +137,9 @@ def submit(cfg: Config, run_dir: Path, data_dir: Path, out_dir: Path) -> dict[st
     if not (run_dir / "summary.json").is_file():
         raise LabquakeError(f"{run_dir}: no finished training run (no summary.json); run `labquake train` first")
     summary = read_json(run_dir / "summary.json")
+    made = read_json(run_dir / "config.json").get("train_key")
+    if made != cfg.section_hash(*TRAIN_SECTIONS):
+        raise LabquakeError(f"{run_dir}: trained with another configuration than this one (--preset/--config/--set must match `labquake train`)")
     clip_min = cfg.blend.clip_min
     with timer.step("read"):
         oof = _read_run_table(run_dir / "oof.parquet", ("target", "lgbm", "nn"))

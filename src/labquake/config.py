@@ -21,6 +21,7 @@ from labquake.util import LabquakeError
 
 SEGMENT_ROWS = 150_000
 REAL_TRAIN_ROWS = 629_145_480  # the size of Kaggle's train.csv: how real data is recognised
+TRAIN_SECTIONS = ("data", "cv", "lgbm", "nn")  # the configuration a training run depends on
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,8 @@ A run folder made with another configuration or other features is refused, never
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
 from collections.abc import Callable
@@ -29,7 +31,7 @@ import pandas as pd
 
 from labquake import targets
 from labquake.blend import mae
-from labquake.config import Config
+from labquake.config import TRAIN_SECTIONS, Config
 from labquake.util import LabquakeError, Timer, atomic_path, log, progress, read_json, stage_record, write_json
 
 LGBM_TAG = "LGBM"  # LightGBM uses the features whose name contains this
@@ -37,7 +39,6 @@ NN_TAG = "NN"  # the network uses the features whose name contains this
 META_COLUMNS = ("start", "cycle", "target", "tsf", "binary")
 HEADS = ("ttf", "tsf", "binary")  # network outputs, in the order of cfg.nn.loss_weights
 MONITOR = "val_ttf_mae"  # Keras 3's name for the validation MAE of the output layer named "ttf"
-TRAIN_SECTIONS = ("data", "cv", "lgbm", "nn")  # the configuration a run depends on (features: by their key)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -81,6 +82,19 @@ def features_key(meta: dict[str, Any]) -> str:
     raise LabquakeError("features.json: no cache key (rebuild the features with `labquake features`)")
 
 
+def check_features_record(cfg: Config, meta: dict[str, Any], path: Path) -> None:
+    """Feature tables must come from this version and this run's feature settings."""
+    from labquake import __version__
+
+    if "version" in meta and meta["version"] != __version__:
+        raise LabquakeError(f"{path}: made by labquake {meta['version']}, this is {__version__}; rebuild with `labquake features`")
+    ours = json.loads(json.dumps(dataclasses.asdict(cfg.features)))  # as recorded: tuples become lists
+    made = (meta.get("config") or {}).get("features")
+    if made is not None and made != ours:
+        changed = ", ".join(f"features.{k}" for k in sorted(ours) if made.get(k) != ours[k])
+        raise LabquakeError(f"{path}: made with other feature settings ({changed}); rebuild with `labquake features` and the same options")
+
+
 def load_training_data(cfg: Config, features_dir: Path) -> TrainingData:
     """Read and check a feature folder; select the training cycles; make the shared folds."""
     features_dir = Path(features_dir)
@@ -90,6 +104,7 @@ def load_training_data(cfg: Config, features_dir: Path) -> TrainingData:
     meta = read_json(meta_path)
     if not isinstance(meta.get("n_rows"), int):
         raise LabquakeError(f"{meta_path}: no n_rows (rebuild the features with `labquake features`)")
+    check_features_record(cfg, meta, meta_path)
     train = _read_parquet(features_dir / "train.parquet", META_COLUMNS)
     test = _read_parquet(features_dir / "test.parquet", ("seg_id",))
     feats = feature_columns(train.columns, LGBM_TAG) + feature_columns(train.columns, NN_TAG)
