@@ -525,7 +525,9 @@ class SegmentFeaturizer:
 
         lag = 5
         zm = z.mean()
-        autocorr = np.dot(z[: n - lag] - zm, z[lag:] - zm) / ((n - lag) * np.var(z))
+        # not np.dot: BLAS may split it over threads, and then the last bits depend on the thread count
+        centred = np.subtract(z, zm, out=self._tmp)
+        autocorr = np.multiply(centred[: n - lag], centred[lag:], out=self._sel[: n - lag]).sum() / ((n - lag) * np.var(z))
 
         values = (
             _sign_changes(den),
