@@ -316,8 +316,10 @@ def fit_network(cfg: Config, x_train: np.ndarray, y_train: dict, x_valid: np.nda
     model = build_network(cfg, x_train.shape[-1])
     callbacks = [
         _require_metric(monitor),  # first, so it fires before the others silently skip
-        keras.callbacks.ModelCheckpoint(str(weights_path), monitor=monitor, mode="min", save_best_only=True, save_weights_only=True),
-        keras.callbacks.EarlyStopping(monitor=monitor, mode="min", patience=c.patience),
+        # The recipe's best-epoch checkpoint, kept in memory: Keras 3.15 restores the best weights
+        # at the end of training, stopped early or not. A file write per improvement cost more
+        # than the epoch itself on small data; the file is written once, below.
+        keras.callbacks.EarlyStopping(monitor=monitor, mode="min", patience=c.patience, restore_best_weights=True),
         keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode="min", factor=c.lr_factor, patience=c.lr_patience, min_delta=c.min_delta),
     ]
     history = model.fit(
@@ -330,7 +332,7 @@ def fit_network(cfg: Config, x_train: np.ndarray, y_train: dict, x_valid: np.nda
         callbacks=callbacks,
         verbose=0,
     )
-    model.load_weights(str(weights_path))
+    model.save_weights(str(weights_path))
     return model, pd.DataFrame(history.history)
 
 
