@@ -322,7 +322,8 @@ def test_train_rejects_bad_runs_and_averages_accepted_ones(feat_dir, tmp_path, m
     runs = json.loads((run / "nn" / "runs.json").read_text())
     assert [r["accepted"] for r in runs["runs"]] == [False, True, True]
     y = pd.read_parquet(run / "oof.parquet")["target"].to_numpy()
-    assert runs["reject_bound"] == pytest.approx(0.7 * mae(y, models.fold_baseline(y, np.asarray(pd.read_parquet(run / "oof.parquet")["fold"]), np.mean)))
+    assert runs["reject_ratio"] == cfg.nn.reject_ratio == 1.0  # the fast preset's
+    assert runs["reject_bound"] == pytest.approx(cfg.nn.reject_ratio * mae(y, models.fold_baseline(y, np.asarray(pd.read_parquet(run / "oof.parquet")["fold"]), np.mean)))
     test = pd.read_parquet(run / "test.parquet")
     assert np.allclose(test["nn"], 11.5)  # mean of the accepted draws' test predictions (= their seeds)
     assert summary["nn_seeds"] == [11, 12] and summary["nn_draws"] == 3

@@ -148,6 +148,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "nn.epochs": 60,
         "nn.patience": 10,
         "nn.max_redraws": 2,
+        # 60 epochs on a few dozen segments learn little: reject only draws no better than the mean
+        "nn.reject_ratio": 1.0,
     },
 }
 
