@@ -63,7 +63,9 @@ def test_submit_writes_three_checked_files_and_scores(tmp_path, capsys):
     saved = json.loads((run / "blend.json").read_text())
     assert saved["oof_mae"]["geomean"] == pytest.approx(np.abs(y - oof_blend).mean())
     assert saved["oof_mae"]["lgbm"] == pytest.approx(np.abs(y - [1.5, 4.0, 9.0, 0.1]).mean())
-    assert saved["test_mae"] == {"geomean": 0.0, "lgbm": pytest.approx(3.5), "nn": pytest.approx(7.0)}
+    # truth 2, 4, ..., 12; the median of the training targets 1, 5, 9, 0.2 is 3
+    baseline = np.abs(2.0 * (np.arange(6) + 1.0) - 3.0).mean()
+    assert saved["test_mae"] == {"geomean": 0.0, "lgbm": pytest.approx(3.5), "nn": pytest.approx(7.0), "median_baseline": pytest.approx(baseline)}
     assert saved["stage"] == "blend" and saved["truth"].endswith("test_truth.csv") and record["oof_mae"] == saved["oof_mae"]
     out = capsys.readouterr().out
     assert "OOF MAE" in out and "test MAE" in out and "blend (geomean)" in out and "median baseline" in out
