@@ -264,22 +264,12 @@ def test_cli_report(tmp_path):
     assert main(["report", "--run", str(tmp_path / "nope"), "-q"]) == 2
 
 
-def _stages_written() -> bool:
-    """The fixture tiny_run needs synth, features and models; skip (not fail) while they are being written."""
-    import importlib
+def test_report_of_tiny_run(tiny_run, tmp_path):
+    import shutil
 
-    needs = {"synth": "write_dataset", "features": "build_features", "models": "train"}
-    try:
-        return all(hasattr(importlib.import_module(f"labquake.{m}"), fn) for m, fn in needs.items())
-    except ImportError:
-        return False
-
-
-@pytest.mark.slow
-def test_report_of_tiny_run(request):
-    if not _stages_written():
-        pytest.skip("needs labquake.synth.write_dataset, features.build_features and models.train")
-    tiny_run = request.getfixturevalue("tiny_run")
-    md = check_report(report.build_report(tiny_run), {p for p in ALL_PLOTS if p != "test_vs_truth.png"})
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / "blend.json").unlink(missing_ok=True)  # another test may have blended the shared run
+    md = check_report(report.build_report(run), {p for p in ALL_PLOTS if p != "test_vs_truth.png"})
     assert "Plot skipped" in md  # no truth named: the run was trained, not blended
     assert "## Timings" in md and "| train | lgbm |" in md
