@@ -16,10 +16,11 @@ import numpy as np
 import pandas as pd
 
 from labquake.config import TRAIN_SECTIONS, Config
-from labquake.util import LabquakeError, Timer, atomic_path, log, read_json, stage_record, write_json
+from labquake.util import LabquakeError, Timer, atomic_path, log, read_json, read_table, stage_record, write_json
 
 HEADER = ("seg_id", "time_to_failure")
 MODELS = ("geomean", "lgbm", "nn")  # the blend first: it is the file to upload
+TRAIN_HINT = " (run `labquake train` first)"
 FILES = {name: f"submission_{name}.csv" for name in MODELS}
 
 
@@ -108,19 +109,6 @@ def _aligned(ids: pd.Series, table: pd.DataFrame, path: Path, what: str) -> pd.D
     return table.loc[ids.to_numpy()]
 
 
-def _read_run_table(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
-    try:
-        table = pd.read_parquet(path)
-    except FileNotFoundError:
-        raise LabquakeError(f"{path}: not found (run `labquake train` first)") from None
-    except Exception as exc:  # pyarrow raises several types for a damaged file
-        raise LabquakeError(f"{path}: not a readable parquet file ({str(exc).splitlines()[0]})") from None
-    missing = [c for c in columns if c not in table.columns]
-    if missing:
-        raise LabquakeError(f"{path}: missing columns {', '.join(missing)}")
-    return table
-
-
 def _table(rows: list[tuple[str, float | None, float | None]], with_test: bool) -> str:
     head = f"{'model':<18}{'OOF MAE':>10}" + (f"{'test MAE':>10}" if with_test else "")
     lines = [head, "-" * len(head)]
@@ -142,8 +130,8 @@ def submit(cfg: Config, run_dir: Path, data_dir: Path, out_dir: Path) -> dict[st
         raise LabquakeError(f"{run_dir}: trained with another configuration than this one (--preset/--config/--set must match `labquake train`)")
     clip_min = cfg.blend.clip_min
     with timer.step("read"):
-        oof = _read_run_table(run_dir / "oof.parquet", ("target", "lgbm", "nn"))
-        test = _read_run_table(run_dir / "test.parquet", ("seg_id", "lgbm", "nn")).set_index("seg_id")
+        oof = read_table(run_dir / "oof.parquet", ("target", "lgbm", "nn"), TRAIN_HINT)
+        test = read_table(run_dir / "test.parquet", ("seg_id", "lgbm", "nn"), TRAIN_HINT).set_index("seg_id")
         sample = read_sample_submission(data_dir)
         test = _aligned(sample["seg_id"], test, run_dir / "test.parquet", "sample_submission.csv")
     oof_pred = predictions(oof["lgbm"], oof["nn"], clip_min)

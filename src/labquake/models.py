@@ -32,11 +32,12 @@ import pandas as pd
 from labquake import targets
 from labquake.blend import mae
 from labquake.config import TRAIN_SECTIONS, Config
-from labquake.util import LabquakeError, Timer, atomic_path, log, progress, read_json, stage_record, write_json
+from labquake.util import LabquakeError, Timer, atomic_path, log, progress, read_json, read_table, stage_record, write_json
 
 LGBM_TAG = "LGBM"  # LightGBM uses the features whose name contains this
 NN_TAG = "NN"  # the network uses the features whose name contains this
 META_COLUMNS = ("start", "cycle", "target", "tsf", "binary")
+FEATURES_HINT = " (run `labquake features` first)"
 HEADS = ("ttf", "tsf", "binary")  # network outputs, in the order of cfg.nn.loss_weights
 MONITOR = "val_ttf_mae"  # Keras 3's name for the validation MAE of the output layer named "ttf"
 
@@ -59,19 +60,6 @@ class TrainingData:
 def feature_columns(columns: list[str] | pd.Index, tag: str) -> list[str]:
     """The feature columns a model uses, in table order: those whose name contains ``tag``."""
     return [c for c in columns if tag in c]
-
-
-def _read_parquet(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
-    try:
-        table = pd.read_parquet(path)
-    except FileNotFoundError:
-        raise LabquakeError(f"{path}: not found (run `labquake features` first)") from None
-    except Exception as exc:  # pyarrow raises several types for a damaged file
-        raise LabquakeError(f"{path}: not a readable parquet file ({exc})") from None
-    missing = [c for c in required if c not in table.columns]
-    if missing:
-        raise LabquakeError(f"{path}: missing columns {', '.join(missing)}")
-    return table
 
 
 def features_key(meta: dict[str, Any]) -> str:
@@ -105,8 +93,8 @@ def load_training_data(cfg: Config, features_dir: Path) -> TrainingData:
     if not isinstance(meta.get("n_rows"), int):
         raise LabquakeError(f"{meta_path}: no n_rows (rebuild the features with `labquake features`)")
     check_features_record(cfg, meta, meta_path)
-    train = _read_parquet(features_dir / "train.parquet", META_COLUMNS)
-    test = _read_parquet(features_dir / "test.parquet", ("seg_id",))
+    train = read_table(features_dir / "train.parquet", META_COLUMNS, FEATURES_HINT)
+    test = read_table(features_dir / "test.parquet", ("seg_id",), FEATURES_HINT)
     feats = feature_columns(train.columns, LGBM_TAG) + feature_columns(train.columns, NN_TAG)
     if not feature_columns(train.columns, LGBM_TAG) or not feature_columns(train.columns, NN_TAG):
         raise LabquakeError(f"{features_dir / 'train.parquet'}: needs feature columns named *{LGBM_TAG}* and *{NN_TAG}*")

@@ -52,7 +52,7 @@ import numpy as np
 import pandas as pd
 
 from labquake.blend import geomean, mae
-from labquake.util import LabquakeError, atomic_path, log, read_json, write_text
+from labquake.util import LabquakeError, atomic_path, log, read_json, read_table, write_text
 
 DPI = 100
 SIZE = (12.0, 6.0)  # inches: 1200 x 600 pixels at DPI
@@ -102,15 +102,6 @@ _KEY_SETTINGS = (
 
 # ----------------------------------------------------------------------------------------------
 # Reading the run folder
-
-
-def _read_parquet(path: Path) -> pd.DataFrame:
-    try:
-        return pd.read_parquet(path)
-    except FileNotFoundError:
-        raise LabquakeError(f"{path}: not found") from None
-    except Exception as exc:  # pyarrow raises several unrelated types for a corrupt file
-        raise LabquakeError(f"{path}: unreadable parquet ({_one_line(exc)})") from None
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
@@ -192,7 +183,7 @@ def load_run(run_dir: Path) -> RunData:
     clip_min = float((config.get("blend") or {}).get("clip_min", 0.1))
 
     oof_path = run / "oof.parquet"
-    oof = _standardise(_read_parquet(oof_path), oof_path, need_target=True)
+    oof = _standardise(read_table(oof_path), oof_path, need_target=True)
     base = [m for m in ("lgbm", "nn") if m in oof.columns]
     if not base:
         raise LabquakeError(f"{oof_path}: no prediction columns (expected lgbm and/or nn)")
@@ -218,7 +209,7 @@ def load_run(run_dir: Path) -> RunData:
 
     test_path = run / "test.parquet"
     if test_path.is_file():
-        test = _standardise(_read_parquet(test_path), test_path, need_target=False)
+        test = _standardise(read_table(test_path), test_path, need_target=False)
         tm = [m for m in ("lgbm", "nn") if m in test.columns]
         if tm == ["lgbm", "nn"]:
             test["blend"] = geomean(test["lgbm"], test["nn"], clip_min)
@@ -441,7 +432,7 @@ def _feature_frame(d: RunData, features_dir: Path, lgbm_features: list[str] | No
     path = features_dir / "train.parquet"
     if not path.is_file():
         return None, [], f"no train.parquet in the feature folder {features_dir}"
-    tab = _standardise(_read_parquet(path), path, need_target=False)
+    tab = _standardise(read_table(path), path, need_target=False)
     if "target" not in tab.columns:
         if "start" in tab.columns and "start" in d.oof.columns:
             tab = tab.merge(d.oof[["start", "target"]], on="start", how="inner")

@@ -81,6 +81,24 @@ def read_json(path: str | Path) -> Any:
         raise LabquakeError(f"{path}: corrupt JSON ({exc})") from None
 
 
+def read_table(path: str | Path, required: tuple[str, ...] = (), missing_hint: str = ""):
+    """A parquet table with the ``required`` columns, or a one-line error naming the file."""
+    import pandas as pd
+
+    path = Path(path)
+    try:
+        table = pd.read_parquet(path)
+    except FileNotFoundError:
+        raise LabquakeError(f"{path}: not found{missing_hint}") from None
+    except Exception as exc:  # pyarrow raises several unrelated types for a damaged file
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise LabquakeError(f"{path}: not a readable parquet file ({first})") from None
+    missing = [c for c in required if c not in table.columns]
+    if missing:
+        raise LabquakeError(f"{path}: missing columns {', '.join(missing)}")
+    return table
+
+
 def _json_default(obj: Any) -> Any:
     if hasattr(obj, "item"):  # numpy scalars
         return obj.item()
