@@ -66,3 +66,18 @@ def test_select_segments(cycles, expected):
 
     table = pd.DataFrame({"start": [0, 1, 2, 3], "cycle": [0, 1, 1, 2]})
     assert targets.select_segments(table, cycles)["start"].tolist() == expected
+
+
+def test_memory_mapped_columns_are_read_the_same(tmp_path):
+    """Targets from a memory-mapped file (read, not paged in) equal those from the array itself."""
+    cfg = load_config("recipe", None, ["data.segment_rows=3"])
+    ttf = np.array([5.0, 4.0, 3.0, 2.0, 9.0, 8.0, 7.0, 6.0, 5.0, 4.0, 3.0, 2.0, 1.0, 7.5, 7.0])
+    path = tmp_path / "ttf.f64"
+    ttf.tofile(path)
+    mapped = np.memmap(path, dtype=np.float64, mode="r", shape=ttf.shape)
+    assert targets.read_at(mapped, np.array([14, 0, 7])).tolist() == [7.0, 5.0, 6.0]
+    assert targets.read_rows(mapped, 3, 6).tolist() == [2.0, 9.0, 8.0]
+    assert targets.cycle_starts(mapped, chunk=4).tolist() == [0, 4, 13]
+    import pandas as pd
+
+    pd.testing.assert_frame_equal(targets.segment_targets(mapped, cfg), targets.segment_targets(ttf, cfg))

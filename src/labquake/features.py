@@ -144,17 +144,17 @@ def _sign_changes(x):  # pragma: no cover - compiled
 
 @_lazy_njit
 def _count_peaks(x, n):  # pragma: no cover - compiled
-    """tsfresh number_peaks: samples strictly greater than the n neighbours on each side."""
+    """tsfresh number_peaks: samples strictly greater than the n neighbours on each side.
+
+    Branch-free: on noise an early exit mispredicts so often that it is twice as slow.
+    """
     count = 0
     for i in range(n, x.shape[0] - n):
         v = x[i]
         ok = True
         for j in range(1, n + 1):
-            if not (v > x[i - j] and v > x[i + j]):
-                ok = False
-                break
-        if ok:
-            count += 1
+            ok &= (v > x[i - j]) & (v > x[i + j])
+        count += ok
     return count
 
 
