@@ -317,7 +317,7 @@ def fit_network(cfg: Config, x_train: np.ndarray, y_train: dict, x_valid: np.nda
     train = tf.data.Dataset.from_tensor_slices((x_train, y_train))
     train = train.shuffle(len(x_train), seed=seed, reshuffle_each_iteration=True).batch(c.batch_size)
     valid = tf.data.Dataset.from_tensor_slices((x_valid, y_valid)).batch(max(len(x_valid), 1)).cache()
-    history = model.fit(train, validation_data=valid, epochs=c.epochs, callbacks=callbacks, verbose=0)
+    history = model.fit(train, validation_data=valid, epochs=c.epochs, callbacks=callbacks, shuffle=False, verbose=0)  # shuffled above
     model.save_weights(str(weights_path))
     return model, pd.DataFrame(history.history)
 
