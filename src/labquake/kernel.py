@@ -121,7 +121,7 @@ def config_args(cfg: Config) -> list[str]:
             if value != getattr(theirs, f.name):
                 sets.append(f"{section.name}.{f.name}={json.dumps(value)}")
     if load_config(preset, sets=sets) != cfg:
-        raise LabquakeError("kernel: this configuration cannot be written as --set arguments; report it as a bug")
+        raise LabquakeError("this configuration cannot be written as --set arguments; report it as a bug")
     return ["--preset", preset, *[a for s in sets for a in ("--set", s)]]
 
 
@@ -162,14 +162,14 @@ def resolve_kernel_id(requested: str | None, cfg: Config, environ: dict[str, str
     else:
         user = kaggle_username(environ)
         if not user:
-            raise LabquakeError(f"kernel: no Kaggle user name to make the kernel id from: {ID_HELP}")
+            raise LabquakeError(f"no Kaggle user name to make the kernel id from: {ID_HELP}")
         slug = requested or slugify(f"labquake {cfg.preset}")
     if not USER_RE.fullmatch(user):
-        raise LabquakeError(f"kernel: {user!r} is not a Kaggle user name; expected --id USER/SLUG")
+        raise LabquakeError(f"{user!r} is not a Kaggle user name; expected --id USER/SLUG")
     if not SLUG_RE.fullmatch(slug) or len(slug) < MIN_SLUG:
         hint = slugify(slug)
         raise LabquakeError(
-            f"kernel: {slug!r} is not a Kaggle kernel slug: lowercase letters, digits and single hyphens, "
+            f"{slug!r} is not a Kaggle kernel slug: lowercase letters, digits and single hyphens, "
             f"at least {MIN_SLUG} characters" + (f" (e.g. {hint!r})" if len(hint) >= MIN_SLUG else "")
         )
     return f"{user}/{slug}"
@@ -211,7 +211,7 @@ def render_script(cfg: Config, files: dict[str, bytes] | None = None) -> str:
     files = package_files() if files is None else files
     template_name = f"labquake/{TEMPLATE}"
     if template_name not in files:
-        raise LabquakeError(f"kernel: the package has no {TEMPLATE}")
+        raise LabquakeError(f"the package has no {TEMPLATE}")
     template = files[template_name].decode()
     blob = pack(files)
     build = {
@@ -224,7 +224,7 @@ def render_script(cfg: Config, files: dict[str, bytes] | None = None) -> str:
     payload = base64.encodebytes(blob).decode()  # 76-character lines; b64decode skips the newlines
     for token, value in ((BUILD_TOKEN, _literal(build)), (PACKAGE_TOKEN, f'"""\n{payload}"""')):
         if template.count(token) != 1:
-            raise LabquakeError(f"kernel: {TEMPLATE} must hold {token} exactly once")
+            raise LabquakeError(f"{TEMPLATE} must hold {token} exactly once")
         template = template.replace(token, value)
     header = (
         f"# Built by `labquake kernel` from labquake {__version__} (package sha256 {build['sha256'][:16]}).\n"
