@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from labquake.features import FEATURE_NAMES
 
@@ -100,3 +101,74 @@ def test_train_without_a_quake_runs_as_one_cycle_with_a_warning(real_dir, tmp_pa
     np.testing.assert_allclose(table["target"], ttf[[149_999, 299_999]], rtol=0, atol=1e-12)
     np.testing.assert_allclose(table["tsf"], ttf[0] - ttf[[149_999, 299_999]], rtol=0, atol=1e-12)
     assert np.isfinite(table[FEATURE_NAMES].to_numpy()).all()
+
+
+# --- every bad input of issue 7, through `labquake features` with good outputs already in place ------
+
+SEG = "seg_00030f"
+
+
+def _set_line(path: Path, line_no: int, text: str) -> None:
+    lines = path.read_text().split("\n")
+    lines[line_no - 1] = text
+    path.write_text("\n".join(lines))
+
+
+def _drop(path: Path) -> None:
+    shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def _segment_rows(raw: Path, n: int) -> None:
+    seg = raw / "test" / f"{SEG}.csv"
+    lines = seg.read_text().splitlines()
+    seg.write_text("\n".join(lines[: n + 1] + lines[1 : 1 + max(0, n + 1 - len(lines))]) + "\n")
+
+
+# (what is broken, how, the file the error must name, what it must say)
+BAD_INPUTS = [
+    ("no data folder", lambda raw: shutil.rmtree(raw), "", "data folder not found"),
+    ("no train.csv", lambda raw: _drop(raw / "train.csv"), "train.csv", "not found"),
+    ("no test folder", lambda raw: _drop(raw / "test"), "test", "not found"),
+    ("no sample_submission.csv", lambda raw: _drop(raw / "sample_submission.csv"), "sample_submission.csv", "not found"),
+    ("empty train.csv", lambda raw: (raw / "train.csv").write_text(""), "train.csv", "empty"),
+    ("other header", lambda raw: _set_line(raw / "train.csv", 1, "signal,ttf"), "train.csv", "header"),
+    ("non-numeric signal", lambda raw: _set_line(raw / "train.csv", 500, "abc,1.4690999"), "train.csv", "line 500"),
+    ("empty signal", lambda raw: _set_line(raw / "train.csv", 501, ",1.4690999"), "train.csv", "line 501"),
+    ("signal outside int16", lambda raw: _set_line(raw / "train.csv", 502, "40000,1.4690999"), "train.csv", "line 502"),
+    ("non-finite time", lambda raw: _set_line(raw / "train.csv", 503, "4,nan"), "train.csv", "line 503"),
+    ("negative time", lambda raw: _set_line(raw / "train.csv", 504, "4,-1.0"), "train.csv", "line 504"),
+    ("wrong column count", lambda raw: _set_line(raw / "train.csv", 505, "4,1.4690999,7"), "train.csv", "line 505"),
+    ("train shorter than a segment", lambda raw: _set_line(raw / "train.csv", 150_001, ""), "train.csv", "fewer than one segment"),
+    ("short segment", lambda raw: _segment_rows(raw, 149_999), f"{SEG}.csv", "149,999 rows"),
+    ("long segment", lambda raw: _segment_rows(raw, 150_001), f"{SEG}.csv", "150,001 rows"),
+    ("id without a segment", lambda raw: (raw / "sample_submission.csv").write_text(f"seg_id,time_to_failure\n{SEG},0\nseg_abcdef,0\n"), "seg_abcdef", ""),
+    ("duplicate ids", lambda raw: (raw / "sample_submission.csv").write_text(f"seg_id,time_to_failure\n{SEG},0\n{SEG},0\n"), "sample_submission.csv", "duplicate"),
+]
+
+
+@pytest.fixture(scope="module")
+def good_state(real_dir, tmp_path_factory):
+    """A valid small data folder (real samples: one train segment, one test segment), its outputs,
+    and a pristine copy (mtimes kept, so the cache stays fresh) to restore it from."""
+    base = tmp_path_factory.mktemp("good")
+    raw = base / "pristine"
+    (raw / "test").mkdir(parents=True)
+    (raw / "train.csv").write_bytes((real_dir / "train_head.csv").read_bytes() + b"7,1.4688\n")
+    shutil.copy(real_dir / f"{SEG}.csv", raw / "test" / f"{SEG}.csv")
+    (raw / "sample_submission.csv").write_text(f"seg_id,time_to_failure\n{SEG},0\n")
+    shutil.copytree(raw, base / "raw", copy_function=shutil.copy2)
+    res = cli("features", "--data", base / "raw", "--out", base / "features", "--interim", base / "interim", "--jobs", "1")
+    assert res.returncode == 0, res.stderr
+    return base
+
+
+@pytest.mark.parametrize("what,breaks,names,says", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
+def test_bad_input_is_one_line_exit_2_and_earlier_outputs_stay(good_state, what, breaks, names, says):
+    raw = good_state / "raw"
+    shutil.rmtree(raw, ignore_errors=True)
+    shutil.copytree(good_state / "pristine", raw, copy_function=shutil.copy2)
+    before = {name: snapshot(good_state / name) for name in ("features", "interim")}
+    breaks(raw)
+    res = cli("features", "--data", raw, "--out", good_state / "features", "--interim", good_state / "interim", "--jobs", "1")
+    one_line_error(res, str(raw / names) if names in ("", "train.csv", "test", "sample_submission.csv") else names, says)
+    assert {name: snapshot(good_state / name) for name in ("features", "interim")} == before
