@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from labquake import targets
+from labquake import data, targets
 from labquake.config import REAL_TRAIN_ROWS, load_config
 
 
@@ -75,8 +75,8 @@ def test_memory_mapped_columns_are_read_the_same(tmp_path):
     path = tmp_path / "ttf.f64"
     ttf.tofile(path)
     mapped = np.memmap(path, dtype=np.float64, mode="r", shape=ttf.shape)
-    assert targets.read_at(mapped, np.array([14, 0, 7])).tolist() == [7.0, 5.0, 6.0]
-    assert targets.read_rows(mapped, 3, 6).tolist() == [2.0, 9.0, 8.0]
+    assert data.read_at(mapped, np.array([14, 0, 7])).tolist() == [7.0, 5.0, 6.0]
+    assert data.read_rows(mapped, 3, 6).tolist() == [2.0, 9.0, 8.0]
     assert targets.cycle_starts(mapped, chunk=4).tolist() == [0, 4, 13]
     import pandas as pd
 

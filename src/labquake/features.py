@@ -6,13 +6,14 @@ signal, one magnitude STFT per signal feeding both the MFCCs and the spectral co
 the MFCCs over frames is the DCT of the mean log-mel spectrum), O(n) rolling standard deviations and
 small numba kernels for the counts. ``labquake.features_reference`` is the slow, obvious statement of
 the same features (straight library calls); tests/test_features.py holds the two to 1e-6 relative
-(counts equal) and bench/bench_features.py measures the speed-up.
+(counts equal) and bench/run.py measures the speed-up.
 
 ``build_features`` writes one feature table for train (a row per 150,000-row segment) and one for
 test (a row per test segment, in sample_submission.csv order). Segments are read from the
 memory-mapped binary cache of ``labquake.data``; workers get chunks of segment indices and open
-the cache themselves. Finished chunks are kept under ``FEATDIR/.parts/<key>/`` so an interrupted run
-resumes, and the final tables and ``features.json`` are only replaced when everything succeeded.
+the cache themselves. Finished chunks are kept beside the output, in ``.FEATDIR.parts/<key>/``
+(key: inputs and settings), so an interrupted run resumes; the output folder (both tables and
+``features.json``) is swapped in whole only when everything succeeded.
 """
 
 from __future__ import annotations

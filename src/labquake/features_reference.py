@@ -1,9 +1,10 @@
 """The 24 features of RECIPE.md computed the slow, obvious way: the parity oracle.
 
-Every feature is one straight call of the library that defines it (librosa, PyWavelets, pandas,
-NumPy), one feature at a time, recomputing whatever it needs. Nothing is shared or cached, so the
-code reads like the recipe. ``labquake.features`` must give the same numbers (tests/test_features.py)
-and be much faster (bench/bench_features.py compares the two).
+Every feature is a straight call of the library that defines it (librosa, PyWavelets, pandas,
+NumPy), so the code reads like the recipe. As in the recipe's own kernel, a library call that yields
+a family of features (the 20 MFCC means, the 7 contrast bands) is made once per signal; nothing
+else is shared. ``labquake.features`` must give the same numbers (tests/test_features.py) and be
+faster (bench/run.py compares the two).
 """
 
 from __future__ import annotations

@@ -2,46 +2,16 @@
 
 from __future__ import annotations
 
-import mmap
-import os
-
 import numpy as np
 import pandas as pd
 
 from labquake.config import REAL_TRAIN_ROWS, Config
+from labquake.data import read_at, read_rows
 
 
 def segment_starts(n_rows: int, segment_rows: int) -> np.ndarray:
     """Non-overlapping windows from row 0; the last incomplete one is dropped."""
     return np.arange(n_rows // segment_rows, dtype=np.int64) * segment_rows
-
-
-# A memory-mapped file is read rather than paged in through its map: scanning the 5 GB time
-# column would leave it all resident, and even a few thousand scattered rows 1.2 MB apart page in
-# most of it (the kernel reads ahead around every fault): 3.8 GB of resident memory.
-
-
-def _mapped_file(a: np.ndarray) -> bool:
-    return isinstance(a, np.memmap) and isinstance(a.base, mmap.mmap) and bool(a.filename)
-
-
-def read_rows(a: np.ndarray, lo: int, hi: int) -> np.ndarray:
-    """``a[lo:hi]`` in memory."""
-    if _mapped_file(a):
-        hi = min(hi, len(a))
-        return np.fromfile(a.filename, dtype=a.dtype, count=max(hi - lo, 0), offset=a.offset + lo * a.itemsize)
-    return np.asarray(a[lo:hi])
-
-
-def read_at(a: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """``a[rows]`` in memory, for a few scattered rows."""
-    if not _mapped_file(a):
-        return np.asarray(a[rows])
-    out = np.empty(len(rows), dtype=a.dtype)
-    with open(a.filename, "rb") as fh:
-        for i, r in enumerate(np.asarray(rows, dtype=np.int64)):
-            out[i] = np.frombuffer(os.pread(fh.fileno(), a.itemsize, a.offset + int(r) * a.itemsize), dtype=a.dtype)[0]
-    return out
 
 
 def cycle_starts(ttf: np.ndarray, chunk: int = 1 << 24) -> np.ndarray:
