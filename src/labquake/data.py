@@ -521,9 +521,9 @@ def _ensure_test(data_dir: Path, interim: Path, force: bool = False) -> tuple[di
     return record, True
 
 
-# Reading the cache. A memory-mapped file is read rather than paged in through its map: scanning the 5 GB time
-# column would leave it all resident, and even a few thousand scattered rows 1.2 MB apart page in
-# most of it (the kernel reads ahead around every fault): 3.8 GB of resident memory.
+# Reading the cache. A memory-mapped file is read rather than paged in through its map: scanning
+# the 5 GB time column would leave it all resident, and even a few thousand scattered rows 1.2 MB
+# apart page in most of it (the kernel reads ahead around every fault): 3.8 GB resident.
 
 
 def _mapped_file(a: np.ndarray) -> bool:
