@@ -28,10 +28,9 @@ What it reads (the run folder layout written by ``models.train`` and ``blend.sub
   ``iteration``, ``valid_mae``), ``nn/history.csv`` (``fold``, ``run``, ``epoch`` and
   Keras' ``loss``/``val_*`` columns), ``nn/runs.json``.
 
-Column names are matched leniently (``ttf``/``time_to_failure`` for the target, ``nn_ttf`` for the
-network...) so that the report survives small changes of the writers. A missing optional input
-skips its plot with a line in the report saying why; a missing or unreadable required one raises
-a one-line :class:`LabquakeError` naming the file.
+Columns are those the writers write. A missing optional input skips its plot with a line in the
+report saying why; a missing or unreadable required one, or a missing column, raises a one-line
+:class:`LabquakeError` naming the file.
 
 Plots are drawn with matplotlib's object API on an Agg canvas (no ``pyplot``, so the caller's
 backend and global figure state are never touched), at a fixed size and with fixed style settings,
@@ -73,11 +72,6 @@ PLOTS = (
     "test_vs_truth.png",
 )
 
-_TARGET_COLS = ("target", "time_to_failure", "ttf", "y", "y_true")
-_MODEL_COLS = {
-    "lgbm": ("lgbm", "lgbm_ttf", "pred_lgbm", "oof_lgbm", "lgb"),
-    "nn": ("nn", "nn_ttf", "pred_nn", "oof_nn"),
-}
 _KEY_SETTINGS = (
     "preset",
     "data.train_cycles",
@@ -121,14 +115,6 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
 
 
-def _pick(df: pd.DataFrame, names: Sequence[str]) -> str | None:
-    lower = {str(c).lower(): c for c in df.columns}
-    for n in names:
-        if n in lower:
-            return lower[n]
-    return None
-
-
 def _optional_json(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
@@ -155,19 +141,11 @@ class RunData:
     notes: list[str] = field(default_factory=list)
 
 
-def _standardise(df: pd.DataFrame, path: Path, need_target: bool) -> pd.DataFrame:
-    """Rename the lenient column names to target/lgbm/nn; keep the other columns."""
-    rename: dict[Any, str] = {}
-    tcol = _pick(df, _TARGET_COLS)
-    if tcol is not None:
-        rename[tcol] = "target"
-    elif need_target:
-        raise LabquakeError(f"{path}: no target column (expected one of {', '.join(_TARGET_COLS)})")
-    for model, names in _MODEL_COLS.items():
-        col = _pick(df, names)
-        if col is not None:
-            rename[col] = model
-    return df.rename(columns=rename)
+def _require(df: pd.DataFrame, path: Path, columns: Sequence[str]) -> pd.DataFrame:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise LabquakeError(f"{path}: missing columns {', '.join(missing)}")
+    return df
 
 
 def load_run(run_dir: Path) -> RunData:
@@ -183,7 +161,7 @@ def load_run(run_dir: Path) -> RunData:
     clip_min = float((config.get("blend") or {}).get("clip_min", 0.1))
 
     oof_path = run / "oof.parquet"
-    oof = _standardise(read_table(oof_path), oof_path, need_target=True)
+    oof = read_table(oof_path, ("target",))
     base = [m for m in ("lgbm", "nn") if m in oof.columns]
     if not base:
         raise LabquakeError(f"{oof_path}: no prediction columns (expected lgbm and/or nn)")
@@ -209,7 +187,7 @@ def load_run(run_dir: Path) -> RunData:
 
     test_path = run / "test.parquet"
     if test_path.is_file():
-        test = _standardise(read_table(test_path), test_path, need_target=False)
+        test = read_table(test_path)
         tm = [m for m in ("lgbm", "nn") if m in test.columns]
         if tm == ["lgbm", "nn"]:
             test["blend"] = geomean(test["lgbm"], test["nn"], clip_min)
@@ -390,17 +368,8 @@ def _importance_table(run: Path) -> tuple[pd.DataFrame | None, str]:
     if not path.is_file():
         return None, f"no lgbm/importance.csv in the run folder (LightGBM was not trained?)"
     imp = _read_csv(path)
-    fcol = _pick(imp, ("feature", "name", "feature_name"))
-    if fcol is None:
-        return None, f"{path} has no feature column"
-    gcol = _pick(imp, ("gain", "importance_gain"))
-    if gcol is None:
-        tcol, vcol = _pick(imp, ("importance_type", "type")), _pick(imp, ("importance", "value"))
-        if tcol is None or vcol is None:
-            return None, f"{path} has no gain column"
-        imp = imp[imp[tcol].astype(str).str.lower() == "gain"]
-        gcol = vcol
-    out = pd.DataFrame({"feature": imp[fcol].astype(str), "gain": pd.to_numeric(imp[gcol], errors="coerce")})
+    _require(imp, path, ("feature", "gain"))
+    out = pd.DataFrame({"feature": imp["feature"].astype(str), "gain": pd.to_numeric(imp["gain"], errors="coerce")})
     out = out.dropna()
     if out.empty:
         return None, f"{path} has no gain values"
@@ -432,7 +401,7 @@ def _feature_frame(d: RunData, features_dir: Path, lgbm_features: list[str] | No
     path = features_dir / "train.parquet"
     if not path.is_file():
         return None, [], f"no train.parquet in the feature folder {features_dir}"
-    tab = _standardise(read_table(path), path, need_target=False)
+    tab = read_table(path)
     if "target" not in tab.columns:
         if "start" in tab.columns and "start" in d.oof.columns:
             tab = tab.merge(d.oof[["start", "target"]], on="start", how="inner")
@@ -477,10 +446,7 @@ def _curves_frame(run: Path) -> tuple[pd.DataFrame | None, str]:
     if not path.is_file():
         return None, "no lgbm/curves.csv in the run folder"
     cur = _read_csv(path)
-    vcol = _pick(cur, ("valid_mae", "val_mae", "mae", "valid_l1", "l1"))
-    if vcol is None:
-        return None, f"{path} has no valid_mae column"
-    cur = cur.rename(columns={vcol: "valid_mae"})
+    _require(cur, path, ("valid_mae",))
     for col in ("fold", "seed"):
         if col not in cur.columns:
             cur[col] = 0
@@ -519,8 +485,8 @@ def _history_frame(run: Path) -> tuple[pd.DataFrame | None, str]:
     hist = _read_csv(path)
     if "fold" not in hist.columns:
         hist["fold"] = 0
-    rcol = _pick(hist, ("run", "attempt", "draw", "repeat"))
-    hist["run"] = hist[rcol] if rcol is not None else 0
+    if "run" not in hist.columns:
+        hist["run"] = 0
     if "epoch" not in hist.columns:
         hist["epoch"] = hist.groupby(["fold", "run"]).cumcount()
     if "loss" not in hist.columns and not any(str(c).startswith("val_") for c in hist.columns):
@@ -651,11 +617,10 @@ def _truth_frame(d: RunData, truth: Path | None) -> tuple[pd.DataFrame | None, s
     truth = Path(truth)
     if not truth.is_file():
         return None, f"truth file {truth} not found"
-    t = _standardise(_read_csv(truth), truth, need_target=True)
-    scol, tscol = _pick(t, ("seg_id",)), _pick(d.test, ("seg_id",))
-    if scol is None or tscol is None:
-        return None, f"no seg_id column in {truth if scol is None else d.run / 'test.parquet'} to match rows"
-    merged = d.test.merge(t[[scol, "target"]].rename(columns={scol: tscol}), on=tscol, how="inner")
+    t = _require(_read_csv(truth), truth, ("seg_id", "time_to_failure")).rename(columns={"time_to_failure": "target"})
+    if "seg_id" not in d.test.columns:
+        return None, f"no seg_id column in {d.run / 'test.parquet'} to match rows"
+    merged = d.test.merge(t[["seg_id", "target"]], on="seg_id", how="inner")
     if merged.empty:
         return None, f"no seg_id of {truth} matches the test predictions"
     return merged, f"{truth} ({len(merged)} of {len(d.test)} test segments matched)"
