@@ -154,14 +154,13 @@ def load_run(run_dir: Path) -> RunData:
         raise LabquakeError(f"{run}: run folder not found (train first: labquake train --run {run})")
     cfg_path = run / "config.json"
     config = read_json(cfg_path)
+    config = config.get("config") if isinstance(config, dict) else None
     if not isinstance(config, dict):
-        raise LabquakeError(f"{cfg_path}: expected a JSON object")
-    if "blend" not in config and isinstance(config.get("config"), dict):
-        config = config["config"]  # a stage record rather than a bare configuration
+        raise LabquakeError(f"{cfg_path}: no configuration object (written by `labquake train`)")
     clip_min = float((config.get("blend") or {}).get("clip_min", 0.1))
 
     oof_path = run / "oof.parquet"
-    oof = read_table(oof_path, ("target",))
+    oof = read_table(oof_path, ("start", "cycle", "target"))
     base = [m for m in ("lgbm", "nn") if m in oof.columns]
     if not base:
         raise LabquakeError(f"{oof_path}: no prediction columns (expected lgbm and/or nn)")
@@ -172,17 +171,8 @@ def load_run(run_dir: Path) -> RunData:
         oof["blend"] = geomean(oof["lgbm"], oof["nn"], clip_min)
         models.append("blend")
 
-    if "start" in oof.columns:
-        x = oof["start"].to_numpy(dtype=np.float64) / 1e6
-        x_label = "segment start (million rows of train.csv)"
-    else:
-        x = np.arange(len(oof), dtype=np.float64)
-        x_label = "segment index (trained segments in train order)"
-    if "cycle" not in oof.columns:
-        # A new cycle wherever the time to failure jumps up between consecutive segments.
-        jumps = np.r_[False, np.diff(oof["target"].to_numpy()) > 0]
-        oof["cycle"] = np.cumsum(jumps)
-
+    x = oof["start"].to_numpy(dtype=np.float64) / 1e6
+    x_label = "segment start (million rows of train.csv)"
     data = RunData(run=run, config=config, clip_min=clip_min, oof=oof, models=models, x=x, x_label=x_label)
 
     test_path = run / "test.parquet"
@@ -397,16 +387,11 @@ def plot_lgbm_importance(imp: pd.DataFrame, path: Path) -> None:
     _save(fig, path)
 
 
-def _feature_frame(d: RunData, features_dir: Path, lgbm_features: list[str] | None) -> tuple[pd.DataFrame | None, list[str], str]:
+def _feature_frame(features_dir: Path, lgbm_features: list[str] | None) -> tuple[pd.DataFrame | None, list[str], str]:
     path = features_dir / "train.parquet"
     if not path.is_file():
         return None, [], f"no train.parquet in the feature folder {features_dir}"
-    tab = read_table(path)
-    if "target" not in tab.columns:
-        if "start" in tab.columns and "start" in d.oof.columns:
-            tab = tab.merge(d.oof[["start", "target"]], on="start", how="inner")
-        else:
-            return None, [], f"{path} has no target column"
+    tab = read_table(path, ("cycle", "target"))
     feats = [f for f in (lgbm_features or []) if f in tab.columns][:9]
     if not feats:
         feats = sorted(c for c in tab.columns if "LGBM" in str(c))
@@ -436,8 +421,7 @@ def plot_lgbm_features(tab: pd.DataFrame, feats: list[str], path: Path) -> None:
         ax.legend(loc="best", fontsize=8)
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
-    where = f" in {tab['cycle'].nunique()} cycles" if "cycle" in tab.columns else ""
-    fig.suptitle(f"LightGBM features against time to failure ({len(tab)} train segments{where}, from the feature table)")
+    fig.suptitle(f"LightGBM features against time to failure ({len(tab)} train segments in {tab['cycle'].nunique()} cycles, from the feature table)")
     _save(fig, path)
 
 
@@ -445,14 +429,7 @@ def _curves_frame(run: Path) -> tuple[pd.DataFrame | None, str]:
     path = run / "lgbm" / "curves.csv"
     if not path.is_file():
         return None, "no lgbm/curves.csv in the run folder"
-    cur = _read_csv(path)
-    _require(cur, path, ("valid_mae",))
-    for col in ("fold", "seed"):
-        if col not in cur.columns:
-            cur[col] = 0
-    if "iteration" not in cur.columns:
-        cur["iteration"] = cur.groupby(["seed", "fold"]).cumcount() + 1
-    return cur, ""
+    return _require(_read_csv(path), path, ("seed", "fold", "iteration", "valid_mae")), ""
 
 
 @_styled
@@ -482,13 +459,7 @@ def _history_frame(run: Path) -> tuple[pd.DataFrame | None, str]:
     path = run / "nn" / "history.csv"
     if not path.is_file():
         return None, "no nn/history.csv in the run folder (the network was not trained)"
-    hist = _read_csv(path)
-    if "fold" not in hist.columns:
-        hist["fold"] = 0
-    if "run" not in hist.columns:
-        hist["run"] = 0
-    if "epoch" not in hist.columns:
-        hist["epoch"] = hist.groupby(["fold", "run"]).cumcount()
+    hist = _require(_read_csv(path), path, ("run", "fold", "epoch"))
     if "loss" not in hist.columns and not any(str(c).startswith("val_") for c in hist.columns):
         return None, f"{path} has neither loss nor val_* columns"
     return hist, ""
@@ -816,7 +787,7 @@ def build_report(run_dir: Path, features_dir: Path | None = None, truth: Path | 
         features_record = _optional_json(fdir / "features.json")
         # Most important first, as in the importance plot.
         ranked = imp.groupby("feature")["gain"].mean().sort_values(ascending=False, kind="stable") if imp is not None else None
-        tab, feats, feat_why = _feature_frame(d, fdir, list(ranked.index) if ranked is not None else None)
+        tab, feats, feat_why = _feature_frame(fdir, list(ranked.index) if ranked is not None else None)
     else:
         feat_why = f"no feature plots: {feat_why}"
     cur, cur_why = _curves_frame(d.run)
