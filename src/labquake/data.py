@@ -54,7 +54,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from labquake.config import SEGMENT_ROWS
-from labquake.util import LabquakeError, Timer, atomic_path, file_fingerprint, log, progress, stage_record, write_json
+from labquake.util import LabquakeError, Timer, atomic_path, file_fingerprint, log, progress, stage_record, usable_cpus, write_json
 
 CACHE_FORMAT = 1  # bump when the layout of the cache files changes
 CHUNK_BYTES = 32 << 20  # train.csv is parsed in pieces of about this size
@@ -253,8 +253,7 @@ def _ordered(pool: ThreadPoolExecutor, fn: Callable[[_T], _R], items: Iterable[_
 
 
 def _threads() -> int:
-    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(4, n))
+    return max(1, min(4, usable_cpus()))
 
 
 # --- readers: one file each -------------------------------------------------------------------------

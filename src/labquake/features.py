@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from labquake.config import SEGMENT_ROWS, Config, FeatureConfig
-from labquake.util import LabquakeError, log
+from labquake.util import LabquakeError, log, usable_cpus
 
 # The output format: RECIPE.md's names, in RECIPE.md's order.
 FEATURE_NAMES: list[str] = [
@@ -636,7 +636,7 @@ def n_jobs(jobs: int) -> int:
     """``--jobs``: 0 means every core this process may use."""
     if jobs > 0:
         return jobs
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return usable_cpus()
 
 
 def _chunk_features(fc: FeatureConfig, source: tuple[str, int], starts: np.ndarray, rows: int, part: str) -> str:
@@ -685,14 +685,17 @@ def _compute(cfg: Config, jobs: int, parts: Path, tasks: list[tuple[str, tuple[s
     chunk = int(os.environ.get("LABQUAKE_FEATURE_CHUNK", DEFAULT_CHUNK))
     done: dict[str, np.ndarray] = {}
     todo = []
+    order: dict[str, list[str]] = {}  # each task's part files, in segment order
     for name, source, starts in tasks:
+        order[name] = []
         for c, lo in enumerate(range(0, len(starts), chunk)):
-            part = parts / f"{name}_{c:05d}.npy"
-            values = _load_part(part, len(starts[lo : lo + chunk]))
+            part = str(parts / f"{name}_{c:05d}.npy")
+            order[name].append(part)
+            values = _load_part(Path(part), len(starts[lo : lo + chunk]))
             if values is None:
-                todo.append((source, starts[lo : lo + chunk], str(part)))
+                todo.append((source, starts[lo : lo + chunk], part))
             else:
-                done[str(part)] = values
+                done[part] = values
     resumed = sum(len(v) for v in done.values())
     if resumed:
         log.info(f"features: resuming, {resumed} of {total} segments already done")
@@ -709,12 +712,10 @@ def _compute(cfg: Config, jobs: int, parts: Path, tasks: list[tuple[str, tuple[s
         done[part] = np.load(part)
         bar.update(sizes[part])
     bar.close()
-    out = {}
-    for name, _, starts in tasks:
-        n_chunks = -(-len(starts) // chunk)
-        blocks = [done[str(parts / f"{name}_{c:05d}.npy")] for c in range(n_chunks)]
-        out[name] = np.concatenate(blocks) if blocks else np.empty((0, len(FEATURE_NAMES)))
-    return out
+    return {
+        name: np.concatenate([done[p] for p in paths]) if paths else np.empty((0, len(FEATURE_NAMES)))
+        for name, paths in order.items()
+    }
 
 
 def _up_to_date(out_dir: Path, key: str) -> bool:

@@ -32,7 +32,7 @@ import pandas as pd
 from labquake import targets
 from labquake.blend import mae
 from labquake.config import TRAIN_SECTIONS, Config
-from labquake.util import LabquakeError, Timer, atomic_path, log, progress, read_json, read_table, stage_record, write_json
+from labquake.util import LabquakeError, Timer, atomic_path, log, progress, read_json, read_table, stage_record, usable_cpus, write_json
 
 LGBM_TAG = "LGBM"  # LightGBM uses the features whose name contains this
 NN_TAG = "NN"  # the network uses the features whose name contains this
@@ -126,13 +126,6 @@ def fold_baseline(y: np.ndarray, folds: np.ndarray, stat: Callable[[np.ndarray],
     return pred
 
 
-def n_threads() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 # ---------------------------------------------------------------------------------------------
 # LightGBM
 
@@ -173,7 +166,7 @@ def lgbm_params(cfg: Config, seed: int) -> dict[str, Any]:
         "seed": seed,
         "deterministic": True,
         "force_row_wise": True,
-        "num_threads": n_threads(),
+        "num_threads": usable_cpus(),
         "device_type": c.device_type,
         "verbosity": -1,
     }

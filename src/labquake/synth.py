@@ -72,7 +72,7 @@ from pathlib import Path
 import numpy as np
 
 from labquake.config import SEGMENT_ROWS
-from labquake.util import LabquakeError, atomic_path, log, progress
+from labquake.util import LabquakeError, atomic_path, log, progress, usable_cpus
 
 # --- time base (units of 1e-10 s) -----------------------------------------------------------------
 UNITS_PER_S = 10**10
@@ -491,7 +491,7 @@ def format_times(ttf_units: np.ndarray) -> list[str]:
 
 # --- writing --------------------------------------------------------------------------------------
 def _threads() -> int:
-    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+    return max(1, min(4, usable_cpus()))
 
 
 def _write_train(path: Path, exp: _Experiment, seed: int) -> int:

@@ -21,6 +21,11 @@ class LabquakeError(Exception):
     """A problem the user can fix (bad input, stale output). The CLI prints it as one line, exit 2."""
 
 
+def usable_cpus() -> int:
+    """Cores this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def setup_logging(verbosity: int = 0) -> None:
     level = logging.WARNING if verbosity < 0 else logging.DEBUG if verbosity > 0 else logging.INFO
     handler = logging.StreamHandler(sys.stderr)
