@@ -9,12 +9,14 @@ atomically; files read are checked too, with one-line errors naming the file.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from labquake import data
 from labquake.config import TRAIN_SECTIONS, Config
 from labquake.util import LabquakeError, Timer, atomic_path, log, read_json, read_table, stage_record, write_json
 
@@ -79,15 +81,11 @@ def read_submission(path: str | Path) -> pd.DataFrame:
     return pd.DataFrame({"seg_id": ids.to_numpy(), "time_to_failure": values})
 
 
-def read_sample_submission(data_dir: str | Path) -> pd.DataFrame:
-    return read_submission(Path(data_dir) / "sample_submission.csv")
-
-
-def check_submission(path: str | Path, table: pd.DataFrame, sample: pd.DataFrame) -> None:
+def check_submission(path: str | Path, table: pd.DataFrame, ids: Sequence[str]) -> None:
     """Before writing: the sample's ids in its order, every value finite and non-negative."""
     if list(table.columns) != list(HEADER):
         raise LabquakeError(f"{path}: columns must be {','.join(HEADER)}, got {','.join(map(str, table.columns))}")
-    if len(table) != len(sample) or not np.array_equal(table["seg_id"].to_numpy(), sample["seg_id"].to_numpy()):
+    if table["seg_id"].tolist() != list(ids):
         raise LabquakeError(f"{path}: seg_id rows differ from sample_submission.csv")
     values = table["time_to_failure"].to_numpy(dtype=np.float64)
     bad = np.flatnonzero(~np.isfinite(values) | (values < 0))
@@ -95,8 +93,8 @@ def check_submission(path: str | Path, table: pd.DataFrame, sample: pd.DataFrame
         raise LabquakeError(f"{path}: time_to_failure {values[bad[0]]} for {table['seg_id'].iloc[bad[0]]} (must be finite and >= 0)")
 
 
-def write_submission(path: str | Path, table: pd.DataFrame, sample: pd.DataFrame) -> None:
-    check_submission(path, table, sample)
+def write_submission(path: str | Path, table: pd.DataFrame, ids: Sequence[str]) -> None:
+    check_submission(path, table, ids)
     with atomic_path(path) as tmp:
         table.to_csv(tmp, index=False)
 
@@ -132,20 +130,20 @@ def submit(cfg: Config, run_dir: Path, data_dir: Path, out_dir: Path) -> dict[st
     with timer.step("read"):
         oof = read_table(run_dir / "oof.parquet", ("target", "lgbm", "nn"), TRAIN_HINT)
         test = read_table(run_dir / "test.parquet", ("seg_id", "lgbm", "nn"), TRAIN_HINT).set_index("seg_id")
-        sample = read_sample_submission(data_dir)
-        test = _aligned(sample["seg_id"], test, run_dir / "test.parquet", "sample_submission.csv")
+        ids = pd.Series(data.read_sample_ids(data_dir / "sample_submission.csv"))  # the rows, in order
+        test = _aligned(ids, test, run_dir / "test.parquet", "sample_submission.csv")
     oof_pred = predictions(oof["lgbm"], oof["nn"], clip_min)
     test_pred = predictions(test["lgbm"], test["nn"], clip_min)
     with timer.step("write"):
         for name in MODELS:
-            table = pd.DataFrame({"seg_id": sample["seg_id"].to_numpy(), "time_to_failure": test_pred[name]})
-            write_submission(out_dir / FILES[name], table, sample)
+            table = pd.DataFrame({"seg_id": ids.to_numpy(), "time_to_failure": test_pred[name]})
+            write_submission(out_dir / FILES[name], table, ids)
     oof_mae = {name: mae(oof["target"], oof_pred[name]) for name in MODELS}
     truth_path = data_dir / "test_truth.csv"
     test_mae = None
     if truth_path.is_file():
         truth = read_submission(truth_path).set_index("seg_id")
-        truth = _aligned(sample["seg_id"], truth, truth_path, "sample_submission.csv")
+        truth = _aligned(ids, truth, truth_path, "sample_submission.csv")
         test_mae = {name: mae(truth["time_to_failure"], test_pred[name]) for name in MODELS}
         # what predicting the median of the training targets scores on the same segments
         test_mae["median_baseline"] = mae(truth["time_to_failure"], np.full(len(truth), np.median(oof["target"])))
