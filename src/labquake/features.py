@@ -675,7 +675,7 @@ def _load_part(path: Path, n: int) -> np.ndarray | None:
     return values if values.shape == (n, len(FEATURE_NAMES)) else None
 
 
-def _compute(cfg: Config, jobs: int, parts: Path, tasks: list[tuple[str, tuple[str, int], np.ndarray]], total: int) -> dict[str, np.ndarray]:
+def _compute(cfg: Config, workers: int, parts: Path, tasks: list[tuple[str, tuple[str, int], np.ndarray]], total: int) -> dict[str, np.ndarray]:
     """Features of every task (name, source file, segment starts in it), resuming from ``parts``."""
     from joblib import Parallel, delayed
 
@@ -701,7 +701,7 @@ def _compute(cfg: Config, jobs: int, parts: Path, tasks: list[tuple[str, tuple[s
         log.info(f"features: resuming, {resumed} of {total} segments already done")
     bar = progress(None, total=total, desc="features")
     bar.update(resumed)
-    workers = min(n_jobs(jobs), max(1, len(todo)))
+    workers = min(workers, max(1, len(todo)))
     if workers == 1:  # in this process: no start-up cost, and the featurizer stays warm for the next call
         results = (_chunk_features(cfg.features, src, st, rows, p) for src, st, p in todo)
     else:
@@ -767,31 +767,32 @@ def build_features(cfg: Config, data_dir: Path, out_dir: Path, interim: Path, jo
         ("train", _source(train.signal), meta["start"].to_numpy()),
         ("test", _source(test.signal), test_starts),
     ]
-    log.info(f"features: {len(meta)} train segments in {n_cycles} cycles, {len(test_starts)} test segments, {n_jobs(jobs)} jobs")
+    workers = n_jobs(jobs)
+    log.info(f"features: {len(meta)} train segments in {n_cycles} cycles, {len(test_starts)} test segments, {workers} jobs")
     with timer.step("compute"):
-        values = _compute(cfg, jobs, parts, tasks, len(meta) + len(test_starts))
-    with timer.step("write"):
-        train_table = pd.concat([meta, pd.DataFrame(values["train"], columns=FEATURE_NAMES)], axis=1)
-        test_table = pd.concat([pd.DataFrame({"seg_id": test.seg_ids}), pd.DataFrame(values["test"], columns=FEATURE_NAMES)], axis=1)
-    record = stage_record(
-        "features",
-        cfg.to_dict(),
-        timer,
-        key=key,
-        n_rows=train.n_rows,
-        n_train=len(train_table),
-        n_test=len(test_table),
-        n_cycles=n_cycles,
-        jobs=n_jobs(jobs),
-        data_dir=str(data_dir),
-        segments_per_s=round((len(train_table) + len(test_table)) / max(timer.timings["compute"], 1e-9), 2),
-    )
-    with timer.step("write"), atomic_path(out_dir) as tmp:
+        values = _compute(cfg, workers, parts, tasks, len(meta) + len(test_starts))
+    train_table = pd.concat([meta, pd.DataFrame(values["train"], columns=FEATURE_NAMES)], axis=1)
+    test_table = pd.concat([pd.DataFrame({"seg_id": test.seg_ids}), pd.DataFrame(values["test"], columns=FEATURE_NAMES)], axis=1)
+    with atomic_path(out_dir) as tmp:
         # the folder is swapped whole: old tables or new ones, never a mix of the two
         tmp.mkdir()
-        train_table.to_parquet(tmp / "train.parquet", index=False)
-        test_table.to_parquet(tmp / "test.parquet", index=False)
-        write_json(tmp / "features.json", {**record, "timings_s": {**record["timings_s"], **timer.timings}})
+        with timer.step("write"):
+            train_table.to_parquet(tmp / "train.parquet", index=False)
+            test_table.to_parquet(tmp / "test.parquet", index=False)
+        record = stage_record(
+            "features",
+            cfg.to_dict(),
+            timer,
+            key=key,
+            n_rows=train.n_rows,
+            n_train=len(train_table),
+            n_test=len(test_table),
+            n_cycles=n_cycles,
+            jobs=workers,
+            data_dir=str(data_dir),
+            segments_per_s=round((len(train_table) + len(test_table)) / max(timer.timings["compute"], 1e-9), 2),
+        )
+        write_json(tmp / "features.json", record)
     shutil.rmtree(parts_root, ignore_errors=True)
     log.info(f"features: wrote {out_dir}/train.parquet ({len(train_table)} rows) and test.parquet ({len(test_table)} rows) in {timer.total():.1f} s")
     return record
