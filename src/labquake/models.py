@@ -64,9 +64,8 @@ def feature_columns(columns: list[str] | pd.Index, tag: str) -> list[str]:
 
 def features_key(meta: dict[str, Any]) -> str:
     """The cache key of a feature folder, from its features.json."""
-    for name in ("key", "cache_key"):
-        if isinstance(meta.get(name), str) and meta[name]:
-            return meta[name]
+    if isinstance(meta.get("key"), str) and meta["key"]:
+        return meta["key"]
     raise LabquakeError("features.json: no cache key (rebuild the features with `labquake features`)")
 
 
