@@ -2,7 +2,8 @@
 
 1. Feature speed per core: segments per second of the obvious implementation
    (labquake.features_reference) and of the fast one (labquake.features), one process, the same
-   segments, the same outputs (checked), and the ratio; the best of 3 timings of each.
+   segments, the same outputs (checked), and the ratio of the best of 5 timings of each (taken in
+   alternating rounds), with the range of the per-round ratios.
 2. The `full` synthetic preset (629,145,480 train rows, 2,624 test segments), written once into
    bench/out/raw_full (or BENCH_RAW): time and size of `labquake synth --preset full`.
 3. `labquake features` on it from the CSV files (binary cache included), then again from the cache:
@@ -27,7 +28,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out"
-REPEATS = 3
+REPEATS = 5  # rounds of the speed comparison
 REAL_SEGMENT = ROOT.parent / "shared" / "data" / "real" / "seg_00030f.csv"
 
 
@@ -104,26 +105,30 @@ def feature_speed(n: int) -> dict:
     features_reference.segment_features(segs[0], fc)  # warm-up: librosa's numba caches, imports
     fast = features.featurizer(fc)
     fast(segs[0])
-    def best_of(n: int, fn):  # the least disturbed of n timings of the whole set
-        times, result = [], None
-        for _ in range(n):
+    implementations = {"reference": lambda s: features_reference.segment_features(s, fc), "fast": fast}
+    times: dict[str, list[float]] = {k: [] for k in implementations}
+    results: dict[str, list] = {}
+    # Rounds alternate the two, so that a slow spell of a shared machine hits both alike.
+    for _ in range(REPEATS):
+        for name, fn in implementations.items():
             t0 = time.perf_counter()
-            result = [fn(s) for s in segs]
-            times.append(time.perf_counter() - t0)
-        return min(times), result
-
-    t_ref, ref = best_of(REPEATS, lambda s: features_reference.segment_features(s, fc))
-    t_fast, out = best_of(REPEATS, fast)
+            results[name] = [fn(s) for s in segs]
+            times[name].append(time.perf_counter() - t0)
     worst = 0.0
-    for r, f in zip(ref, out):
+    for r, f in zip(results["reference"], results["fast"]):
         r = np.array(list(r.values()))
         worst = max(worst, float(np.max(np.abs(f - r) / np.maximum(np.abs(r), 1e-300))))
+    t_ref, t_fast = min(times["reference"]), min(times["fast"])
+    round_ratios = sorted(r / f for r, f in zip(times["reference"], times["fast"]))
     return {
         "segments": len(segs),
+        "rounds": REPEATS,
         "reference_seg_per_s": round(len(segs) / t_ref, 2),
         "fast_seg_per_s": round(len(segs) / t_fast, 2),
+        "reference_ms_per_segment": round(1000 * t_ref / len(segs), 1),
         "fast_ms_per_segment": round(1000 * t_fast / len(segs), 1),
         "ratio": round(t_ref / t_fast, 2),
+        "round_ratios_min_max": [round(round_ratios[0], 2), round(round_ratios[-1], 2)],
         "worst_relative_difference": worst,
     }
 
@@ -160,7 +165,8 @@ def main() -> None:
     results: dict = {"feature_speed": feature_speed(args.segments)}
     s = results["feature_speed"]
     print(f"features, one core: reference {s['reference_seg_per_s']} seg/s, fast {s['fast_seg_per_s']} seg/s "
-          f"({s['fast_ms_per_segment']} ms/segment), ratio {s['ratio']}x, worst relative difference {s['worst_relative_difference']:.1e}")
+          f"({s['fast_ms_per_segment']} ms/segment), ratio {s['ratio']}x (rounds {s['round_ratios_min_max'][0]}-{s['round_ratios_min_max'][1]}x), "
+          f"worst relative difference {s['worst_relative_difference']:.1e}")
     if not args.skip_full:
         raw = Path(os.environ.get("BENCH_RAW", OUT / "raw_full"))
         results["full"] = f = full_scale(raw)

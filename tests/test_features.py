@@ -73,13 +73,13 @@ def test_rolling_std_matches_pandas_and_stays_exact_on_hard_inputs():
     rng = np.random.default_rng(1)
     steps = np.r_[np.zeros(100), np.full(100, 3.0), rng.normal(0, 1, 3000)]
     for w in (2, 20, 50):
-        ours = features._rolling_std(steps, w, np.empty(len(steps) - w + 1))
+        ours = np.sqrt(features._rolling_var(steps, w, np.empty(len(steps) - w + 1)))
         np.testing.assert_allclose(ours, features_reference.rolling_std(steps, w), rtol=1e-7, atol=1e-9)
     # A large offset: pandas' running sums lose digits (1.7e-4 relative at w=2); ours re-centres.
     far = rng.normal(1e4, 1.0, 5000)
     for w in (2, 20, 50):
         exact = sliding_window_view(far, w).std(axis=1, ddof=1)
-        ours = features._rolling_std(far, w, np.empty(len(far) - w + 1))
+        ours = np.sqrt(features._rolling_var(far, w, np.empty(len(far) - w + 1)))
         pandas = features_reference.rolling_std(far, w)
         assert np.max(np.abs(ours - exact) / exact) < 1e-6
         assert np.max(np.abs(ours - exact)) <= np.max(np.abs(pandas - exact))
@@ -92,6 +92,9 @@ def test_quantile_selection_matches_numpy(q):
     for a in (rng.normal(size=10_001), rng.integers(-3, 4, 7000).astype(float), np.array([5.0, 1.0])):
         assert f._quantile(a.copy(), q) == np.quantile(a, q)
         assert f._median(a.copy()) == np.median(a)
+        b = np.abs(a)  # the order statistics of the variances give those of the stds
+        assert f._quantile(b, q, root=True) == np.quantile(np.sqrt(b), q)
+        assert f._median(b, root=True) == np.median(np.sqrt(b))
 
 
 def test_count_kernels_on_known_answers():
