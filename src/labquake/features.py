@@ -544,6 +544,8 @@ class SegmentFeaturizer:
         self._tmp = np.empty(n)
         self._sel = np.empty(n)
         self._roll = np.empty(n)
+        self._pair = np.empty((2, n))
+        self._pair_spec = np.empty((2, n // 2 + 1), dtype=np.complex128)
         self._details = np.empty(n + 64)  # periodized levels of odd length round up: a few extra
         self._kept = np.empty(n + 64)
         self._frames = np.empty((STFT_BLOCK, fc.n_fft))
@@ -607,12 +609,19 @@ class SegmentFeaturizer:
             out.append(pywt.waverec([coeffs[0], *np.split(kept, ends)], fc.wavelet, mode=fc.wavelet_mode))
         return out[0], out[1]
 
-    def _spectrum_abs(self, y: np.ndarray, stop: int) -> np.ndarray:
-        """abs(FFT(y)) over bins 0..stop-1 (the real FFT's bins; stop <= n/2)."""
-        import scipy.fft  # it keeps its FFT plans; numpy's pocketfft builds one per call
+    def _spectra_abs(self, y0: np.ndarray, y1: np.ndarray, stop: int, window: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """abs(FFT(window * y)) of y0 and y1 over bins 0..stop-1 (the real FFT's bins; stop <= n/2).
 
-        spec = scipy.fft.rfft(y)
-        return np.abs(spec[:stop], out=self._tmp[:stop])
+        One call for both: numpy's FFT runs two rows at a time in SIMD lanes, twice as fast as two calls.
+        """
+        pair = self._pair
+        for row, y in zip(pair, (y0, y1)):
+            if window is None:
+                row[:] = y
+            else:
+                np.multiply(window, y, out=row)
+        spec = np.fft.rfft(pair, axis=-1, out=self._pair_spec)
+        return np.abs(spec[0, :stop], out=self._tmp[:stop]), np.abs(spec[1, :stop], out=self._sel[:stop])
 
     def _spectral(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """MFCC means and spectral contrast means of y, from one |STFT|**2 (librosa.stft's centred
@@ -663,10 +672,10 @@ class SegmentFeaturizer:
         roll20_50, roll20_95 = self._quantile(var, 0.5, root=True), self._quantile(var, 0.95, root=True)
         roll50_median = self._median(_rolling_var(den_s, 50, self._roll[: n - 49]), root=True)
 
-        fz_sum = self._spectrum_abs(z, half).sum()
-        fden_max = self._spectrum_abs(den, half).max()
-        a = self._spectrum_abs(np.multiply(self.hann, z, out=self._tmp), HANN_BINS).sum()
-        b = self._spectrum_abs(np.multiply(self.hann, den, out=self._tmp), HANN_BINS).sum()
+        fz, fden = self._spectra_abs(z, den, half)
+        fz_sum, fden_max = fz.sum(), fden.max()
+        hz, hden = self._spectra_abs(z, den, HANN_BINS, window=self.hann)
+        a, b = hz.sum(), hden.sum()
 
         mfcc_z, contrast_z = self._spectral(z)
         mfcc_s, contrast_s = self._spectral(den_s)
