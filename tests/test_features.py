@@ -107,6 +107,75 @@ def test_count_kernels_on_known_answers():
     assert features._sign_changes(s) == np.count_nonzero(np.diff(np.sign(s))) == 4
 
 
+def test_peak_count_skipping_matches_the_plain_count_on_ties():
+    """The kernel skips samples that cannot be peaks; plateaus and repeated values are where a wrong
+    skip would show."""
+    rng = np.random.default_rng(4)
+    for x in (rng.integers(0, 4, 20_000).astype(float), np.repeat(rng.normal(size=3000), 3), rng.normal(size=20_001)):
+        for n in (1, 2, 3, 5):
+            assert features._count_peaks(x, n) == features_reference.number_peaks(x, n)
+
+
+def test_autocorrelation_matches_tsfresh_statement():
+    rng = np.random.default_rng(5)
+    for n in (150_000, 1001, 17):  # lengths that do and do not divide into the kernel's four sums
+        x = rng.normal(3.0, 5.0, n)
+        assert features._autocorrelation(x, 5) == pytest.approx(features_reference.autocorrelation(x, 5), rel=1e-12)
+
+
+def test_windowed_frames_and_power_match_librosa_stft():
+    import librosa
+
+    rng = np.random.default_rng(6)
+    window = features.featurizer(FeatureConfig()).window
+    for n in (5000, 150_000):
+        y = rng.normal(size=n)
+        ref = np.abs(librosa.stft(y, n_fft=2048, hop_length=512, center=True, pad_mode="reflect")).T ** 2
+        frames = features._windowed_frames(y, 0, 512, window, np.empty((1 + n // 512, 2048)))
+        power = features._power(np.fft.rfft(frames, axis=-1), np.empty(ref.shape))
+        np.testing.assert_allclose(power, ref, rtol=1e-9, atol=1e-9 * ref.max())
+
+
+def test_mel_power_matches_the_dense_product():
+    f = features.featurizer(FeatureConfig())
+    rng = np.random.default_rng(7)
+    for frames in (1, 5, 8):  # below, beside and at the kernel's four-frame step
+        power = rng.exponential(size=(frames, 1025))
+        ours = features._mel_power(power, f.mel, f.mel_lo, f.mel_hi, np.empty((frames, f.mel.shape[0])))
+        np.testing.assert_allclose(ours, power @ f.mel.T, rtol=1e-12)
+
+
+def test_band_extremes_match_librosa_spectral_contrast_on_hard_spectra():
+    """Noisy, smoothly falling, flat and tied spectra: the selection's bounds must hold on all of them."""
+    import librosa
+
+    fc = FeatureConfig()
+    f = features.featurizer(fc)
+    rng = np.random.default_rng(8)
+    frames = 9
+    spectra = {
+        "noise": rng.exponential(size=(1025, frames)),
+        "falling": np.outer(np.exp(-np.arange(1025) / 100.0), np.ones(frames)) + 1e-3,
+        "flat": np.ones((1025, frames)),
+        "ties": rng.integers(1, 4, (1025, frames)).astype(float),
+    }
+    for name, mag in spectra.items():
+        ref = librosa.feature.spectral_contrast(S=mag, sr=fc.sr, n_fft=fc.n_fft, fmin=fc.contrast_fmin,
+                                                n_bands=fc.contrast_bands, quantile=fc.contrast_quantile)  # fmt: skip
+        peak, valley = np.empty((len(f.bands), frames)), np.empty((len(f.bands), frames))
+        features._band_extremes(np.ascontiguousarray(mag.T) ** 2, f.bands, peak, valley)
+        ours = features.SegmentFeaturizer._contrast_means(peak, valley)
+        np.testing.assert_allclose(ours, ref.mean(axis=1), rtol=1e-9, atol=1e-9, err_msg=name)
+
+
+def test_hard_threshold_matches_pywt():
+    import pywt
+
+    x = np.random.default_rng(9).normal(0, 10, 5000)
+    x[:3] = [10.0, -10.0, 9.999]  # at and just below the threshold
+    np.testing.assert_array_equal(features._hard_threshold(x, 10.0, np.empty_like(x)), pywt.threshold(x, 10.0, "hard"))
+
+
 def test_zero_crossing_rate_matches_librosa_on_short_signals():
     import librosa
 
