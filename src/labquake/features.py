@@ -5,8 +5,8 @@ them: selections instead of sorts for the quantiles, one wavelet decomposition f
 one real FFT per signal, one power STFT per signal feeding both the MFCCs and the spectral contrast
 (the mean of the MFCCs over frames is the DCT of the mean log-mel spectrum), computed in
 cache-sized blocks of frames, O(n) rolling variances (square roots only of the order statistics
-used) and small numba kernels for the counts. ``labquake.features_reference`` is the slow, obvious statement of
-the same features (straight library calls); tests/test_features.py holds the two to 1e-6 relative
+used) and small numba kernels for the counts. ``labquake.features_reference`` is the slow, obvious
+statement of the same features (straight library calls); tests/test_features.py holds the two to 1e-6 relative
 (counts equal) and bench/run.py measures the speed-up.
 
 ``build_features`` writes one feature table for train (a row per 150,000-row segment) and one for
@@ -268,12 +268,14 @@ def _band_extremes(power, bands, peak, valley):  # pragma: no cover - compiled
         return s / q
 
     wmax = 1
+    qmax = 1
     for k in range(bands.shape[0]):
         wmax = max(wmax, bands[k, 1] - bands[k, 0])
-    low = np.empty(wmax)
+        qmax = max(qmax, bands[k, 2])
+    low = np.empty(wmax)  # candidates
     high = np.empty(wmax)
-    mins = np.empty(wmax)
-    maxs = np.empty(wmax)
+    mins = np.empty(qmax)  # slot extremes
+    maxs = np.empty(qmax)
     for t in range(power.shape[0]):
         row = power[t]
         for k in range(bands.shape[0]):
@@ -600,16 +602,18 @@ class SegmentFeaturizer:
         coeffs = pywt.wavedec(z, fc.wavelet, mode=fc.wavelet_mode)
         finest = coeffs[-1]
         sigma = np.mean(np.abs(finest - np.mean(finest))) / MAD_SCALE
-        ends = np.cumsum([len(c) for c in coeffs[1:]])
-        details = np.concatenate(coeffs[1:], out=self._details[: ends[-1]])
-        ends = ends[:-1]
+        sizes = [len(c) for c in coeffs[1:]]
+        details = np.concatenate(coeffs[1:], out=self._details[: sum(sizes)])
+        ends = np.cumsum(sizes)[:-1]
         out = []
         for thr in (sigma * np.sqrt(2 * np.log(len(z))), fc.simple_threshold):
             kept = _hard_threshold(details, thr, self._kept[: len(details)])  # pywt.threshold(c, thr, "hard")
             out.append(pywt.waverec([coeffs[0], *np.split(kept, ends)], fc.wavelet, mode=fc.wavelet_mode))
         return out[0], out[1]
 
-    def _spectra_abs(self, y0: np.ndarray, y1: np.ndarray, stop: int, window: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def _spectra_abs(
+        self, y0: np.ndarray, y1: np.ndarray, stop: int, window: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """abs(FFT(window * y)) of y0 and y1 over bins 0..stop-1 (the real FFT's bins; stop <= n/2).
 
         One call for both: numpy's FFT runs two rows at a time in SIMD lanes, twice as fast as two calls.
