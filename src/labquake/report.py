@@ -42,7 +42,7 @@ from __future__ import annotations
 import functools
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -310,14 +310,20 @@ def _grouped_bars(ax: Any, groups: list[str], values: dict[str, list[float]], mo
     ax.grid(axis="x", visible=False)
 
 
+def _mae_per_group(d: RunData, parts: Iterable[tuple[Any, pd.DataFrame]]) -> tuple[list[str], dict[str, list[float]]]:
+    """Bar labels ("<label>\\nn=<rows>") and each model's OOF MAE for (label, rows) pairs."""
+    groups, values = [], {m: [] for m in d.models}
+    for label, g in parts:
+        groups.append(f"{label}\nn={len(g)}")
+        for m in d.models:
+            values[m].append(mae(g["target"], g[m]))
+    return groups, values
+
+
 @_styled
 def plot_mae_by_cycle(d: RunData, path: Path) -> None:
     oof = d.oof
-    groups, values = [], {m: [] for m in d.models}
-    for c, g in oof.groupby("cycle", sort=True):
-        groups.append(f"{c}\nn={len(g)}")
-        for m in d.models:
-            values[m].append(mae(g["target"], g[m]))
+    groups, values = _mae_per_group(d, oof.groupby("cycle", sort=True))
     fig, axes = _figure()
     ax = axes[0, 0]
     _grouped_bars(ax, groups, values, d.models)
@@ -338,12 +344,8 @@ def ttf_bins(target: Any, width: float = TTF_BIN_S) -> np.ndarray:
 def plot_mae_by_ttf(d: RunData, path: Path) -> None:
     oof = d.oof
     bins = ttf_bins(oof["target"])
-    groups, values = [], {m: [] for m in d.models}
-    for b in np.unique(bins):
-        g = oof[bins == b]
-        groups.append(f"{b * TTF_BIN_S:g}-{(b + 1) * TTF_BIN_S:g}\nn={len(g)}")
-        for m in d.models:
-            values[m].append(mae(g["target"], g[m]))
+    parts = ((f"{b * TTF_BIN_S:g}-{(b + 1) * TTF_BIN_S:g}", oof[bins == b]) for b in np.unique(bins))
+    groups, values = _mae_per_group(d, parts)
     fig, axes = _figure()
     ax = axes[0, 0]
     _grouped_bars(ax, groups, values, d.models)
