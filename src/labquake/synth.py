@@ -83,11 +83,8 @@ BLOCK_GAP_SHORT = 10_000_000  # 1.0 ms between block starts
 BLOCK_GAP_EXTRA = 1_000_000  # +0.1 ms for the long gaps (1.1 ms)
 LONG_GAP_SHARE = 0.64  # share of 1.1 ms gaps in the real file (mean block period 1.064 ms)
 
-# --- cycle lengths (s): like the 15 full real cycles (7.1-16.1 s, mean 9.6-10.7, sd 2.7, lag-1 -0.44)
-# An AR(1) truncated to CYCLE_RANGE. Truncation weakens the correlation and the sd, so the latent
-# process is stronger than the target: CYCLE_RHO -0.7 gives lag-1 -0.5, mean 9.8 s, sd 2.7 s.
-CYCLE_MEAN, CYCLE_SD, CYCLE_RHO = 9.6, 3.8, -0.7
-CYCLE_RANGE = (5.0, 17.0)
+# --- cycles: lengths follow from the fault's stress (see FaultModel); kept inside CYCLE_RANGE s
+CYCLE_RANGE = (5.5, 17.0)
 
 TRAIN_HEADER = b"acoustic_data,time_to_failure"
 TEST_HEADER = b"acoustic_data"
@@ -112,15 +109,45 @@ PRESETS: dict[str, Preset] = {
 
 
 @dataclass(frozen=True)
+class FaultModel:
+    """The fault's stress through its cycles, in units of the mean failure threshold.
+
+    Each cycle loads linearly from its post-slip stress at its own rate and fails at its own
+    threshold; the slip then drops the stress by about ``drop``. So a cycle's length is
+    (threshold - start) / rate, and since a high threshold ends one cycle late and starts the next
+    one high, consecutive lengths are anti-correlated (var T / (2 var T + var drop) at most 0.5).
+    Calibrated to the 15 full real cycles: mean 10.7 s, sd 2.7 s, lag-1 correlation -0.44.
+    """
+
+    threshold_half_width: float = 0.185  # thresholds uniform in 1 +- this
+    drop: float = 0.6  # mean stress drop at a slip (so cycles start near 0.4)
+    drop_sd: float = 0.035  # normal, truncated at 2 sd
+    rate_sd: float = 0.025  # log-sd of the per-cycle loading rate, truncated at 2 sd
+    mean_seconds: float = 10.7  # mean cycle length: sets the mean loading rate
+
+
+@dataclass(frozen=True)
 class SignalModel:
-    """Parameters of the acoustic signal, calibrated against DATA.md's far/near table."""
+    """Parameters of the acoustic signal, calibrated against DATA.md's far/near table and difficulty.
+
+    The signal follows the fault's state, not the clock: activity ``a`` rises with the loading
+    state ``u`` (0 at the mean post-slip stress, 1 at the mean threshold), plus precursors in the last
+    second or so, plus a random state noise that every statistic of the signal shares.
+    """
 
     baseline: tuple[float, float] = (4.3, 4.7)  # at the start and at the end of the whole recording
-    tau_fast: float = 1.0  # s: activity a = w exp(-ttf/tau_fast) + (1-w) exp(-ttf/tau_slow)
-    tau_slow: float = 6.0
-    fast_weight: float = 0.5
+    load_gain: float = 0.55  # a = load_gain * max(u, 0) ** load_power + precursor + noise
+    load_power: float = 2.0
+    precursor: float = 0.3  # weight of exp(-ttf / precursor_tau): foreshocks just before a slip
+    precursor_tau: float = 0.6  # s
+    noise_sd: tuple[float, float, float] = (0.03, 0.09, 0.07)  # state noise: fast, slow and per-cycle parts
+    noise_blocks: float = 40.0  # correlation length of the fast part, in recorded blocks (~1 segment)
+    noise_seconds: float = 2.0  # correlation time of the slow part, in seconds of the experiment
+    drift: float = 0.12  # activity gained over the whole experiment (the gouge wears): test lies beyond train
+    memory: float = 0.25  # log-drop of loudness at a cycle's start per sd of the slip before it
+    memory_tau: float = 2.0  # s: how long the memory of the last slip lasts
     cycle_gain_sd: float = 0.12  # log-sd of a per-cycle loudness factor
-    mod_sd: float = 0.2  # log-sd of the slow random modulation
+    mod_sd: float = 0.1  # log-sd of the slow random modulation of loudness
     mod_periods: tuple[float, float] = (0.3, 3.0)  # s
     bg_sd: float = 2.85  # background level far from failure
     bg_rise: float = 0.7  # relative rise of the background at a = 1
@@ -141,6 +168,7 @@ class SignalModel:
     emission_rows: int = 40_000
 
 
+FAULT = FaultModel()
 MODEL = SignalModel()
 
 
@@ -163,23 +191,42 @@ class Recording:
     baseline: np.ndarray | None = None
 
 
-def _cycle_lengths(rng: np.random.Generator, n: int) -> np.ndarray:
-    """Cycle lengths in seconds: a truncated AR(1) with about the real sd and lag-1 correlation.
+@dataclass
+class Cycles:
+    """Per cycle (global index over train and test): the fault's stress path and the length it gives."""
 
-    A draw outside the range redraws the innovation (not the whole deviation), so the correlation
-    with the previous cycle survives the truncation.
-    """
-    innov_sd = CYCLE_SD * np.sqrt(1 - CYCLE_RHO**2)
-    out = np.empty(n)
-    prev = None
-    for i in range(n):
-        while True:
-            dev = rng.normal(0, CYCLE_SD) if prev is None else CYCLE_RHO * prev + rng.normal(0, innov_sd)
-            if CYCLE_RANGE[0] <= CYCLE_MEAN + dev <= CYCLE_RANGE[1]:
-                break
-        out[i] = CYCLE_MEAN + dev
-        prev = dev
+    threshold: np.ndarray  # stress at failure
+    start: np.ndarray  # stress after the previous slip
+    rate: np.ndarray  # stress per second
+    slip: np.ndarray  # size of the previous slip in sd units (0 for the first cycle)
+    seconds: np.ndarray  # length: (threshold - start) / rate
+
+
+def _truncnorm(rng: np.random.Generator, sd: float, n: int) -> np.ndarray:
+    """Normal(0, sd) draws truncated at +-2 sd (redrawn, so the shape stays normal inside)."""
+    out = rng.normal(0, sd, n)
+    bad = np.abs(out) > 2 * sd
+    while bad.any():
+        out[bad] = rng.normal(0, sd, int(bad.sum()))
+        bad = np.abs(out) > 2 * sd
     return out
+
+
+def _cycles(rng: np.random.Generator, n: int, fault: FaultModel = FAULT) -> Cycles:
+    """Stress paths of ``n`` consecutive cycles; a threshold that would give a cycle outside
+    CYCLE_RANGE is moved to the range's edge (a few percent of cycles), the next start follows it."""
+    w = fault.threshold_half_width
+    threshold = 1 + rng.uniform(-w, w, n)
+    drops = fault.drop + _truncnorm(rng, fault.drop_sd, n + 1)
+    rate = fault.drop / fault.mean_seconds * np.exp(_truncnorm(rng, fault.rate_sd, n))
+    start = np.empty(n)
+    s = 1 - drops[0]
+    for i in range(n):
+        start[i] = s
+        threshold[i] = np.clip(threshold[i], s + rate[i] * CYCLE_RANGE[0], s + rate[i] * CYCLE_RANGE[1])
+        s = threshold[i] - drops[i + 1]
+    slip = np.r_[0.0, (drops[1:n] - fault.drop) / fault.drop_sd]
+    return Cycles(threshold, start, rate, slip, (threshold - start) / rate)
 
 
 class _Clock:
@@ -258,17 +305,24 @@ def _record(clock: _Clock, lengths: "itertools.count", n_rows: int, first: tuple
 class _Experiment:
     train: Recording
     test: Recording
+    cycles: Cycles
     cycle_gain: np.ndarray
+    cycle_offset: np.ndarray  # unit-sd activity offset of each cycle
     emission_peak: np.ndarray
     mod: tuple[np.ndarray, np.ndarray, np.ndarray]  # amplitudes, periods, phases of the modulation
     total_time: float
-    cycle_seconds: np.ndarray
+    time_scale: int
+
+    @property
+    def cycle_seconds(self) -> np.ndarray:
+        return self.cycles.seconds
 
 
-def _experiment(preset: Preset, seed: int, model: SignalModel = MODEL) -> _Experiment:
+def _experiment(preset: Preset, seed: int, model: SignalModel = MODEL, fault: FaultModel = FAULT) -> _Experiment:
     rng = np.random.default_rng([seed, 0])
     n_cycles = 64 + preset.train_rows // 1_000_000  # plenty: unused ones cost nothing
-    seconds = _cycle_lengths(rng, n_cycles)
+    cycles = _cycles(rng, n_cycles, fault)
+    seconds = cycles.seconds
     gain = np.exp(rng.normal(0, model.cycle_gain_sd, n_cycles))
     lead = rng.uniform(*model.emission_lead, n_cycles)
     peak = rng.uniform(*model.emission_peak, n_cycles)
@@ -278,6 +332,7 @@ def _experiment(preset: Preset, seed: int, model: SignalModel = MODEL) -> _Exper
         np.exp(rng.uniform(np.log(model.mod_periods[0]), np.log(model.mod_periods[1]), n_mod)),
         rng.uniform(0, 2 * np.pi, n_mod),
     )
+    cycle_offset = rng.standard_normal(n_cycles)
     offset = int(rng.integers(0, 10**6))
     clock = _Clock(rng, preset.time_scale)
     first_start = _to_units(seconds[0] * rng.uniform(0.1, 0.9), offset)
@@ -290,9 +345,9 @@ def _experiment(preset: Preset, seed: int, model: SignalModel = MODEL) -> _Exper
     test, _ = _record(clock, lengths, test_rows, None, offset, lead)
     if test.cycle[0] <= cut:
         raise AssertionError("test recording must start with a new cycle")
-    exp = _Experiment(train, test, gain, peak, mod, clock.t, seconds)
-    for rec in (train, test):
-        rec.activity, rec.loudness = _activity(exp, rec, model)
+    exp = _Experiment(train, test, cycles, gain, cycle_offset, peak, mod, clock.t, preset.time_scale)
+    for i, rec in enumerate((train, test)):
+        rec.activity, rec.loudness = _activity(exp, rec, model, np.random.default_rng([seed, 5, i]))
         rec.baseline = model.baseline[0] + (model.baseline[1] - model.baseline[0]) * rec.time / exp.total_time
     return exp
 
@@ -330,14 +385,47 @@ def _ttf_at(rec: Recording, rows: np.ndarray) -> np.ndarray:
     return rec.ttf0[b] - ROW_STEP * (rows - rec.start_row[b])
 
 
-def _activity(exp: _Experiment, rec: Recording, model: SignalModel) -> tuple[np.ndarray, np.ndarray]:
-    """Per block: activity a in [0, 1] and loudness factor (cycle gain x slow modulation)."""
+def _ar1(rng: np.random.Generator, n: int, length: float) -> np.ndarray:
+    """A stationary unit-variance AR(1) series of ``n`` steps with correlation length ``length`` steps."""
+    from scipy.signal import lfilter
+
+    phi = np.exp(-1.0 / length)
+    warm = int(5 * length) + 1
+    e = rng.standard_normal(n + warm)
+    return lfilter([np.sqrt(1 - phi * phi)], [1.0, -phi], e)[warm:]
+
+
+def stress(exp: _Experiment, rec: Recording) -> np.ndarray:
+    """Per block: the fault's loading state u (0 at the mean post-slip stress, 1 at the mean threshold)."""
+    c = exp.cycles
+    tsf = c.seconds[rec.cycle] - rec.ttf0 / UNITS_PER_S  # seconds since the cycle started
+    s = c.start[rec.cycle] + c.rate[rec.cycle] * tsf
+    lo = 1 - FAULT.drop
+    return (s - lo) / (1 - lo)
+
+
+def _activity(exp: _Experiment, rec: Recording, model: SignalModel,
+              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Per block: activity a in [0, 1] and loudness factor.
+
+    Activity follows the loading state (not the time left), plus precursors late in the cycle and a
+    state noise with a fast part (about one segment of recorded blocks, so every preset scatters its
+    segments alike) and a slow part (seconds of the experiment). Loudness: a per-cycle gain, a slow
+    modulation, and the memory effect (a cycle after a large slip starts quiet).
+    """
     ttf = rec.ttf0 / UNITS_PER_S
-    w = model.fast_weight
-    a = w * np.exp(-ttf / model.tau_fast) + (1 - w) * np.exp(-ttf / model.tau_slow)
+    u = np.maximum(stress(exp, rec), 0.0)
+    block_seconds = (BLOCK_GAP_SHORT + LONG_GAP_SHARE * BLOCK_GAP_EXTRA) / UNITS_PER_S  # at real scale
+    noise = (model.noise_sd[0] * _ar1(rng, len(ttf), model.noise_blocks)
+             + model.noise_sd[1] * _ar1(rng, len(ttf), model.noise_seconds / block_seconds))
+    noise += model.noise_sd[2] * exp.cycle_offset[rec.cycle] + model.drift * (rec.time / exp.total_time - 0.5)
+    a = model.load_gain * u**model.load_power + model.precursor * np.exp(-ttf / model.precursor_tau) + noise
+    a = np.clip(a, 0.0, 1.0)
     amp, per, ph = exp.mod
     slow = np.sin(2 * np.pi * rec.time[:, None] / per[None, :] + ph[None, :]) @ amp
-    loud = exp.cycle_gain[rec.cycle] * np.exp(model.mod_sd * slow)
+    tsf = exp.cycles.seconds[rec.cycle] - ttf
+    memory = -model.memory * exp.cycles.slip[rec.cycle] * np.exp(-tsf / model.memory_tau)
+    loud = exp.cycle_gain[rec.cycle] * np.exp(model.mod_sd * slow + memory)
     return a, loud
 
 
