@@ -38,11 +38,19 @@ full    629,145,480  2,624          real (1.06 ms)           ~17 (about 250 segm
 multiplied by the "time scale", so a cycle holds tens of segments instead of ~250. Inside a block
 (and so inside a segment) the signal is the same 4 MHz-like signal at every scale.
 
+Fault model. The signal shows the fault's state, not the time left (docs/synthetic.md). Each cycle
+loads linearly from its post-slip stress, at its own rate, up to its own failure threshold; the slip
+drops the stress by about a fixed amount. Cycle lengths follow from these, with the real mean, sd
+and lag-1 anti-correlation (a high threshold ends one cycle late and starts the next one high).
+
 Signal model (int16, rounded): ``baseline + background + bursts + emission``.
 
-- *Activity* ``a`` in [0, 1] rises towards failure: ``0.5 exp(-ttf/1 s) + 0.5 exp(-ttf/6 s)``,
-  times a per-cycle gain and a slow random modulation in time (so the features are informative
-  but not a perfect clock).
+- *Activity* ``a`` in [0, 1] rises with the loading state ``u`` (0 at the mean post-slip stress, 1
+  at the mean threshold): ``0.55 u**2``, plus precursors in the last second (``0.3 exp(-ttf/0.6 s)``),
+  plus a state noise shared by every statistic of the signal (a fast part about one segment long, a
+  slow part of a few seconds, a per-cycle offset) and a slow drift over the experiment, so the test
+  interval lies a little beyond train. A per-cycle gain, a slow modulation and the memory effect
+  (a cycle that follows a large slip starts quiet) set the loudness.
 - *Background*: Gaussian noise whose spectrum has the real file's shape (two resonances near 0.068
   and 0.042 cycles/sample over a white floor); its level rises with ``a``, and its mix shifts
   towards the low resonance near failure (the spectrum moves to lower frequencies).
