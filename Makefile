@@ -19,7 +19,7 @@ LQFLAGS  ?=
 CFG      := --preset $(PRESET) $(LQFLAGS)
 
 .DEFAULT_GOAL := help
-.PHONY: help install run data features train submit report score kernel kernel-push test bench clean
+.PHONY: help install run data features train submit report score kernel kernel-push test bench bench-difficulty clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -78,6 +78,9 @@ test: $(STAMP) ## the test suite (tiny synthetic data)
 
 bench: $(STAMP) ## benchmarks at full scale (long; writes bench/out/)
 	$(BIN)/python bench/run.py
+
+bench-difficulty: $(STAMP) ## how hard the synthetic data is: recipe on demo and full, two seeds (about an hour)
+	$(BIN)/python bench/difficulty.py
 
 clean: ## remove derived data, models and submissions (keeps data/raw and .venv)
 	rm -rf data/interim $(FEATURES) models build $(SUBS)/*.csv
