@@ -30,7 +30,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out"
 REPEATS = 5  # rounds of the speed comparison
-REAL_SEGMENT = ROOT.parent / "shared" / "data" / "real" / "seg_00030f.csv"
+REAL_SEGMENT = ROOT / "tests" / "data" / "seg_00030f.csv"
 
 
 def tree_rss(pid: int) -> int:
@@ -92,8 +92,7 @@ def segments(n: int) -> list[np.ndarray]:
         synth.write_dataset(raw, "tiny", 0)
     x = pd.read_csv(raw / "train.csv", usecols=["acoustic_data"])["acoustic_data"].to_numpy(np.int16)
     segs = [x[i * 150_000 : (i + 1) * 150_000] for i in range(0, len(x) // 150_000, max(1, len(x) // 150_000 // n))]
-    if REAL_SEGMENT.is_file():
-        segs[0] = pd.read_csv(REAL_SEGMENT)["acoustic_data"].to_numpy(np.int16)
+    segs[0] = pd.read_csv(REAL_SEGMENT)["acoustic_data"].to_numpy(np.int16)
     return segs[:n]
 
 
