@@ -71,6 +71,34 @@ def test_submit_writes_three_checked_files_and_scores(tmp_path, capsys):
     assert "OOF MAE" in out and "test MAE" in out and "blend (geomean)" in out and "median baseline" in out
 
 
+def test_network_note_says_what_the_rejections_did():
+    ok = {"nn_runs": 8, "nn_accepted": 8, "nn_draws": 9, "nn_seeds": list(range(8)), "nn_fallback": None}
+    assert blend.network_note(ok) is None and blend.network_note({}) is None  # a run of an older version
+    assert blend.network_note({**ok, "nn_accepted": 5, "nn_draws": 16}) == (
+        "network: only 5 of 8 runs accepted after 16 draws; the blend uses those (nn.max_redraws allows more draws)"
+    )
+    dropped = blend.network_note({**ok, "nn_accepted": 0, "nn_draws": 16, "nn_fallback": "drop"})
+    assert dropped.startswith("network: all 16 draws rejected") and "LightGBM alone" in dropped and "best 8" in dropped
+    assert "uses the best 8 anyway" in blend.network_note({**ok, "nn_accepted": 0, "nn_draws": 16, "nn_fallback": "best"})
+
+
+def test_submit_blends_lightgbm_alone_when_the_network_was_dropped(tmp_path, capsys):
+    run, data = make_run(tmp_path)
+    summary = {"baseline_median_mae": 3.0, "oof_mae": {}, "nn_fallback": "drop", "nn_runs": 2, "nn_accepted": 0, "nn_draws": 4, "nn_seeds": [1, 3]}
+    (run / "summary.json").write_text(json.dumps(summary))
+    record = blend.submit(CFG, run, data, tmp_path / "subs")
+    sub = pd.read_csv(tmp_path / "subs" / "submission_geomean.csv")
+    k = np.arange(6, 0, -1.0)
+    assert list(sub["seg_id"]) == list(pd.read_csv(data / "sample_submission.csv")["seg_id"])
+    np.testing.assert_allclose(sub["time_to_failure"], k)  # LightGBM's, not sqrt(k * 4k)
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "subs" / "submission_nn.csv")["time_to_failure"], 4.0 * k)  # still written
+    assert record["blend"] == "lgbm" and record["nn_fallback"] == "drop"
+    assert record["oof_mae"]["geomean"] == record["oof_mae"]["lgbm"] and record["test_mae"]["geomean"] == pytest.approx(3.5)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("warning: network: all 4 draws rejected") and sum(line.startswith("warning") for line in out) == 1
+    assert any(line.startswith("blend (LightGBM)") for line in out)
+
+
 def test_submit_refuses_a_run_of_another_configuration(tmp_path):
     run, data = make_run(tmp_path)
     other = load_config("fast", None, ["nn.runs=3"])

@@ -293,21 +293,73 @@ def test_device_gpu_without_gpu_is_a_clear_error():
 # Rejection and redraws
 
 
-def test_run_draws_rejects_and_redraws_with_a_bound():
-    scores = {0: 0.9, 1: 0.5, 2: 0.95, 3: 0.4, 4: 0.1}
+def test_run_draws_rejects_and_redraws_up_to_a_limit():
+    bad = {0, 2}  # draws that fail
     drawn: list[int] = []
 
     def draw(d):
         drawn.append(d)
-        return scores[d]
+        return "failed" if d in bad else None
 
-    assert models.run_draws(draw, runs=2, max_redraws=3, bound=0.7) == [False, True, False, True]
+    assert models.run_draws(draw, runs=2, max_redraws=3) == [False, True, False, True]
     assert drawn == [0, 1, 2, 3]  # stops once enough are accepted
-    drawn.clear()
-    assert models.run_draws(draw, runs=3, max_redraws=1, bound=0.7) == [False, True, False, True]  # 4 draws at most
-    with pytest.raises(LabquakeError, match="all 2 draws rejected"):
-        models.run_draws(lambda d: 5.0, runs=1, max_redraws=1, bound=0.7)
-    assert models.run_draws(lambda d: float("nan") if d == 0 else 0.1, runs=1, max_redraws=1, bound=0.7) == [False, True]
+    assert models.run_draws(draw, runs=3, max_redraws=1) == [False, True, False, True]  # 4 draws at most
+    assert models.run_draws(lambda d: "failed", runs=1, max_redraws=1) == [False, False]  # no error here
+
+
+def test_keep_runs_when_every_draw_is_rejected():
+    assert models.keep_runs([2.0, 1.0, 3.0], [False, True, True], runs=2, on_reject="error") == ([False, True, True], None)
+    scores = [2.0, float("nan"), 1.0, 1.5]
+    assert models.keep_runs(scores, [False] * 4, runs=2, on_reject="drop") == ([False, False, True, True], "drop")
+    assert models.keep_runs(scores, [False] * 4, runs=2, on_reject="best") == ([False, False, True, True], "best")
+    with pytest.raises(LabquakeError, match=r"all 4 draws rejected \(best OOF MAE 1\.0000; nn/runs.json says why\); without --strict") as err:
+        models.keep_runs(scores, [False] * 4, runs=2, on_reject="error")
+    assert "\n" not in str(err.value)
+    with pytest.raises(LabquakeError, match="nn.on_reject must be one of drop, best, error"):
+        load_config("recipe", None, ["nn.on_reject=maybe"])
+
+
+def _mixed(y: np.ndarray, folds: np.ndarray, share: float) -> np.ndarray:
+    """Predictions with exactly ``share`` x the OOF MAE of predicting each training fold's mean."""
+    const = models.fold_baseline(y, folds, np.mean)
+    return (1 - share) * y + share * const
+
+
+def test_reject_rule_rejects_what_failed_to_learn_relative_to_lightgbm():
+    rng = np.random.default_rng(0)
+    y = rng.uniform(0, 14, 600)
+    folds = rng.integers(0, 3, 600)
+    cfg = load_config("recipe")
+    constant = mae(y, models.fold_baseline(y, folds, np.mean))
+    lgbm = _mixed(y, folds, 0.8)  # LightGBM at 0.8 x the constant: hard data
+    bound, relative_to = models.reject_bound(cfg, y, folds, lgbm)
+    assert relative_to == "lgbm" and bound == pytest.approx(1.1 * 0.8 * constant)
+    assert models.reject_reason(y, _mixed(y, folds, 0.85), folds, bound) is None  # 0.85 x the constant: learned
+    assert models.reject_reason(y, _mixed(y, folds, 0.9), folds, bound).startswith("OOF MAE")  # 1.125 x LightGBM
+    # dead ReLU output (zeros), and a network that collapsed to its fold's mean: constant in a fold
+    assert models.reject_reason(y, np.zeros_like(y), folds, 100.0).startswith("constant predictions")
+    assert models.reject_reason(y, models.fold_baseline(y, folds, np.mean), folds, 100.0).startswith("constant predictions")
+    dead_fold = np.where(folds == 1, 7.0, y)  # perfect elsewhere, dead in one fold
+    assert models.reject_reason(y, dead_fold, folds, 100.0).startswith("constant predictions")
+    assert models.reject_reason(y, np.full_like(y, np.nan), folds, 100.0) == "non-finite predictions"
+    # without LightGBM: 0.7 x predict-the-mean, as before
+    assert models.reject_bound(cfg, y, folds, None) == (pytest.approx(0.7 * constant), "mean")
+    # the recipe's absolute bound on the real data: the winners' LightGBM CV was about 1.83
+    assert cfg.nn.reject_ratio * 1.83 == pytest.approx(2.0, abs=0.02)
+
+
+def test_batch_keeps_the_recipe_at_real_size_and_steps_on_small_folds():
+    cfg = load_config("recipe")
+    assert cfg.nn.batch_size == 256 and cfg.nn.min_steps_per_epoch == 6
+    for n_train in (1536, 1700, 2800, 100_000):  # real-data folds: the recipe's batch, unchanged
+        assert models.batch_size(cfg, n_train) == 256
+    assert models.batch_size(cfg, 1535) == 255
+    assert models.batch_size(cfg, 170) == 28  # ~170 training rows: 6 steps an epoch, not 1
+    assert models.batch_size(cfg, 40) == 16  # never below 16
+    off = load_config("recipe", None, ["nn.min_steps_per_epoch=0"])
+    assert models.batch_size(off, 170) == 256
+    with pytest.raises(LabquakeError, match="min_steps_per_epoch must be >= 0"):
+        load_config("recipe", None, ["nn.min_steps_per_epoch=-1"])
 
 
 def test_train_rejects_bad_runs_and_averages_accepted_ones(feat_dir, tmp_path, monkeypatch):
@@ -320,13 +372,91 @@ def test_train_rejects_bad_runs_and_averages_accepted_ones(feat_dir, tmp_path, m
     summary = models.train(cfg, feat_dir, run, device="cpu")
     assert [c["seed"] for c in calls] == [10, 11, 12]  # seed = nn.seed + draw: distinct
     runs = json.loads((run / "nn" / "runs.json").read_text())
-    assert [r["accepted"] for r in runs["runs"]] == [False, True, True]
-    y = pd.read_parquet(run / "oof.parquet")["target"].to_numpy()
-    assert runs["reject_ratio"] == cfg.nn.reject_ratio == 1.0  # the fast preset's
-    assert runs["reject_bound"] == pytest.approx(cfg.nn.reject_ratio * mae(y, models.fold_baseline(y, np.asarray(pd.read_parquet(run / "oof.parquet")["fold"]), np.mean)))
+    assert [r["accepted"] for r in runs["runs"]] == [r["kept"] for r in runs["runs"]] == [False, True, True]
+    assert runs["runs"][0]["rejected_because"].startswith("OOF MAE") and runs["runs"][1]["rejected_because"] is None
+    oof = pd.read_parquet(run / "oof.parquet")
+    assert runs["reject_ratio"] == cfg.nn.reject_ratio == 1.5  # the fast preset's
+    assert runs["reject_relative_to"] == summary["nn_reject_relative_to"] == "lgbm"
+    assert runs["reject_bound"] == pytest.approx(1.5 * mae(oof["target"], oof["lgbm"]))  # LightGBM on the same folds
     test = pd.read_parquet(run / "test.parquet")
     assert np.allclose(test["nn"], 11.5)  # mean of the accepted draws' test predictions (= their seeds)
-    assert summary["nn_seeds"] == [11, 12] and summary["nn_draws"] == 3
+    assert summary["nn_seeds"] == [11, 12] and summary["nn_draws"] == 3 and summary["nn_accepted"] == 2
+    assert summary["nn_fallback"] is None
+
+
+def test_every_draw_rejected_still_ends_with_a_submission(feat_dir, tmp_path, no_tf, capsys):
+    """`labquake train` + `labquake submit` with an impossible bound: LightGBM alone, said and recorded."""
+    from labquake.cli import main
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    ids = pd.read_parquet(feat_dir / "test.parquet")["seg_id"].tolist()[::-1]  # the sample's order decides
+    pd.DataFrame({"seg_id": ids, "time_to_failure": 0}).to_csv(data_dir / "sample_submission.csv", index=False)
+    run, subs = tmp_path / "run", tmp_path / "subs"
+    flags = ["--fast", *[a for s in QUICK_LGBM + ["nn.runs=2", "nn.max_redraws=1", "nn.reject_ratio=0.0001"] for a in ("--set", s)]]
+    assert main(["train", "--features", str(feat_dir), "--run", str(run), *flags]) == 0
+    err = capsys.readouterr().err
+    assert "network: all 3 draws rejected" in err and "nn.on_reject=drop: the blend is LightGBM alone" in err
+    summary = json.loads((run / "summary.json").read_text())
+    assert (summary["nn_fallback"], summary["nn_accepted"], summary["nn_draws"], summary["nn_runs"]) == ("drop", 0, 3, 2)
+    runs = json.loads((run / "nn" / "runs.json").read_text())
+    assert runs["fallback"] == "drop" and not any(r["accepted"] for r in runs["runs"]) and sum(r["kept"] for r in runs["runs"]) == 2
+    assert len(summary["nn_seeds"]) == 2  # the best two draws stay in the nn column, for inspection
+
+    assert main(["submit", "--run", str(run), "--data", str(data_dir), "--out", str(subs), *flags]) == 0
+    out = capsys.readouterr().out
+    warnings = [line for line in out.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "all 3 draws rejected" in warnings[0] and "blend (LightGBM)" in out
+    sub = pd.read_csv(subs / "submission_geomean.csv")
+    lgbm = pd.read_csv(subs / "submission_lgbm.csv")
+    assert list(sub.columns) == ["seg_id", "time_to_failure"] and list(sub["seg_id"]) == ids
+    assert np.isfinite(sub["time_to_failure"]).all() and (sub["time_to_failure"] >= 0.1).all()
+    pd.testing.assert_frame_equal(sub, lgbm)  # the blend is LightGBM alone
+    assert (subs / "submission_nn.csv").is_file()
+    assert json.loads((run / "blend.json").read_text())["nn_fallback"] == "drop"
+
+
+def test_on_reject_best_blends_the_best_draws(feat_dir, tmp_path, no_tf):
+    cfg = load_config("fast", None, QUICK_LGBM + ["nn.runs=1", "nn.max_redraws=2", "nn.reject_ratio=0.0001", "nn.on_reject=best"])
+    summary = models.train(cfg, feat_dir, tmp_path / "run", device="cpu")
+    runs = json.loads((tmp_path / "run" / "nn" / "runs.json").read_text())["runs"]
+    best = min(runs, key=lambda r: r["oof_mae"])
+    assert summary["nn_fallback"] == "best" and summary["nn_seeds"] == [best["seed"]] and [r["kept"] for r in runs].count(True) == 1
+    assert np.allclose(pd.read_parquet(tmp_path / "run" / "test.parquet")["nn"], best["seed"])
+
+
+def test_strict_is_a_one_line_error_exit_2(feat_dir, tmp_path, no_tf, capsys):
+    from labquake.cli import main
+
+    run = tmp_path / "run"
+    args = ["train", "--features", str(feat_dir), "--run", str(run), "--fast", "--strict", "-q"]
+    args += [a for s in QUICK_LGBM + ["nn.runs=1", "nn.max_redraws=1", "nn.reject_ratio=0.0001"] for a in ("--set", s)]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("labquake train: error: network: all 2 draws rejected") and len(err.splitlines()) == 1
+    assert "Traceback" not in err
+    assert not (run / "summary.json").exists()  # no finished run to submit
+    assert [r["rejected_because"] is not None for r in json.loads((run / "nn" / "runs.json").read_text())["runs"]] == [True, True]
+    # the same through the setting; a rerun reuses the draws it had
+    no_tf.clear()
+    cfg = load_config("fast", None, QUICK_LGBM + ["nn.runs=1", "nn.max_redraws=1", "nn.reject_ratio=0.0001", "nn.on_reject=error"])
+    with pytest.raises(LabquakeError, match="all 2 draws rejected"):
+        models.train(cfg, feat_dir, tmp_path / "run2", device="cpu")
+    # without --strict, the first run folder finishes from its saved draws
+    no_tf.clear()
+    assert main([a for a in args if a != "--strict"]) == 0
+    assert no_tf == [] and json.loads((run / "summary.json").read_text())["nn_fallback"] == "drop"
+
+
+def test_tiny_run_records_batch_and_best_epochs(tiny_run):
+    """The shared tiny run (the real network): small folds get a smaller batch, recorded per draw."""
+    runs = json.loads((tiny_run / "nn" / "runs.json").read_text())
+    summary = json.loads((tiny_run / "summary.json").read_text())
+    n_train = summary["n_train"]
+    for r in runs["runs"]:
+        assert len(r["batch_size"]) == len(r["best_epoch"]) == 3
+        assert all(16 <= b < 256 and b <= max(16, n_train // 6) for b in r["batch_size"])
+        assert all(1 <= b <= e for b, e in zip(r["best_epoch"], r["epochs"]))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -227,6 +227,25 @@ def test_report_blend_uses_config_clip_min(tmp_path):
     assert data.clip_min == 3.0
 
 
+def test_report_flags_a_dropped_network(tmp_path):
+    run = make_fake_run(tmp_path)
+    summary = json.loads((run / "summary.json").read_text())
+    summary.update(nn_fallback="drop", nn_runs=2, nn_accepted=0, nn_draws=3, nn_seeds=[0, 2])
+    (run / "summary.json").write_text(json.dumps(summary))
+    md = report.build_report(run).read_text()
+    flag = [line for line in md.splitlines() if line.startswith("> **Warning:**")]
+    assert len(flag) == 1 and "all 3 draws rejected" in flag[0] and "LightGBM alone" in flag[0]
+    assert md.index("> **Warning:**") < md.index("## Scores")  # before any number
+    assert "The blend is LightGBM alone" in md
+    data = report.load_run(run)  # the blend reported is the one submitted: LightGBM, clipped
+    np.testing.assert_allclose(data.oof["blend"], np.clip(pd.read_parquet(run / "oof.parquet")["lgbm"], 0.1, None))
+    np.testing.assert_allclose(data.test["blend"], np.clip(pd.read_parquet(run / "test.parquet")["lgbm"], 0.1, None))
+
+
+def test_report_without_fallback_has_no_flag(full_report):
+    assert "**Warning:**" not in full_report.read_text()
+
+
 def test_ttf_bins():
     np.testing.assert_array_equal(report.ttf_bins([0.0, 1.99, 2.0, 5.5, -0.1, 11.0]), [0, 0, 1, 2, 0, 5])
 

@@ -2,7 +2,8 @@
 
 Maths first (pure functions: ``clip``, ``geomean``, ``mae``, ``predictions``), then file I/O:
 ``submit`` turns a finished run folder into three submission files and RUN/blend.json; ``score_files``
-scores one submission against a truth file. Submission files are checked before they are written
+scores one submission against a truth file. When training dropped the network (every draw rejected,
+nn.on_reject=drop; summary.json's nn_fallback), the blend is LightGBM alone, under the same file name. Submission files are checked before they are written
 (every id of sample_submission.csv in its order, every value finite and non-negative) and written
 atomically; files read are checked too, with one-line errors naming the file.
 """
@@ -44,9 +45,25 @@ def mae(y: Any, pred: Any) -> float:
     return float(np.mean(np.abs(np.asarray(y, dtype=np.float64) - np.asarray(pred, dtype=np.float64))))
 
 
-def predictions(lgbm: Any, nn: Any, clip_min: float) -> dict[str, np.ndarray]:
-    """What is submitted for each of MODELS: the blend, and each single model clipped the same way."""
-    return {"geomean": geomean(lgbm, nn, clip_min), "lgbm": clip(lgbm, clip_min), "nn": clip(nn, clip_min)}
+def predictions(lgbm: Any, nn: Any, clip_min: float, use_nn: bool = True) -> dict[str, np.ndarray]:
+    """What is submitted for each of MODELS: the blend (LightGBM alone unless ``use_nn``), and each
+    single model clipped the same way."""
+    blended = geomean(lgbm, nn, clip_min) if use_nn else clip(lgbm, clip_min)
+    return {"geomean": blended, "lgbm": clip(lgbm, clip_min), "nn": clip(nn, clip_min)}
+
+
+def network_note(summary: dict[str, Any]) -> str | None:
+    """One line on how the network's rejected draws changed the blend (summary.json), or None."""
+    drawn, accepted, runs = summary.get("nn_draws"), summary.get("nn_accepted"), summary.get("nn_runs")
+    kept = len(summary.get("nn_seeds") or [])
+    fallback = summary.get("nn_fallback")
+    if fallback == "drop":
+        return f"network: all {drawn} draws rejected (nn/runs.json says why); nn.on_reject=drop: the blend is LightGBM alone, the nn column holds the best {kept} for inspection"
+    if fallback == "best":
+        return f"network: all {drawn} draws rejected (nn/runs.json says why); nn.on_reject=best: the blend uses the best {kept} anyway"
+    if isinstance(accepted, int) and isinstance(runs, int) and accepted < runs:
+        return f"network: only {accepted} of {runs} runs accepted after {drawn} draws; the blend uses those (nn.max_redraws allows more draws)"
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,8 +149,9 @@ def submit(cfg: Config, run_dir: Path, data_dir: Path, out_dir: Path) -> dict[st
         test = read_table(run_dir / "test.parquet", ("seg_id", "lgbm", "nn"), TRAIN_HINT).set_index("seg_id")
         ids = pd.Series(data.read_sample_ids(data_dir / "sample_submission.csv"))  # the rows, in order
         test = _aligned(ids, test, run_dir / "test.parquet", "sample_submission.csv")
-    oof_pred = predictions(oof["lgbm"], oof["nn"], clip_min)
-    test_pred = predictions(test["lgbm"], test["nn"], clip_min)
+    use_nn = summary.get("nn_fallback") != "drop"
+    oof_pred = predictions(oof["lgbm"], oof["nn"], clip_min, use_nn)
+    test_pred = predictions(test["lgbm"], test["nn"], clip_min, use_nn)
     with timer.step("write"):
         for name in MODELS:
             table = pd.DataFrame({"seg_id": ids.to_numpy(), "time_to_failure": test_pred[name]})
@@ -147,9 +165,12 @@ def submit(cfg: Config, run_dir: Path, data_dir: Path, out_dir: Path) -> dict[st
         test_mae = {name: mae(truth["time_to_failure"], test_pred[name]) for name in MODELS}
         # what predicting the median of the training targets scores on the same segments
         test_mae["median_baseline"] = mae(truth["time_to_failure"], np.full(len(truth), np.median(oof["target"])))
-    labels = {"geomean": "blend (geomean)", "lgbm": "LightGBM", "nn": "network"}
+    labels = {"geomean": "blend (geomean)" if use_nn else "blend (LightGBM)", "lgbm": "LightGBM", "nn": "network"}
     rows = [(labels[n], oof_mae[n], test_mae[n] if test_mae else None) for n in MODELS]
     rows.append(("median baseline", summary.get("baseline_median_mae"), test_mae["median_baseline"] if test_mae else None))
+    note = network_note(summary)
+    if note:
+        print(f"warning: {note}")
     print(_table(rows, test_mae is not None))
     files = {name: str(out_dir / FILES[name]) for name in MODELS}
     record = stage_record(
@@ -158,6 +179,8 @@ def submit(cfg: Config, run_dir: Path, data_dir: Path, out_dir: Path) -> dict[st
         timer,
         run_dir=str(run_dir),
         clip_min=clip_min,
+        nn_fallback=summary.get("nn_fallback"),
+        blend="geomean" if use_nn else "lgbm",
         oof_mae=oof_mae,
         test_mae=test_mae,
         truth=str(truth_path) if test_mae else None,

@@ -47,7 +47,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from labquake import models
 
     run = Path(args.run) if args.run else Path(DEFAULTS.models) / cfg.preset
-    models.train(cfg, Path(args.features), run, device=args.device)
+    models.train(cfg, Path(args.features), run, device=args.device, strict=args.strict)
 
 
 def cmd_submit(args: argparse.Namespace) -> None:
@@ -123,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--features", default=DEFAULTS.features, help=f"feature folder (default: {DEFAULTS.features})")
     p.add_argument("--run", help=f"run folder (default: {DEFAULTS.models}/PRESET)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"], help="where TensorFlow runs (default: auto)")
+    p.add_argument("--strict", action="store_true", help="stop with an error when every network draw is rejected (nn.on_reject=error for this call)")
 
     p = add("submit", cmd_submit, "blend the models and write the submission files", [common, configurable])
     p.add_argument("--run", help=f"run folder (default: {DEFAULTS.models}/PRESET)")

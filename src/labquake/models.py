@@ -7,10 +7,12 @@
                    (network draws RR = 0, 1, ... use seed nn.seed + RR; rejected draws are kept too)
     lgbm/          seedSS_foldK.txt boosters, importance.csv (gain per seed, fold, feature), curves.csv
     nn/            runRR/foldK.weights.h5 and runRR/history.csv per draw, history.csv (all draws), runs.json
+                   (per draw: OOF MAE, why rejected, whether kept, batch size and best epoch per fold)
     oof.parquet    one row per training segment: start, cycle, target, tsf, binary, fold, lgbm, nn
     test.parquet   seg_id, lgbm, nn (means over folds, then over seeds / accepted runs)
     train.json     the stage record: configuration, timings per model, summary
-    summary.json   written last (its presence means the run is complete): OOF MAEs and baselines
+    summary.json   written last (its presence means the run is complete): OOF MAEs and baselines,
+                   and nn_fallback: null, or what nn.on_reject did when every network draw was rejected
 
 A run folder made with another configuration or other features is refused, never overwritten.
 """
@@ -30,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from labquake import targets
-from labquake.blend import mae
+from labquake.blend import mae, network_note
 from labquake.config import TRAIN_SECTIONS, Config
 from labquake.util import LabquakeError, Timer, atomic_path, log, progress, read_json, read_table, stage_record, usable_cpus, write_json
 
@@ -40,6 +42,8 @@ META_COLUMNS = ("start", "cycle", "target", "tsf", "binary")
 FEATURES_HINT = " (run `labquake features` first)"
 HEADS = ("ttf", "tsf", "binary")  # network outputs, in the order of cfg.nn.loss_weights
 MONITOR = "val_ttf_mae"  # Keras 3's name for the validation MAE of the output layer named "ttf"
+DEAD_STD = 0.01  # a draw whose OOF predictions in a fold vary less than this x the target's std is dead
+MEAN_REJECT_RATIO = 0.7  # the reject bound x predict-the-mean's OOF MAE, when there is no LightGBM reference
 
 
 # ---------------------------------------------------------------------------------------------
@@ -284,6 +288,14 @@ def _require_metric(monitor: str):
     return RequireMetric()
 
 
+def batch_size(cfg: Config, n_train: int) -> int:
+    """The batch for ``n_train`` rows: the recipe's, cut so an epoch has ``nn.min_steps_per_epoch`` steps."""
+    c = cfg.nn
+    if c.min_steps_per_epoch <= 0:
+        return c.batch_size
+    return min(c.batch_size, max(16, n_train // c.min_steps_per_epoch))
+
+
 def fit_network(cfg: Config, x_train: np.ndarray, y_train: dict, x_valid: np.ndarray, y_valid: dict, weights_path: Path, seed: int, monitor: str = MONITOR):
     """Train one network from ``seed``; end with the weights of its best epoch (saved at ``weights_path``)."""
     import keras
@@ -307,7 +319,7 @@ def fit_network(cfg: Config, x_train: np.ndarray, y_train: dict, x_valid: np.nda
     import tensorflow as tf
 
     train = tf.data.Dataset.from_tensor_slices((x_train, y_train))
-    train = train.shuffle(len(x_train), seed=seed, reshuffle_each_iteration=True).batch(c.batch_size)
+    train = train.shuffle(len(x_train), seed=seed, reshuffle_each_iteration=True).batch(batch_size(cfg, len(x_train)))
     valid = tf.data.Dataset.from_tensor_slices((x_valid, y_valid)).batch(max(len(x_valid), 1)).cache()
     history = model.fit(train, validation_data=valid, epochs=c.epochs, callbacks=callbacks, shuffle=False, verbose=0)  # shuffled above
     model.save_weights(str(weights_path))
@@ -329,6 +341,7 @@ class NNResult:
     best_epoch: np.ndarray  # per fold, 1-based
     epochs: np.ndarray  # per fold, epochs run
     history: pd.DataFrame | None = None  # fold, epoch, Keras logs
+    batch_size: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # per fold
 
 
 def _shape(x: np.ndarray) -> np.ndarray:
@@ -343,6 +356,7 @@ def cv_nn(cfg: Config, X: np.ndarray, y: dict[str, np.ndarray], folds: np.ndarra
     oof = np.full(len(X), np.nan)
     test = np.zeros(len(X_test))
     best, epochs, histories = np.zeros(n_folds, np.int64), np.zeros(n_folds, np.int64), []
+    batches = np.array([batch_size(cfg, int((folds != k).sum())) for k in range(n_folds)], np.int64)
     for k in range(n_folds):
         tr, va = folds != k, folds == k
         scaler = MinMaxScaler().fit(X[tr])
@@ -355,32 +369,65 @@ def cv_nn(cfg: Config, X: np.ndarray, y: dict[str, np.ndarray], folds: np.ndarra
         best[k] = int(hist[MONITOR].to_numpy().argmin()) + 1
         epochs[k] = len(hist)
         histories.append(hist.assign(fold=k, epoch=np.arange(1, len(hist) + 1)))
-        log.info(f"nn draw {draw} (seed {seed}) fold {k + 1}/{n_folds}: best epoch {best[k]} of {epochs[k]}, valid MAE {mae(y['ttf'][va], oof[va]):.4f}")
+        log.info(f"nn draw {draw} (seed {seed}) fold {k + 1}/{n_folds}: best epoch {best[k]} of {epochs[k]} (batch {batches[k]}), valid MAE {mae(y['ttf'][va], oof[va]):.4f}")
     history = pd.concat(histories, ignore_index=True)
-    return NNResult(draw, seed, oof, test, best, epochs, history[["fold", "epoch", *[c for c in history.columns if c not in ("fold", "epoch")]]])
+    history = history[["fold", "epoch", *[c for c in history.columns if c not in ("fold", "epoch")]]]
+    return NNResult(draw, seed, oof, test, best, epochs, history, batches)
 
 
-def run_draws(draw: Callable[[int], float], runs: int, max_redraws: int, bound: float) -> list[bool]:
-    """Draw runs until ``runs`` are accepted (score < ``bound``) or ``runs + max_redraws`` were drawn.
+def reject_bound(cfg: Config, y: np.ndarray, folds: np.ndarray, reference: np.ndarray | None) -> tuple[float, str]:
+    """The OOF MAE at which a draw is rejected, and what it is relative to (see NNConfig.reject_ratio).
 
-    ``draw(d)`` trains (or loads) draw ``d`` and returns its score. Returns whether each draw was
-    accepted. Fewer accepted than asked: a warning, the accepted ones are used; none: an error.
+    ``reference``: LightGBM's OOF predictions on the same folds; without it, predict-the-mean's.
+    """
+    if reference is not None:
+        return cfg.nn.reject_ratio * mae(y, reference), "lgbm"
+    return MEAN_REJECT_RATIO * mae(y, fold_baseline(y, folds, np.mean)), "mean"
+
+
+def reject_reason(y: np.ndarray, oof: np.ndarray, folds: np.ndarray, bound: float) -> str | None:
+    """Why a draw failed to learn, or None: non-finite or (near) constant predictions, or OOF MAE >= bound."""
+    score = mae(y, oof)
+    if not np.isfinite(score):
+        return "non-finite predictions"
+    spread = min(float(np.std(oof[folds == k])) for k in np.unique(folds))
+    if spread < DEAD_STD * float(np.std(y)):
+        return f"constant predictions (std {spread:.3g} in a fold)"
+    if score >= bound:
+        return f"OOF MAE {score:.4f} >= bound {bound:.4f}"
+    return None
+
+
+def run_draws(draw: Callable[[int], str | None], runs: int, max_redraws: int) -> list[bool]:
+    """Draw runs until ``runs`` are accepted or ``runs + max_redraws`` were drawn.
+
+    ``draw(d)`` trains (or loads) draw ``d`` and returns why it is rejected, or None. Returns
+    whether each draw was accepted; what to do with too few is ``keep_runs``' business.
     """
     accepted: list[bool] = []
     while sum(accepted) < runs and len(accepted) < runs + max_redraws:
-        score = draw(len(accepted))
-        ok = bool(np.isfinite(score) and score < bound)
-        if not ok:
-            log.warning(f"nn draw {len(accepted)}: OOF MAE {score:.4f} >= bound {bound:.4f}, rejected")
-        accepted.append(ok)
-    if not any(accepted):
-        raise LabquakeError(
-            f"network: all {len(accepted)} draws rejected (OOF MAE >= {bound:.4f}); "
-            "raise nn.max_redraws or nn.reject_ratio (--set), or check the features"
-        )
-    if sum(accepted) < runs:
-        log.warning(f"network: only {sum(accepted)} of {runs} runs accepted after {len(accepted)} draws (nn.max_redraws {max_redraws})")
+        reason = draw(len(accepted))
+        if reason is not None:
+            log.info(f"nn draw {len(accepted)}: rejected, {reason}")
+        accepted.append(reason is None)
     return accepted
+
+
+def keep_runs(scores: list[float], accepted: list[bool], runs: int, on_reject: str) -> tuple[list[bool], str | None]:
+    """The draws whose predictions make the nn column, and the fallback taken (None: the accepted ones).
+
+    Every draw rejected: "error" raises; "drop" and "best" keep the ``runs`` best draws by OOF MAE
+    ("drop" for inspection only: the blend leaves them out).
+    """
+    if any(accepted):
+        return list(accepted), None
+    if on_reject == "error":
+        raise LabquakeError(
+            f"network: all {len(accepted)} draws rejected (best OOF MAE {np.nanmin(scores):.4f}; nn/runs.json says why); "
+            "without --strict, nn.on_reject=drop or best submits anyway; or raise nn.max_redraws or nn.reject_ratio (--set)"
+        )
+    best = set(np.argsort(np.asarray(scores, np.float64), kind="stable")[:runs].tolist())  # NaN last
+    return [d in best for d in range(len(scores))], on_reject
 
 
 # ---------------------------------------------------------------------------------------------
@@ -446,17 +493,34 @@ def _iterations(fold: np.ndarray) -> np.ndarray:
     return np.arange(len(fold)) - np.repeat(starts, np.diff(np.r_[starts, len(fold)])) + 1
 
 
-def train_nn(cfg: Config, data: TrainingData, run_dir: Path, device: str = "auto") -> tuple[list[NNResult], list[bool], float]:
-    """Accepted runs of the network (with redraws); each draw saved to RUN/parts as it finishes."""
+@dataclass
+class NNDraws:
+    """Every draw of the network, which were accepted and which make the nn column."""
+
+    results: list[NNResult]
+    accepted: list[bool]
+    kept: list[bool]
+    fallback: str | None  # None, or nn.on_reject's "drop"/"best" when every draw was rejected
+    bound: float
+    relative_to: str  # what the bound is relative to: "lgbm" or "mean"
+
+
+def train_nn(cfg: Config, data: TrainingData, run_dir: Path, device: str = "auto", reference: np.ndarray | None = None, on_reject: str | None = None) -> NNDraws:
+    """Runs of the network, redrawn when rejected; each draw saved to RUN/parts as it finishes.
+
+    ``reference``: LightGBM's OOF predictions, for the reject bound. ``on_reject`` overrides
+    nn.on_reject for this call (``train --strict``).
+    """
     cols = feature_columns(data.train.columns, NN_TAG)
     X = data.train[cols].to_numpy(np.float64)
     X_test = data.test[cols].to_numpy(np.float64)
     y = {"ttf": data.train["target"].to_numpy(np.float64), "tsf": data.train["tsf"].to_numpy(np.float64), "binary": data.train["binary"].to_numpy(np.float64)}
-    bound = cfg.nn.reject_ratio * mae(y["ttf"], fold_baseline(y["ttf"], data.folds, np.mean))
+    bound, relative_to = reject_bound(cfg, y["ttf"], data.folds, reference)
     results: list[NNResult] = []
+    reasons: list[str | None] = []
     started = False
 
-    def draw(d: int) -> float:
+    def draw(d: int) -> str | None:
         nonlocal started
         seed = cfg.nn.seed + d
         part = run_dir / "parts" / f"nn_run{d:02d}.npz"
@@ -473,30 +537,44 @@ def train_nn(cfg: Config, data: TrainingData, run_dir: Path, device: str = "auto
                 tmp.mkdir()
                 res = cv_nn(cfg, X, y, data.folds, X_test, seed, tmp, draw=d)
                 res.history.to_csv(tmp / "history.csv", index=False)
-            _save_npz(part, oof=res.oof, test=res.test, best_epoch=res.best_epoch, epochs=res.epochs)
+            _save_npz(part, oof=res.oof, test=res.test, best_epoch=res.best_epoch, epochs=res.epochs, batch_size=res.batch_size)
         results.append(res)
-        score = mae(y["ttf"], res.oof)
-        log.info(f"nn draw {d} (seed {seed}): OOF MAE {score:.4f} (reject at >= {bound:.4f})")
-        return score
+        reasons.append(reject_reason(y["ttf"], res.oof, data.folds, bound))
+        log.info(f"nn draw {d} (seed {seed}): OOF MAE {mae(y['ttf'], res.oof):.4f} (reject at >= {bound:.4f})")
+        return reasons[-1]
 
-    accepted = run_draws(draw, cfg.nn.runs, cfg.nn.max_redraws, bound)
-    runs = [
-        {
-            "run": r.draw,
-            "seed": r.seed,
-            "oof_mae": mae(y["ttf"], r.oof),
-            "fold_mae": [mae(y["ttf"][data.folds == k], r.oof[data.folds == k]) for k in range(len(r.epochs))],
-            "accepted": ok,
-            "best_epoch": r.best_epoch.tolist(),
-            "epochs": r.epochs.tolist(),
-            "weights": [f"nn/run{r.draw:02d}/fold{k}.weights.h5" for k in range(len(r.epochs))],
-        }
-        for r, ok in zip(results, accepted)
-    ]
-    write_json(run_dir / "nn" / "runs.json", {"reject_bound": bound, "reject_ratio": cfg.nn.reject_ratio, "runs": runs})
-    history = pd.concat([r.history.assign(run=r.draw, seed=r.seed, accepted=ok) for r, ok in zip(results, accepted)], ignore_index=True)
-    _write_csv(run_dir / "nn" / "history.csv", history)
-    return results, accepted, bound
+    accepted = run_draws(draw, cfg.nn.runs, cfg.nn.max_redraws)
+    scores = [mae(y["ttf"], r.oof) for r in results]
+
+    def record(kept: list[bool], fallback: str | None) -> None:
+        runs = [
+            {
+                "run": r.draw,
+                "seed": r.seed,
+                "oof_mae": score,
+                "fold_mae": [mae(y["ttf"][data.folds == k], r.oof[data.folds == k]) for k in range(len(r.epochs))],
+                "accepted": ok,
+                "rejected_because": why,
+                "kept": keep,
+                "batch_size": r.batch_size.tolist(),
+                "best_epoch": r.best_epoch.tolist(),
+                "epochs": r.epochs.tolist(),
+                "weights": [f"nn/run{r.draw:02d}/fold{k}.weights.h5" for k in range(len(r.epochs))],
+            }
+            for r, score, ok, why, keep in zip(results, scores, accepted, reasons, kept)
+        ]
+        meta = {"reject_bound": bound, "reject_ratio": cfg.nn.reject_ratio if relative_to == "lgbm" else MEAN_REJECT_RATIO, "reject_relative_to": relative_to, "fallback": fallback}
+        write_json(run_dir / "nn" / "runs.json", {**meta, "runs": runs})
+        history = pd.concat([r.history.assign(run=r.draw, seed=r.seed, accepted=ok) for r, ok in zip(results, accepted)], ignore_index=True)
+        _write_csv(run_dir / "nn" / "history.csv", history)
+
+    try:
+        kept, fallback = keep_runs(scores, accepted, cfg.nn.runs, on_reject or cfg.nn.on_reject)
+    except LabquakeError:
+        record([False] * len(results), None)  # to show why every draw was rejected
+        raise
+    record(kept, fallback)
+    return NNDraws(results, accepted, kept, fallback, bound, relative_to)
 
 
 def _write_csv(path: Path, table: pd.DataFrame) -> None:
@@ -509,8 +587,11 @@ def _write_parquet(path: Path, table: pd.DataFrame) -> None:
         table.to_parquet(tmp, index=False)
 
 
-def train(cfg: Config, features_dir: Path, run_dir: Path, device: str = "auto") -> dict[str, Any]:
-    """Cross-validate both models on the feature folder; fill ``run_dir`` (see the module docstring)."""
+def train(cfg: Config, features_dir: Path, run_dir: Path, device: str = "auto", strict: bool = False) -> dict[str, Any]:
+    """Cross-validate both models on the feature folder; fill ``run_dir`` (see the module docstring).
+
+    ``strict``: stop with an error when every network draw is rejected, whatever nn.on_reject says.
+    """
     timer = Timer()
     run_dir = Path(run_dir)
     with timer.step("load"):
@@ -523,12 +604,12 @@ def train(cfg: Config, features_dir: Path, run_dir: Path, device: str = "auto") 
     lgbm_oof = np.mean([r.oof for r in lgbm], axis=0)
     lgbm_test = np.mean([r.test for r in lgbm], axis=0)
     log.info(f"lgbm: OOF MAE {mae(y, lgbm_oof):.4f} ({len(lgbm)} seeds)")
-    with timer.step("nn"):
-        nn, accepted, bound = train_nn(cfg, data, run_dir, device)
-    kept = [r for r, ok in zip(nn, accepted) if ok]
+    with timer.step("nn"):  # after LightGBM: its OOF MAE is the reference of the reject bound
+        draws = train_nn(cfg, data, run_dir, device, reference=lgbm_oof, on_reject="error" if strict else None)
+    kept = [r for r, keep in zip(draws.results, draws.kept) if keep]
     nn_oof = np.mean([r.oof for r in kept], axis=0)
     nn_test = np.mean([r.test for r in kept], axis=0)
-    log.info(f"nn: OOF MAE {mae(y, nn_oof):.4f} ({len(kept)} accepted of {len(nn)} draws)")
+    log.info(f"nn: OOF MAE {mae(y, nn_oof):.4f} ({sum(draws.accepted)} accepted of {len(draws.results)} draws)")
     with timer.step("write"):
         oof = data.train[list(META_COLUMNS)].assign(fold=data.folds, lgbm=lgbm_oof, nn=nn_oof)
         _write_parquet(run_dir / "oof.parquet", oof)
@@ -544,11 +625,18 @@ def train(cfg: Config, features_dir: Path, run_dir: Path, device: str = "auto") 
         "n_folds": n_folds,
         "lgbm_seeds": [r.seed for r in lgbm],
         "nn_seeds": [r.seed for r in kept],
-        "nn_draws": len(nn),
-        "nn_reject_bound": bound,
+        "nn_runs": cfg.nn.runs,
+        "nn_accepted": sum(draws.accepted),
+        "nn_draws": len(draws.results),
+        "nn_reject_bound": draws.bound,
+        "nn_reject_relative_to": draws.relative_to,
+        "nn_fallback": draws.fallback,  # "drop": the blend is LightGBM alone; "best": rejected draws blended
         **_run_identity(cfg, data),
     }
     write_json(run_dir / "train.json", stage_record("train", cfg.to_dict(), timer, features_dir=str(features_dir), device=device, summary=summary))
     write_json(run_dir / "summary.json", summary)
     log.info(f"train: OOF MAE lgbm {summary['oof_mae']['lgbm']:.4f}, nn {summary['oof_mae']['nn']:.4f}, median baseline {summary['baseline_median_mae']:.4f}")
+    note = network_note(summary)
+    if note:
+        log.warning(note)
     return summary

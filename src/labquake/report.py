@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from labquake.blend import geomean, mae
+from labquake.blend import mae, network_note, predictions
 from labquake.util import LabquakeError, atomic_path, log, read_json, read_table, write_text
 
 DPI = 100
@@ -90,6 +90,8 @@ _KEY_SETTINGS = (
     "nn.loss_weights",
     "nn.runs",
     "nn.reject_ratio",
+    "nn.on_reject",
+    "nn.min_steps_per_epoch",
     "blend.clip_min",
 )
 
@@ -167,27 +169,28 @@ def load_run(run_dir: Path) -> RunData:
     if len(oof) == 0:
         raise LabquakeError(f"{oof_path}: no rows")
     models = list(base)
+    summary = _optional_json(run / "summary.json")
+    use_nn = (summary or {}).get("nn_fallback") != "drop"  # as submit blends: LightGBM alone when the network was dropped
     if base == ["lgbm", "nn"]:
-        oof["blend"] = geomean(oof["lgbm"], oof["nn"], clip_min)
+        oof["blend"] = predictions(oof["lgbm"], oof["nn"], clip_min, use_nn)["geomean"]
         models.append("blend")
 
     x = oof["start"].to_numpy(dtype=np.float64) / 1e6
     x_label = "segment start (million rows of train.csv)"
-    data = RunData(run=run, config=config, clip_min=clip_min, oof=oof, models=models, x=x, x_label=x_label)
+    data = RunData(run=run, config=config, clip_min=clip_min, oof=oof, models=models, x=x, x_label=x_label, summary=summary)
 
     test_path = run / "test.parquet"
     if test_path.is_file():
         test = read_table(test_path)
         tm = [m for m in ("lgbm", "nn") if m in test.columns]
         if tm == ["lgbm", "nn"]:
-            test["blend"] = geomean(test["lgbm"], test["nn"], clip_min)
+            test["blend"] = predictions(test["lgbm"], test["nn"], clip_min, use_nn)["geomean"]
         data.test = test if tm else None
         if not tm:
             data.test_note = f"{test_path} has no prediction columns"
     else:
         data.test_note = f"no {test_path.name} in the run folder"
 
-    data.summary = _optional_json(run / "summary.json")
     for stage in ("train", "blend"):
         rec = _optional_json(run / f"{stage}.json")
         if rec is not None:
@@ -660,11 +663,12 @@ def _scores_section(d: RunData) -> list[str]:
     rows.append(["constant: median of the target", round(baseline, 4), reported if reported is not None else "—"])
     lines = ["## Scores", ""]
     lines += _table(["model", "OOF MAE (s), computed here", "in summary.json"], rows)
-    blend_line = (
-        f"The blend is `sqrt(clip(lgbm, {d.clip_min:g}) * clip(nn, {d.clip_min:g}))`, computed here from oof.parquet."
-        if "blend" in d.models
-        else "No blend: the run has predictions of only one model."
-    )
+    if "blend" not in d.models:
+        blend_line = "No blend: the run has predictions of only one model."
+    elif (d.summary or {}).get("nn_fallback") == "drop":
+        blend_line = f"The blend is LightGBM alone, `clip(lgbm, {d.clip_min:g})`: the network was dropped (see the warning above)."
+    else:
+        blend_line = f"The blend is `sqrt(clip(lgbm, {d.clip_min:g}) * clip(nn, {d.clip_min:g}))`, computed here from oof.parquet."
     lines += [blend_line + " The constant baseline here is the median of all trained targets (summary.json's"
               " may use each fold's training median).", ""]
     if d.summary:
@@ -680,7 +684,7 @@ def _runs_section(runs: Any) -> list[str]:
     if isinstance(runs, dict):
         extra = [f"{k} {_fmt(v)}" for k, v in runs.items() if k not in ("runs", "attempts") and _cell_ok(v)]
         if extra:
-            lines += ["; ".join(extra) + " (a run is rejected when its OOF MAE reaches the bound).", ""]
+            lines += ["; ".join(extra) + " (a run is rejected when its predictions are constant or its OOF MAE reaches the bound).", ""]
     if isinstance(items, list) and items and all(isinstance(i, dict) for i in items):
         keys: list[str] = []
         for it in items:
@@ -817,6 +821,9 @@ def build_report(run_dir: Path, features_dir: Path | None = None, truth: Path | 
         + ".",
         "",
     ]
+    note = network_note(d.summary or {})
+    if note:  # the blend is not the recipe's: say so before any number
+        md += [f"> **Warning:** {note}.", ""]
     md += _scores_section(d)
 
     md += ["## Out-of-fold predictions along the train timeline", ""]
