@@ -99,22 +99,21 @@ def emission_segments(preset: str, seed: int, starts: np.ndarray, rows: int = 15
 
 
 def network_stats(run: Path) -> dict:
-    """Accepted draws and best epochs, read from the run folder's network records."""
-    runs = json.loads((run / "nn" / "runs.json").read_text())
-    history = pd.read_csv(run / "nn" / "history.csv")
-    best = history.groupby(["run", "fold"])["epoch"].max() if "best_epoch" not in history else None
-    out = {"drawn": len(runs["runs"]), "accepted": int(sum(bool(r.get("accepted")) for r in runs["runs"]))}
-    if "best_epoch" in history:
-        out["median_best_epoch"] = float(history.groupby(["run", "fold"])["best_epoch"].first().median())
-    else:  # the epoch with the lowest validation MAE of each draw and fold
-        key = [c for c in history.columns if c.startswith("val_ttf")][0]
-        idx = history.groupby(["run", "fold"])[key].idxmin()
-        out["median_best_epoch"] = float(history.loc[idx, "epoch"].median() + 1)
-        out["median_epochs_run"] = float(best.median() + 1)
-    for k in ("batch_size", "fallback", "reject_bound"):
-        if k in runs:
-            out[k] = runs[k]
-    return out
+    """Accepted draws, best epochs and batch sizes, from the run folder's nn/runs.json."""
+    record = json.loads((run / "nn" / "runs.json").read_text())
+    runs = record["runs"]
+    best = [e for r in runs for e in r["best_epoch"]]
+    ran = [e for r in runs for e in r["epochs"]]
+    return {
+        "drawn": len(runs),
+        "accepted": sum(bool(r["accepted"]) for r in runs),
+        "median_best_epoch": float(np.median(best)),
+        "median_epochs_run": float(np.median(ran)),
+        "batch_size": sorted({b for r in runs for b in r["batch_size"]}),
+        "reject_bound": round(record["reject_bound"], 4),
+        "fallback": record["fallback"],
+        "rejected_because": [r["rejected_because"] for r in runs if r["rejected_because"]],
+    }
 
 
 def evaluate(preset: str, seed: int, raw: Path, case: Path, grouped_seeds: tuple[int, ...]) -> dict:
@@ -138,7 +137,7 @@ def evaluate(preset: str, seed: int, raw: Path, case: Path, grouped_seeds: tuple
     for m in pred_oof:
         res[f"oof_{m}"] = round(mae(pred_oof[m], y), 4)
         res[f"test_{m}"] = round(mae(pred_test[m], truth), 4)
-    res["submitted"] = summary.get("blend_models") or summary.get("submission") or "lgbm+nn"
+    res["nn_fallback"] = summary["nn_fallback"]
     res["shuffled"] = round(res["oof_lgbm"] / base_oof, 3)
     res["test"] = round(res["test_lgbm"] / base_test, 3)
     g, gb, n_cycles = grouped_lgbm(feats, grouped_seeds)

@@ -249,6 +249,14 @@ def test_fit_monitors_a_logged_metric_and_is_reproducible(data, tmp_path):
     np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)  # same seed, same network
     c, _ = fit("c.weights.h5", 1)
     assert np.abs(a - c).max() > 1e-4  # another seed, another network
+    # a compiled network reused after another fit (and a learning rate cut) starts like a new one
+    net = models.ReusedNetwork(cfg, x.shape[-1])
+    c2, _ = fit("c2.weights.h5", 1, network=net)
+    np.testing.assert_allclose(c2, c, rtol=0, atol=1e-6)
+    net.model.optimizer.learning_rate.assign(1e-6)
+    a2, hist2 = fit("a2.weights.h5", 0, network=net)
+    np.testing.assert_allclose(a2, a, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(hist2[models.MONITOR], hist[models.MONITOR], rtol=1e-6)
     with pytest.raises(RuntimeError, match="'val_ttf_mean_absolute_error' is not logged"):
         fit("d.weights.h5", 0, monitor="val_ttf_mean_absolute_error")
     with pytest.raises(ValueError, match=r"\.weights\.h5"):

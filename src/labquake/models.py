@@ -247,7 +247,7 @@ def setup_tensorflow(device: str = "auto") -> str:
     return "gpu" if gpus and device != "cpu" else "cpu"
 
 
-def build_network(cfg: Config, n_features: int):
+def build_network(cfg: Config, n_features: int, compile: bool = True):
     """The recipe's network, compiled: one time step of ``n_features`` in, three named heads out."""
     import keras
     from keras import layers
@@ -267,6 +267,8 @@ def build_network(cfg: Config, n_features: int):
         "binary": layers.Dense(1, activation="sigmoid", name="binary")(x),
     }
     model = keras.Model(inputs, outputs, name="labquake_nn")
+    if not compile:
+        return model
     model.compile(
         optimizer=keras.optimizers.Nadam(learning_rate=c.learning_rate),
         loss={"ttf": "mae", "tsf": "mae", "binary": "binary_crossentropy"},
@@ -296,16 +298,50 @@ def batch_size(cfg: Config, n_train: int) -> int:
     return min(c.batch_size, max(16, n_train // c.min_steps_per_epoch))
 
 
-def fit_network(cfg: Config, x_train: np.ndarray, y_train: dict, x_valid: np.ndarray, y_valid: dict, weights_path: Path, seed: int, monitor: str = MONITOR):
-    """Train one network from ``seed``; end with the weights of its best epoch (saved at ``weights_path``)."""
+class ReusedNetwork:
+    """One compiled network for every fold and draw of a run.
+
+    Keras traces its training and validation steps on a model's first fit, about 4 s on CPU: more
+    than a whole fold's training on small data. So the compiled model is kept, and each fit starts
+    it from the weights of a network freshly built from the fit's seed and from the optimizer's
+    initial state, which is what a new model would start from (a test holds the two equal).
+    """
+
+    def __init__(self, cfg: Config, n_features: int) -> None:
+        import keras
+
+        keras.backend.clear_session()
+        self.model = build_network(cfg, n_features)
+        self.model.optimizer.build(self.model.trainable_variables)
+        self.optimizer_start = [v.numpy() for v in self.model.optimizer.variables]
+        self.cfg, self.n_features = cfg, n_features
+
+    def fresh(self, seed: int):
+        """The model, reset to the start of a fit from ``seed``."""
+        import keras
+
+        keras.utils.set_random_seed(seed)
+        template = build_network(self.cfg, self.n_features, compile=False)
+        self.model.set_weights(template.get_weights())
+        for v, start in zip(self.model.optimizer.variables, self.optimizer_start):
+            v.assign(start)
+        return self.model
+
+
+def fit_network(cfg: Config, x_train: np.ndarray, y_train: dict, x_valid: np.ndarray, y_valid: dict, weights_path: Path, seed: int,
+                monitor: str = MONITOR, network: ReusedNetwork | None = None):
+    """Train one network from ``seed``; end with the weights of its best epoch (saved at ``weights_path``).
+
+    ``network``: a compiled network to reuse (see ReusedNetwork); without it, a new one is built.
+    """
     import keras
 
     if not str(weights_path).endswith(".weights.h5"):
         raise ValueError(f"{weights_path}: Keras 3 weight files must end in .weights.h5")
     c = cfg.nn
-    keras.backend.clear_session()
-    keras.utils.set_random_seed(seed)
-    model = build_network(cfg, x_train.shape[-1])
+    if network is None:
+        network = ReusedNetwork(cfg, x_train.shape[-1])
+    model = network.fresh(seed)
     callbacks = [
         _require_metric(monitor),  # first, so it fires before the others silently skip
         # The recipe's best-epoch checkpoint, kept in memory: Keras 3.15 restores the best weights
@@ -348,7 +384,8 @@ def _shape(x: np.ndarray) -> np.ndarray:
     return x.astype(np.float32).reshape(len(x), 1, x.shape[1])
 
 
-def cv_nn(cfg: Config, X: np.ndarray, y: dict[str, np.ndarray], folds: np.ndarray, X_test: np.ndarray, seed: int, out_dir: Path, draw: int = 0) -> NNResult:
+def cv_nn(cfg: Config, X: np.ndarray, y: dict[str, np.ndarray], folds: np.ndarray, X_test: np.ndarray, seed: int, out_dir: Path, draw: int = 0,
+          network: ReusedNetwork | None = None) -> NNResult:
     """One run of the network over the folds: min-max scaling fit on each training fold."""
     from sklearn.preprocessing import MinMaxScaler
 
@@ -357,13 +394,14 @@ def cv_nn(cfg: Config, X: np.ndarray, y: dict[str, np.ndarray], folds: np.ndarra
     test = np.zeros(len(X_test))
     best, epochs, histories = np.zeros(n_folds, np.int64), np.zeros(n_folds, np.int64), []
     batches = np.array([batch_size(cfg, int((folds != k).sum())) for k in range(n_folds)], np.int64)
+    network = network or ReusedNetwork(cfg, X.shape[1])
     for k in range(n_folds):
         tr, va = folds != k, folds == k
         scaler = MinMaxScaler().fit(X[tr])
         x_tr, x_va, x_te = (_shape(scaler.transform(a)) for a in (X[tr], X[va], X_test))
         y_tr = {h: y[h][tr].astype(np.float32) for h in HEADS}
         y_va = {h: y[h][va].astype(np.float32) for h in HEADS}
-        model, hist = fit_network(cfg, x_tr, y_tr, x_va, y_va, out_dir / f"fold{k}.weights.h5", seed)
+        model, hist = fit_network(cfg, x_tr, y_tr, x_va, y_va, out_dir / f"fold{k}.weights.h5", seed, network=network)
         oof[va] = predict_ttf(model, x_va)
         test += predict_ttf(model, x_te) / n_folds
         best[k] = int(hist[MONITOR].to_numpy().argmin()) + 1
@@ -518,10 +556,10 @@ def train_nn(cfg: Config, data: TrainingData, run_dir: Path, device: str = "auto
     bound, relative_to = reject_bound(cfg, y["ttf"], data.folds, reference)
     results: list[NNResult] = []
     reasons: list[str | None] = []
-    started = False
+    network: ReusedNetwork | None = None  # built when the first draw needs training
 
     def draw(d: int) -> str | None:
-        nonlocal started
+        nonlocal network
         seed = cfg.nn.seed + d
         part = run_dir / "parts" / f"nn_run{d:02d}.npz"
         if part.exists():
@@ -529,13 +567,13 @@ def train_nn(cfg: Config, data: TrainingData, run_dir: Path, device: str = "auto
             history = pd.read_csv(run_dir / "nn" / f"run{d:02d}" / "history.csv")
             res = NNResult(draw=d, seed=seed, history=history, **arrays)
         else:
-            if not started:
+            if network is None:
                 where = setup_tensorflow(device)
                 log.info(f"network on {where}: {cfg.nn.runs} runs of {int(data.folds.max()) + 1} folds, up to {cfg.nn.epochs} epochs")
-                started = True
+                network = ReusedNetwork(cfg, X.shape[1])
             with atomic_path(run_dir / "nn" / f"run{d:02d}") as tmp:
                 tmp.mkdir()
-                res = cv_nn(cfg, X, y, data.folds, X_test, seed, tmp, draw=d)
+                res = cv_nn(cfg, X, y, data.folds, X_test, seed, tmp, draw=d, network=network)
                 res.history.to_csv(tmp / "history.csv", index=False)
             _save_npz(part, oof=res.oof, test=res.test, best_epoch=res.best_epoch, epochs=res.epochs, batch_size=res.batch_size)
         results.append(res)
