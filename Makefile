@@ -19,7 +19,7 @@ LQFLAGS  ?=
 CFG      := --preset $(PRESET) $(LQFLAGS)
 
 .DEFAULT_GOAL := help
-.PHONY: help install run data features train submit report score kernel kernel-push test bench bench-difficulty clean
+.PHONY: help install run data features train submit report score kernel kernel-push test lint bench bench-difficulty clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -75,6 +75,10 @@ kernel-push: kernel ## upload the kernel with the Kaggle command line
 
 test: $(STAMP) ## the test suite (tiny synthetic data)
 	$(BIN)/python -m pytest -q
+
+lint: $(STAMP) ## ruff: lint and format check (`.venv/bin/ruff format .` fixes the format)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 bench: $(STAMP) ## benchmarks at full scale (long; writes bench/out/)
 	$(BIN)/python bench/run.py

@@ -47,7 +47,7 @@ def fold_median(y: np.ndarray, folds: np.ndarray) -> np.ndarray:
     return fold_baseline(y, folds, np.median)
 
 
-def prepare(preset: str, seed: int, reuse: bool, flags: list[str]) -> tuple[Path, Path, dict]:
+def prepare(preset: str, seed: int, reuse: bool, flags: list[str], name: str) -> tuple[Path, Path, dict]:
     """Data, features and the recipe's run for one case; timings of each step."""
     lq = [sys.executable, "-m", "labquake"]
     raw, case = DIFF / f"raw_{preset}", DIFF / f"{preset}_s{seed}"
@@ -61,13 +61,13 @@ def prepare(preset: str, seed: int, reuse: bool, flags: list[str]) -> tuple[Path
         steps["synth"] = measure([*lq, "synth", "--out", str(raw), "--preset", preset, "--seed", str(seed)], case / "synth.log")
         marker.write_text(json.dumps({"preset": preset, "seed": seed}))
     case.mkdir(parents=True, exist_ok=True)
-    feats, run = case / "features", case / "run"
+    feats, run = case / "features", case / name
     if not (reuse and (feats / "features.json").is_file()):
         args = ["features", "--data", str(raw), "--out", str(feats), "--interim", str(DIFF / f"interim_{preset}")]
         steps["features"] = measure([*lq, *args], case / "features.log")
     if not (reuse and (run / "summary.json").is_file()):
         shutil.rmtree(run, ignore_errors=True)
-        steps["train"] = measure([*lq, "train", "--features", str(feats), "--run", str(run), *flags], case / "train.log")
+        steps["train"] = measure([*lq, "train", "--features", str(feats), "--run", str(run), *flags], case / f"{name}.log")
     return raw, case, steps
 
 
@@ -116,10 +116,10 @@ def network_stats(run: Path) -> dict:
     }
 
 
-def evaluate(preset: str, seed: int, raw: Path, case: Path, grouped_seeds: tuple[int, ...]) -> dict:
+def evaluate(preset: str, seed: int, raw: Path, case: Path, grouped_seeds: tuple[int, ...], name: str) -> dict:
     from labquake.blend import geomean
 
-    run, feats = case / "run", case / "features"
+    run, feats = case / name, case / "features"
     summary = json.loads((run / "summary.json").read_text())
     oof = pd.read_parquet(run / "oof.parquet")
     test = pd.read_parquet(run / "test.parquet").set_index("seg_id")
@@ -158,8 +158,12 @@ def plot(results: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = [("shuffled", "shuffled 3-fold OOF / baseline"), ("grouped", "leave-cycles-out OOF / baseline"),
-            ("test", "test / baseline"), ("r_peaks_clean", "|r| peak count")]
+    keys = [
+        ("shuffled", "shuffled 3-fold OOF / baseline"),
+        ("grouped", "leave-cycles-out OOF / baseline"),
+        ("test", "test / baseline"),
+        ("r_peaks_clean", "|r| peak count"),
+    ]
     fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.4))
     for ax, (k, title) in zip(axes, keys):
         labels = [f"{r['preset']} s{r['seed']}" for r in results]
@@ -182,28 +186,34 @@ def main() -> None:
     parser.add_argument("--grouped-seeds", type=int, default=3, help="LightGBM seeds for the leave-cycles-out OOF")
     parser.add_argument("--reuse", action="store_true", help="keep data, features and runs already there")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="passed to labquake train")
+    parser.add_argument("--name", default="run", help="the run folder's name in each case, and of the results file (for A/B runs)")
     args = parser.parse_args()
     flags = [x for s in args.set for x in ("--set", s)]
     DIFF.mkdir(parents=True, exist_ok=True)
-    path = DIFF / "results.json"
+    path = DIFF / ("results.json" if args.name == "run" else f"results_{args.name}.json")
     results: list[dict] = []
     for preset in args.presets:
         for seed in args.seeds:
             t0 = time.perf_counter()
-            raw, case, steps = prepare(preset, seed, args.reuse, flags)
-            res = evaluate(preset, seed, raw, case, tuple(range(args.grouped_seeds)))
+            raw, case, steps = prepare(preset, seed, args.reuse, flags, args.name)
+            res = evaluate(preset, seed, raw, case, tuple(range(args.grouped_seeds)), args.name)
+            res["train_flags"] = args.set
             res["steps"], res["seconds"] = steps, round(time.perf_counter() - t0, 1)
-            (case / "difficulty.json").write_text(json.dumps(res, indent=2) + "\n")
+            (case / f"difficulty_{args.name}.json").write_text(json.dumps(res, indent=2) + "\n")
             results.append(res)
             n = res["network"]
-            print(f"{preset} seed {seed}: shuffled {res['shuffled']}x, leave-cycles-out {res['grouped']}x, test {res['test']}x, "
-                  f"|r| peaks {res['r_peaks_clean']} ({res['r_peaks_all']} with emissions); "
-                  f"OOF lgbm {res['oof_lgbm']} nn {res['oof_nn']} blend {res['oof_blend']} (baseline {res['baseline_oof']}); "
-                  f"test lgbm {res['test_lgbm']} nn {res['test_nn']} blend {res['test_blend']} (baseline {res['baseline_test']}); "
-                  f"network {n['accepted']}/{n['drawn']} accepted, median best epoch {n['median_best_epoch']}", flush=True)
+            print(
+                f"{preset} seed {seed}: shuffled {res['shuffled']}x, leave-cycles-out {res['grouped']}x, test {res['test']}x, "
+                f"|r| peaks {res['r_peaks_clean']} ({res['r_peaks_all']} with emissions); "
+                f"OOF lgbm {res['oof_lgbm']} nn {res['oof_nn']} blend {res['oof_blend']} (baseline {res['baseline_oof']}); "
+                f"test lgbm {res['test_lgbm']} nn {res['test_nn']} blend {res['test_blend']} (baseline {res['baseline_test']}); "
+                f"network {n['accepted']}/{n['drawn']} accepted, median best epoch {n['median_best_epoch']}",
+                flush=True,
+            )
     path.write_text(json.dumps(results, indent=2) + "\n")
-    plot(results, DIFF / "difficulty.png")
-    print(f"written {path} and {DIFF / 'difficulty.png'}")
+    png = path.with_suffix(".png")
+    plot(results, png)
+    print(f"written {path} and {png}")
 
 
 if __name__ == "__main__":

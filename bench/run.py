@@ -166,18 +166,24 @@ def main() -> None:
     results: dict = json.loads(path.read_text()) if path.is_file() else {}  # --skip-full keeps the last full-scale figures
     results["feature_speed"] = feature_speed(args.segments)
     s = results["feature_speed"]
-    print(f"features, one core: reference {s['reference_seg_per_s']} seg/s, fast {s['fast_seg_per_s']} seg/s "
-          f"({s['fast_ms_per_segment']} ms/segment), ratio {s['ratio']}x (rounds {s['round_ratios_min_max'][0]}-{s['round_ratios_min_max'][1]}x), "
-          f"worst relative difference {s['worst_relative_difference']:.1e}")
+    print(
+        f"features, one core: reference {s['reference_seg_per_s']} seg/s, fast {s['fast_seg_per_s']} seg/s "
+        f"({s['fast_ms_per_segment']} ms/segment), ratio {s['ratio']}x (rounds {s['round_ratios_min_max'][0]}-{s['round_ratios_min_max'][1]}x), "
+        f"worst relative difference {s['worst_relative_difference']:.1e}"
+    )
     if not args.skip_full:
         raw = Path(os.environ.get("BENCH_RAW", OUT / "raw_full"))
         results["full"] = f = full_scale(raw)
         if "synth" in f:
             print(f"synth --preset full: {f['synth']['seconds']} s, {f['raw_gb']} GB, peak RSS {f['synth']['peak_rss_gb']} GB")
-        print(f"features from CSV (cache included): {f['features_from_csv']['seconds']} s "
-              f"(cache build {f['cache_build_seconds']} s), peak RSS {f['features_from_csv']['peak_rss_gb']} GB")
-        print(f"features from cache: {f['features_from_cache']['seconds']} s, peak RSS {f['features_from_cache']['peak_rss_gb']} GB, "
-              f"{f['segments']} segments at {f['features_seg_per_s']} seg/s on {f['cpus']} cores")
+        print(
+            f"features from CSV (cache included): {f['features_from_csv']['seconds']} s "
+            f"(cache build {f['cache_build_seconds']} s), peak RSS {f['features_from_csv']['peak_rss_gb']} GB"
+        )
+        print(
+            f"features from cache: {f['features_from_cache']['seconds']} s, peak RSS {f['features_from_cache']['peak_rss_gb']} GB, "
+            f"{f['segments']} segments at {f['features_seg_per_s']} seg/s on {f['cpus']} cores"
+        )
     path.write_text(json.dumps(results, indent=2) + "\n")
     print(f"written {path}")
 

@@ -198,8 +198,11 @@ def test_tiny_end_to_end_train_and_submit(pipeline_run, tmp_path, capsys):
     run, raw = pipeline_run
     record = blend.submit(CFG, run, raw, tmp_path / "subs")
     summary = json.loads((run / "summary.json").read_text())
-    print(f"\ntiny run: OOF MAE {summary['oof_mae']} blend {record['oof_mae']['geomean']:.4f} "
-          f"median baseline {summary['baseline_median_mae']:.4f} test MAE {record['test_mae']}", file=sys.stderr)  # fmt: skip
+    print(
+        f"\ntiny run: OOF MAE {summary['oof_mae']} blend {record['oof_mae']['geomean']:.4f} "
+        f"median baseline {summary['baseline_median_mae']:.4f} test MAE {record['test_mae']}",
+        file=sys.stderr,
+    )
     sample = pd.read_csv(raw / "sample_submission.csv")
     sub = pd.read_csv(tmp_path / "subs" / "submission_geomean.csv")
     assert list(sub["seg_id"]) == list(sample["seg_id"]) and (sub["time_to_failure"] >= 0.1).all()

@@ -3,8 +3,6 @@
 import subprocess
 import sys
 
-import pytest
-
 HEAVY = ("tensorflow", "keras", "librosa", "lightgbm", "numba", "matplotlib", "sklearn")
 
 
@@ -14,10 +12,7 @@ def run_cli(*args, cwd=None):
 
 def heavy_imports(*argv):
     """Modules a CLI call imports, checked in-process (import-time cost is what users feel)."""
-    code = (
-        "import sys; from labquake.cli import main; rc = main(%r); "
-        "print(','.join(sorted(m for m in %r if m in sys.modules)))" % (list(argv), HEAVY)
-    )
+    code = f"import sys; from labquake.cli import main; rc = main({list(argv)!r}); print(','.join(sorted(m for m in {HEAVY!r} if m in sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     return out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""

@@ -56,7 +56,9 @@ def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
 def run_cache(raw: Path, interim: Path, *flags: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "labquake", "cache", "--data", str(raw), "--interim", str(interim), *flags],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -150,8 +152,14 @@ def test_accepted_text_variants(real_dir, tmp_path, variant):
     np.testing.assert_array_equal(ttf, ref["time_to_failure"].to_numpy())
 
     seg = tmp_path / "seg.csv"
-    seg.write_bytes({"crlf": b"acoustic_data\r\n1\r\n-2\r\n", "no_final_newline": b"acoustic_data\n1\n-2",
-                     "bom": data.BOM + b"acoustic_data\n1\n-2\n", "trailing_blank_lines": b"acoustic_data\n1\n-2\n\n"}[variant])
+    seg.write_bytes(
+        {
+            "crlf": b"acoustic_data\r\n1\r\n-2\r\n",
+            "no_final_newline": b"acoustic_data\n1\n-2",
+            "bom": data.BOM + b"acoustic_data\n1\n-2\n",
+            "trailing_blank_lines": b"acoustic_data\n1\n-2\n\n",
+        }[variant]
+    )
     np.testing.assert_array_equal(data.read_segment(seg, rows=2), [1, -2])
 
 
@@ -246,7 +254,8 @@ def test_bad_segment_header(raw, tmp_path):
     seg = raw / "test" / f"{SEG}.csv"
     replace_line(seg, 1, b"acoustic_data,time_to_failure")
     assert error_of(data.load_test, raw, tmp_path / "interim") == (
-        f"{seg}: line 1: header is 'acoustic_data,time_to_failure', expected 'acoustic_data'")
+        f"{seg}: line 1: header is 'acoustic_data,time_to_failure', expected 'acoustic_data'"
+    )
 
 
 def test_sample_id_without_segment_file(raw, tmp_path):
@@ -261,14 +270,17 @@ def test_duplicate_sample_ids(raw, tmp_path):
     assert error_of(data.load_test, raw, tmp_path / "interim") == f"{sub}: line 4: duplicate seg_id '{SEG}' (first on line 2)"
 
 
-@pytest.mark.parametrize("text,what", [
-    (b"", "empty file (expected the header 'seg_id,time_to_failure' and rows)"),
-    (b"seg_id,time_to_failure\n", "no seg_id rows"),
-    (b"id,ttf\nseg_1,0\n", "line 1: header is 'id,ttf', expected 'seg_id,time_to_failure'"),
-    (b"seg_id,time_to_failure\nseg_1\n", "line 2: 1 fields, expected 2 (seg_id,time_to_failure): 'seg_1'"),
-    (b"seg_id,time_to_failure\nseg_1,0\n\nseg_2,0\n", "line 3: empty line"),
-    (b"seg_id,time_to_failure\n../train,0\n", "line 2: seg_id '../train' is not a segment name (letters, digits, '_', '-')"),
-])
+@pytest.mark.parametrize(
+    "text,what",
+    [
+        (b"", "empty file (expected the header 'seg_id,time_to_failure' and rows)"),
+        (b"seg_id,time_to_failure\n", "no seg_id rows"),
+        (b"id,ttf\nseg_1,0\n", "line 1: header is 'id,ttf', expected 'seg_id,time_to_failure'"),
+        (b"seg_id,time_to_failure\nseg_1\n", "line 2: 1 fields, expected 2 (seg_id,time_to_failure): 'seg_1'"),
+        (b"seg_id,time_to_failure\nseg_1,0\n\nseg_2,0\n", "line 3: empty line"),
+        (b"seg_id,time_to_failure\n../train,0\n", "line 2: seg_id '../train' is not a segment name (letters, digits, '_', '-')"),
+    ],
+)
 def test_bad_sample_submission(tmp_path, text, what):
     path = tmp_path / "sample_submission.csv"
     path.write_bytes(text)
@@ -300,7 +312,8 @@ def test_cli_errors_are_one_line_and_keep_the_good_cache(raw, tmp_path):
     ok = run_cache(raw, interim, "-q")
     assert ok.returncode == 0, ok.stderr
     assert sorted(p.name for p in interim.iterdir()) == sorted(
-        [data.TRAIN_SIGNAL, data.TRAIN_TTF, data.TRAIN_RECORD, data.TEST_SIGNAL, data.TEST_RECORD])
+        [data.TRAIN_SIGNAL, data.TRAIN_TTF, data.TRAIN_RECORD, data.TEST_SIGNAL, data.TEST_RECORD]
+    )
     before = snapshot(interim)
 
     replace_line(raw / "train.csv", 1234, b"40000,1.4690999")
@@ -413,8 +426,36 @@ def test_interrupted_build_keeps_old_cache_and_recovers(raw, tmp_path):
 
 
 # --- property tests: any input gives arrays or a LabquakeError, the same however it is cut ---------------
-TOKENS = [b"0", b"7", b"-", b"+", b".", b"e", b"5", b"40000", b"nan", b"inf", b",", b"\n", b"\r", b"\r\n", b" ", b"\t",
-          b"\x0b", b"\x0c", b"\x00", b"\xff", b'"', data.BOM, b"1.4690999", b"-32768", b"0x1", b"X", b"E", b"a"]
+TOKENS = [
+    b"0",
+    b"7",
+    b"-",
+    b"+",
+    b".",
+    b"e",
+    b"5",
+    b"40000",
+    b"nan",
+    b"inf",
+    b",",
+    b"\n",
+    b"\r",
+    b"\r\n",
+    b" ",
+    b"\t",
+    b"\x0b",
+    b"\x0c",
+    b"\x00",
+    b"\xff",
+    b'"',
+    data.BOM,
+    b"1.4690999",
+    b"-32768",
+    b"0x1",
+    b"X",
+    b"E",
+    b"a",
+]
 TRAIN_HEADER, TRAIN_BODY = b"acoustic_data,time_to_failure\n", b"12,1.4690999832\n6,1.4690999821\n-8,0.5\n0,0\n"
 SEG_HEADER, SEG_BODY = b"acoustic_data\n", b"4\n0\n-32768\n"
 SUB = b"seg_id,time_to_failure\nseg_a,0\nseg_b,0\n"
@@ -458,9 +499,9 @@ def mutated(draw, valid: bytes) -> bytes:
         if kind == "insert":
             text = text[:pos] + token + text[pos:]
         elif kind == "delete":
-            text = text[:pos] + text[pos + draw(st.integers(1, 5)):]
+            text = text[:pos] + text[pos + draw(st.integers(1, 5)) :]
         else:
-            text = text[:pos] + token + text[pos + len(token):]
+            text = text[:pos] + token + text[pos + len(token) :]
     return text
 
 

@@ -160,8 +160,9 @@ def test_band_extremes_match_librosa_spectral_contrast_on_hard_spectra():
         "ties": rng.integers(1, 4, (1025, frames)).astype(float),
     }
     for name, mag in spectra.items():
-        ref = librosa.feature.spectral_contrast(S=mag, sr=fc.sr, n_fft=fc.n_fft, fmin=fc.contrast_fmin,
-                                                n_bands=fc.contrast_bands, quantile=fc.contrast_quantile)  # fmt: skip
+        ref = librosa.feature.spectral_contrast(
+            S=mag, sr=fc.sr, n_fft=fc.n_fft, fmin=fc.contrast_fmin, n_bands=fc.contrast_bands, quantile=fc.contrast_quantile
+        )
         peak, valley = np.empty((len(f.bands), frames)), np.empty((len(f.bands), frames))
         features._band_extremes(np.ascontiguousarray(mag.T) ** 2, f.bands, peak, valley)
         ours = features.SegmentFeaturizer._contrast_means(peak, valley)

@@ -28,10 +28,23 @@ KID = "tester/labquake-fast"
 
 # What `kaggle kernels push` reads from kernel-metadata.json (kaggle-api, KaggleApi.kernels_push).
 KAGGLE_FIELDS = {
-    "id", "id_no", "title", "code_file", "language", "kernel_type", "is_private", "enable_gpu",
-    "enable_tpu", "enable_internet", "dataset_sources", "competition_sources", "kernel_sources",
-    "model_sources", "keywords", "docker_image_pinning_type",
-}  # fmt: skip
+    "id",
+    "id_no",
+    "title",
+    "code_file",
+    "language",
+    "kernel_type",
+    "is_private",
+    "enable_gpu",
+    "enable_tpu",
+    "enable_internet",
+    "dataset_sources",
+    "competition_sources",
+    "kernel_sources",
+    "model_sources",
+    "keywords",
+    "docker_image_pinning_type",
+}
 
 
 def kaggle_slugify(text: str) -> str:
@@ -163,11 +176,7 @@ def test_script_carries_the_current_sources(built):
     script = built / kernel.CODE_FILE
     compile(script.read_text(), str(script), "exec")  # valid Python
     assert Path(labquake.__file__).resolve().parent == SRC  # the tests see the working tree
-    on_disk = {
-        f"labquake/{p.relative_to(SRC).as_posix()}": p.read_bytes()
-        for p in SRC.rglob("*.py")
-        if "__pycache__" not in p.parts
-    }
+    on_disk = {f"labquake/{p.relative_to(SRC).as_posix()}": p.read_bytes() for p in SRC.rglob("*.py") if "__pycache__" not in p.parts}
     assert sha(kernel.bundled_files(script)) == sha(on_disk)
     assert "labquake/kernel_template.py" in on_disk and "labquake/cli.py" in on_disk
 
@@ -181,9 +190,16 @@ def test_build_is_deterministic(built, tmp_path):
 def test_config_travels_as_cli_arguments(tmp_path):
     cfg = load_config(
         "fast",
-        sets=["nn.runs=1", "lgbm.seeds=[3, 4]", "data.train_cycles=[0, 2]", "nn.learning_rate=0.005",
-              "cv.shuffle=false", "lgbm.objective=huber", "features.wavelet=db8"],
-    )  # fmt: skip
+        sets=[
+            "nn.runs=1",
+            "lgbm.seeds=[3, 4]",
+            "data.train_cycles=[0, 2]",
+            "nn.learning_rate=0.005",
+            "cv.shuffle=false",
+            "lgbm.objective=huber",
+            "features.wavelet=db8",
+        ],
+    )
     kernel.build_kernel(tmp_path / "k", cfg, KID)
     import runpy
 
@@ -233,9 +249,7 @@ def test_kernel_without_data_says_what_to_attach(built, tmp_path):
         "LABQUAKE_KAGGLE_WORKING": str(tmp_path / "working"),
         "LABQUAKE_KAGGLE_SCRATCH": str(tmp_path / "scratch"),
     }
-    proc = subprocess.run(
-        [sys.executable, str(built / kernel.CODE_FILE)], capture_output=True, text=True, env=env, timeout=120
-    )
+    proc = subprocess.run([sys.executable, str(built / kernel.CODE_FILE)], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 2
     assert "no competition data" in proc.stderr and "some-dataset" in proc.stderr
     assert "LANL-Earthquake-Prediction" in proc.stderr
@@ -297,9 +311,7 @@ def test_kernel_runs_end_to_end_like_on_kaggle(tiny_raw, tmp_path):
         "LABQUAKE_KAGGLE_WORKING": str(working),
         "LABQUAKE_KAGGLE_SCRATCH": str(scratch),
     }
-    proc = subprocess.run(
-        [sys.executable, str(out / kernel.CODE_FILE)], cwd=working, env=env, capture_output=True, text=True, timeout=900
-    )
+    proc = subprocess.run([sys.executable, str(out / kernel.CODE_FILE)], cwd=working, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert f"labquake from {scratch / 'src' / 'labquake'}" in proc.stderr  # the bundle, not src/
 

@@ -148,11 +148,26 @@ def test_lgbm_gets_the_recipe_parameters(data):
     assert len(res.boosters) == 3
     params = res.boosters[0].params
     expected = {
-        "objective": "fair", "metric": "mae", "num_leaves": 4, "min_data_in_leaf": 5, "max_depth": -1,
-        "learning_rate": 0.01, "boosting": "gbdt", "boost_from_average": True, "feature_fraction": 0.9,
-        "bagging_freq": 1, "bagging_fraction": 0.5, "bagging_seed": 0, "max_bin": 500, "reg_alpha": 0.0,
-        "reg_lambda": 0.0, "seed": 7, "deterministic": True, "force_row_wise": True, "verbosity": -1,
-    }  # fmt: skip
+        "objective": "fair",
+        "metric": "mae",
+        "num_leaves": 4,
+        "min_data_in_leaf": 5,
+        "max_depth": -1,
+        "learning_rate": 0.01,
+        "boosting": "gbdt",
+        "boost_from_average": True,
+        "feature_fraction": 0.9,
+        "bagging_freq": 1,
+        "bagging_fraction": 0.5,
+        "bagging_seed": 0,
+        "max_bin": 500,
+        "reg_alpha": 0.0,
+        "reg_lambda": 0.0,
+        "seed": 7,
+        "deterministic": True,
+        "force_row_wise": True,
+        "verbosity": -1,
+    }
     assert {k: params.get(k) for k in expected} == expected
     assert "[max_bin: 500]" in res.boosters[0].model_to_string()  # reached the Dataset
     assert res.importance.shape == (3, 6) and (res.importance >= 0).all()
@@ -199,14 +214,21 @@ def test_network_architecture():
     cfg = load_config("recipe")
     model = models.build_network(cfg, 21)
     assert tuple(model.input_shape) == (None, 1, 21)
-    body = [(type(l).__name__, getattr(l, "units", getattr(l, "filters", None))) for l in model.layers if l.name not in models.HEADS]
+    body = [(type(x).__name__, getattr(x, "units", getattr(x, "filters", None))) for x in model.layers if x.name not in models.HEADS]
     assert body == [
-        ("InputLayer", None), ("BatchNormalization", None), ("LSTM", 128), ("Conv1D", 128), ("Conv1D", 84),
-        ("Conv1D", 64), ("Flatten", None), ("Dense", 64), ("Dense", 32),
-    ]  # fmt: skip
+        ("InputLayer", None),
+        ("BatchNormalization", None),
+        ("LSTM", 128),
+        ("Conv1D", 128),
+        ("Conv1D", 84),
+        ("Conv1D", 64),
+        ("Flatten", None),
+        ("Dense", 64),
+        ("Dense", 32),
+    ]
     lstm = model.get_layer(index=2)
     assert lstm.return_sequences
-    for conv in [l for l in model.layers if isinstance(l, keras.layers.Conv1D)]:
+    for conv in [x for x in model.layers if isinstance(x, keras.layers.Conv1D)]:
         assert conv.kernel_size == (2,) and conv.padding == "same" and conv.activation.__name__ == "relu"
     heads = {h: (model.get_layer(h).units, model.get_layer(h).activation.__name__) for h in models.HEADS}
     assert heads == {"ttf": (1, "relu"), "tsf": (1, "linear"), "binary": (1, "sigmoid")}
@@ -491,9 +513,21 @@ def test_train_fills_the_run_folder_and_shares_folds(feat_dir, tmp_path, no_tf, 
     assert np.array_equal(oof["fold"], expected)
     assert list(pd.read_parquet(run / "test.parquet").columns) == ["seg_id", "lgbm", "nn"]
     names = {p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file()}
-    assert {"config.json", "train.json", "summary.json", "oof.parquet", "test.parquet", "lgbm/importance.csv",
-            "lgbm/curves.csv", "nn/runs.json", "nn/history.csv", "lgbm/seed00_fold0.txt", "nn/run01/fold2.weights.h5",
-            "parts/lgbm_seed01.npz", "parts/nn_run01.npz"} <= names  # fmt: skip
+    assert {
+        "config.json",
+        "train.json",
+        "summary.json",
+        "oof.parquet",
+        "test.parquet",
+        "lgbm/importance.csv",
+        "lgbm/curves.csv",
+        "nn/runs.json",
+        "nn/history.csv",
+        "lgbm/seed00_fold0.txt",
+        "nn/run01/fold2.weights.h5",
+        "parts/lgbm_seed01.npz",
+        "parts/nn_run01.npz",
+    } <= names
     assert not [n for n in names if ".tmp" in n]
     assert all(n.endswith(".weights.h5") for n in names if n.endswith(".h5"))
     record = json.loads((run / "train.json").read_text())

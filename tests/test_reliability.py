@@ -141,8 +141,18 @@ BAD_INPUTS = [
     ("train shorter than a segment", lambda raw: _set_line(raw / "train.csv", 150_001, ""), "train.csv", "fewer than one segment"),
     ("short segment", lambda raw: _segment_rows(raw, 149_999), f"{SEG}.csv", "149,999 rows"),
     ("long segment", lambda raw: _segment_rows(raw, 150_001), f"{SEG}.csv", "150,001 rows"),
-    ("id without a segment", lambda raw: (raw / "sample_submission.csv").write_text(f"seg_id,time_to_failure\n{SEG},0\nseg_abcdef,0\n"), "seg_abcdef", ""),
-    ("duplicate ids", lambda raw: (raw / "sample_submission.csv").write_text(f"seg_id,time_to_failure\n{SEG},0\n{SEG},0\n"), "sample_submission.csv", "duplicate"),
+    (
+        "id without a segment",
+        lambda raw: (raw / "sample_submission.csv").write_text(f"seg_id,time_to_failure\n{SEG},0\nseg_abcdef,0\n"),
+        "seg_abcdef",
+        "",
+    ),
+    (
+        "duplicate ids",
+        lambda raw: (raw / "sample_submission.csv").write_text(f"seg_id,time_to_failure\n{SEG},0\n{SEG},0\n"),
+        "sample_submission.csv",
+        "duplicate",
+    ),
 ]
 
 

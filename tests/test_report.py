@@ -117,17 +117,36 @@ def make_fake_run(base: Path, *, nn: bool = True, features: bool = True, truth: 
                     bce = 0.3 + 0.3 * decay
                     hist.append(
                         {
-                            "fold": k, "epoch": e,
-                            "binary_loss": bce * 0.9, "loss": 8 * tt * 0.95 + ts + bce, "tsf_loss": ts * 0.95,
-                            "ttf_loss": tt * 0.95, "ttf_mae": tt * 0.95,
-                            "val_binary_loss": bce, "val_loss": 8 * tt + ts + bce, "val_tsf_loss": ts,
-                            "val_ttf_loss": tt, "val_ttf_mae": tt + 0.1 * rng.random(),
-                            "learning_rate": 0.008 * 0.5 ** (e // 10), "run": r, "seed": r, "accepted": accepted,
+                            "fold": k,
+                            "epoch": e,
+                            "binary_loss": bce * 0.9,
+                            "loss": 8 * tt * 0.95 + ts + bce,
+                            "tsf_loss": ts * 0.95,
+                            "ttf_loss": tt * 0.95,
+                            "ttf_mae": tt * 0.95,
+                            "val_binary_loss": bce,
+                            "val_loss": 8 * tt + ts + bce,
+                            "val_tsf_loss": ts,
+                            "val_ttf_loss": tt,
+                            "val_ttf_mae": tt + 0.1 * rng.random(),
+                            "learning_rate": 0.008 * 0.5 ** (e // 10),
+                            "run": r,
+                            "seed": r,
+                            "accepted": accepted,
                         }
                     )
-            runs.append({"run": r, "seed": r, "oof_mae": 2.1 + 0.5 * (not accepted), "fold_mae": [2.0, 2.1, 2.2],
-                         "accepted": accepted, "best_epoch": [20, 21, 22], "epochs": [25, 26, 27],
-                         "weights": [f"nn/run{r:02d}/fold{k}.weights.h5" for k in range(3)]})
+            runs.append(
+                {
+                    "run": r,
+                    "seed": r,
+                    "oof_mae": 2.1 + 0.5 * (not accepted),
+                    "fold_mae": [2.0, 2.1, 2.2],
+                    "accepted": accepted,
+                    "best_epoch": [20, 21, 22],
+                    "epochs": [25, 26, 27],
+                    "weights": [f"nn/run{r:02d}/fold{k}.weights.h5" for k in range(3)],
+                }
+            )
         pd.DataFrame(hist).to_csv(run / "nn" / "history.csv", index=False)
         (run / "nn" / "runs.json").write_text(json.dumps({"reject_bound": 2.4, "reject_ratio": 0.7, "runs": runs}))
 
@@ -195,7 +214,10 @@ def test_full_report_has_every_plot(full_report):
 
 def test_optional_inputs_skipped_with_a_reason(tmp_path):
     run = make_fake_run(tmp_path, nn=False, features=False, truth=False)
-    md = check_report(report.build_report(run), {"oof_timeline.png", "mae_by_cycle.png", "mae_by_ttf.png", "lgbm_importance.png", "lgbm_curves.png", "test_distribution.png"})
+    md = check_report(
+        report.build_report(run),
+        {"oof_timeline.png", "mae_by_cycle.png", "mae_by_ttf.png", "lgbm_importance.png", "lgbm_curves.png", "test_distribution.png"},
+    )
     assert "no nn/history.csv" in md
     assert "feature folder" in md and "not found" in md
     assert "no truth file" in md

@@ -51,9 +51,12 @@ def train_text_ok(body: bytes) -> bool:
         return False
     start = nl[:-1] + 1
     sign = (b[start] == 45).astype(np.int64)
-    if not (np.array_equal(minus, start[sign == 1])  # '-' only first on a line
-            and np.all(comma - start - sign >= 1) and np.all(dot - comma >= 2)  # digits before ',' and '.'
-            and np.all((nl[1:] - dot >= 2) & (nl[1:] - dot <= 11))):  # 1 to 10 decimals
+    if not (
+        np.array_equal(minus, start[sign == 1])  # '-' only first on a line
+        and np.all(comma - start - sign >= 1)
+        and np.all(dot - comma >= 2)  # digits before ',' and '.'
+        and np.all((nl[1:] - dot >= 2) & (nl[1:] - dot <= 11))
+    ):  # 1 to 10 decimals
         return False
     first = start + sign
     if np.any((b[first] == 48) & ((comma - first != 1) | (sign == 1))):  # no leading zero, no '-0'
@@ -169,12 +172,29 @@ def test_real_train_text_is_python_fixed_point(real_dir):
         assert line == f"{int(a)},{py_time(float(b))}"
 
 
-@pytest.mark.parametrize("body", [
-    b"\n12,1.4690999832\n-5,0.0\n0,12.0\n",
-    b"\n01,1.5\n", b"\n-0,1.5\n", b"\n1,1.50\n", b"\n1,1.\n", b"\n1,01.5\n", b"\n1,.5\n",
-    b"\n1,1.12345678901\n", b"\n1.5,1.0\n", b"\n1,1.0\r\n", b"\n1,1.0", b"\n1,,1.0\n",
-    b"\n,1.0\n", b"\n1-,1.0\n", b"\n1,1.0\n\n", b"\n1,1\n", b"\n+1,1.0\n", b"\n-,1.0\n",
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"\n12,1.4690999832\n-5,0.0\n0,12.0\n",
+        b"\n01,1.5\n",
+        b"\n-0,1.5\n",
+        b"\n1,1.50\n",
+        b"\n1,1.\n",
+        b"\n1,01.5\n",
+        b"\n1,.5\n",
+        b"\n1,1.12345678901\n",
+        b"\n1.5,1.0\n",
+        b"\n1,1.0\r\n",
+        b"\n1,1.0",
+        b"\n1,,1.0\n",
+        b"\n,1.0\n",
+        b"\n1-,1.0\n",
+        b"\n1,1.0\n\n",
+        b"\n1,1\n",
+        b"\n+1,1.0\n",
+        b"\n-,1.0\n",
+    ],
+)
 def test_train_text_checker_agrees_with_regex(body):
     """The vectorised check used on the big file accepts exactly what the regex accepts."""
     assert train_text_ok(body) == bool(TRAIN_BODY.fullmatch(body))
@@ -194,10 +214,9 @@ def test_train_csv_text_form(tiny_raw, train):
     x, u = train
     jumps = np.flatnonzero(np.diff(u) > 0) + 1
     big = np.flatnonzero(np.abs(x) > 1000)
-    idx = np.unique(np.concatenate(
-        [np.arange(0, len(x), 97), np.arange(5000), np.arange(len(x) - 5000, len(x)), big]
-        + [np.arange(j - 3, j + 3) for j in jumps]
-    ))
+    idx = np.unique(
+        np.concatenate([np.arange(0, len(x), 97), np.arange(5000), np.arange(len(x) - 5000, len(x)), big] + [np.arange(j - 3, j + 3) for j in jumps])
+    )
     lines = data.split(b"\n")
     got = [lines[i + 1].decode() for i in idx]
     want = [f"{x[i]},{py_time(u[i] / UNITS)}" for i in idx]
@@ -288,7 +307,7 @@ def test_format_train_rows_random_against_integer_formatting():
     rng = np.random.default_rng(3)
     x = rng.integers(-32768, 32768, 50_000).astype(np.int16)
     units = rng.integers(0, 100 * UNITS, 50_000)
-    units[::7] -= units[::7] % 10**rng.integers(1, 11, len(units[::7]))  # many trailing zeros too
+    units[::7] -= units[::7] % 10 ** rng.integers(1, 11, len(units[::7]))  # many trailing zeros too
     text = synth.format_train_rows(x, units).tobytes().decode()
 
     def exact(u: int) -> str:  # integer arithmetic: no float in the way
@@ -540,8 +559,7 @@ def test_same_seed_same_bytes(tiny_raw, exp_tiny, tmp_path):
     assert info["train_rows"] == TINY.train_rows and info["test_segments"] == TINY.test_segments
     assert info["train_cycle_rows"] == exp_tiny.train.cycle_rows  # the jumps of train.csv (tested above)
     hashes = tree_hashes(again)
-    assert set(hashes) == {"train.csv", "sample_submission.csv", "test_truth.csv"} | {
-        f"test/{p.name}" for p in (again / "test").iterdir()}
+    assert set(hashes) == {"train.csv", "sample_submission.csv", "test_truth.csv"} | {f"test/{p.name}" for p in (again / "test").iterdir()}
     assert len(hashes) == 3 + TINY.test_segments
     assert {name: file_sha(tiny_raw / name) for name in hashes} == hashes  # byte-identical
 
@@ -550,7 +568,9 @@ def test_cli_writes_another_seed(tiny_raw, tmp_path):
     out = tmp_path / "seed1"
     run = subprocess.run(
         [sys.executable, "-m", "labquake", "synth", "--out", str(out), "--preset", "tiny", "--seed", "1"],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert run.returncode == 0, run.stderr
     # (that `synth` imports no heavy library is tests/test_cli.py::test_synth_does_not_import_heavy_libraries)

@@ -83,8 +83,7 @@ def cmd_kernel(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="labquake",
-        description="Time to failure of laboratory earthquakes from their acoustic signal "
-        "(the LANL Earthquake Prediction winning recipe).",
+        description="Time to failure of laboratory earthquakes from their acoustic signal (the LANL Earthquake Prediction winning recipe).",
     )
     parser.add_argument("--version", action="version", version=f"labquake {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -148,8 +148,7 @@ def scan_rows(chunk: bytes, first_line: int, path: Path, columns: tuple[str, ...
             raise _error(path, first_line + i, "empty line")
         fields = line.split(b",")
         if len(fields) != len(columns):
-            raise _error(path, first_line + i, f"{len(fields)} fields, expected {len(columns)} "
-                         f"({','.join(columns)}): {_show(line)}")
+            raise _error(path, first_line + i, f"{len(fields)} fields, expected {len(columns)} ({','.join(columns)}): {_show(line)}")
         for acc, column, text in zip(values, columns, fields):
             try:
                 acc.append(_convert(column, text))
@@ -182,9 +181,7 @@ def parse_rows(chunk: bytes, first_line: int, path: Path, columns: tuple[str, ..
             # one block per chunk: one arrow chunk per column, so to_numpy() copies nothing
             read_options=pacsv.ReadOptions(column_names=list(columns), use_threads=False, block_size=len(chunk) + 1),
             parse_options=pacsv.ParseOptions(quote_char=False, ignore_empty_lines=False),
-            convert_options=pacsv.ConvertOptions(
-                column_types={c: _TYPES[c] for c in columns}, null_values=[], strings_can_be_null=False
-            ),
+            convert_options=pacsv.ConvertOptions(column_types={c: _TYPES[c] for c in columns}, null_values=[], strings_can_be_null=False),
         )
     except (pa.ArrowException, ValueError):
         return scan_rows(chunk, first_line, path, columns)
@@ -272,8 +269,7 @@ def read_train(
         check_header(f.readline(MAX_LINE), b",".join(c.encode() for c in TRAIN_COLUMNS), path)
         total = _n_blocks(f, chunk_bytes)
         with ThreadPoolExecutor(threads) as pool:
-            parsed = _ordered(pool, lambda c: parse_rows(c[1], c[0], path, TRAIN_COLUMNS),
-                              iter_chunks(f, path, chunk_bytes), ahead=threads + 1)
+            parsed = _ordered(pool, lambda c: parse_rows(c[1], c[0], path, TRAIN_COLUMNS), iter_chunks(f, path, chunk_bytes), ahead=threads + 1)
             for signal, ttf in progress(parsed, total=total, desc=path.name):
                 sink(signal, ttf)
                 n += len(signal)
@@ -344,8 +340,7 @@ def _hash(obj: Any) -> str:
 def _data_dir(data_dir: Path) -> None:
     if not data_dir.is_dir():
         raise LabquakeError(
-            f"{data_dir}: data folder not found; put Kaggle's train.csv, test/ and sample_submission.csv "
-            f"there, {SYNTH_HINT.format(dir=data_dir)}"
+            f"{data_dir}: data folder not found; put Kaggle's train.csv, test/ and sample_submission.csv there, {SYNTH_HINT.format(dir=data_dir)}"
         )
 
 
@@ -354,14 +349,11 @@ def _source(data_dir: Path, name: str, folder: bool = False) -> Path:
     path = data_dir / name
     if not (path.is_dir() if folder else path.is_file()):
         what = "folder of test segments (seg_*.csv)" if folder else "file"
-        raise LabquakeError(f"{path}: not found; put Kaggle's {name} {what} in {data_dir}/, "
-                            f"{SYNTH_HINT.format(dir=data_dir)}")
+        raise LabquakeError(f"{path}: not found; put Kaggle's {name} {what} in {data_dir}/, {SYNTH_HINT.format(dir=data_dir)}")
     return path
 
 
-def _stale_reason(
-    interim: Path, record_name: str, fingerprint: str, sizes: Callable[[dict], dict[str, int]]
-) -> tuple[str | None, dict]:
+def _stale_reason(interim: Path, record_name: str, fingerprint: str, sizes: Callable[[dict], dict[str, int]]) -> tuple[str | None, dict]:
     """Why the cache must be rebuilt (None if it is fresh), and its record."""
     path = interim / record_name
     if not path.exists():
@@ -456,13 +448,17 @@ def _ensure_train(data_dir: Path, interim: Path, force: bool = False) -> tuple[d
         (interim / TRAIN_RECORD).unlink(missing_ok=True)  # the arrays change now: the old record goes first
     seconds = timer.total()
     record = stage_record(
-        "cache-train", {"data": str(data_dir), "interim": str(interim)}, timer,
-        format=CACHE_FORMAT, fingerprint=fingerprint, source=source, n_rows=n,
+        "cache-train",
+        {"data": str(data_dir), "interim": str(interim)},
+        timer,
+        format=CACHE_FORMAT,
+        fingerprint=fingerprint,
+        source=source,
+        n_rows=n,
         files={"signal": TRAIN_SIGNAL, "ttf": TRAIN_TTF},
     )
     write_json(interim / TRAIN_RECORD, record)
-    log.info("cache: %s rows of %s in %.1f s (%.1f M rows/s) -> %s", f"{n:,}", path.name, seconds,
-             n / max(seconds, 1e-9) / 1e6, interim)
+    log.info("cache: %s rows of %s in %.1f s (%.1f M rows/s) -> %s", f"{n:,}", path.name, seconds, n / max(seconds, 1e-9) / 1e6, interim)
     return record, True
 
 
@@ -481,9 +477,7 @@ def _test_inputs(data_dir: Path) -> tuple[list[str], list[Path], str]:
             more = f" (and {missing - 1} more)" if missing > 1 else ""
             raise LabquakeError(f"{f}: not found, but {sub.name} line {i + 2} lists seg_id {sid!r}{more}") from None
         stats.append([sid, st.st_size, st.st_mtime_ns])
-    fingerprint = _hash(
-        {"sample_submission": file_fingerprint(sub), "test_dir": str(test_dir.resolve()), "segments": stats}
-    )
+    fingerprint = _hash({"sample_submission": file_fingerprint(sub), "test_dir": str(test_dir.resolve()), "segments": stats})
     return ids, files, fingerprint
 
 
@@ -496,8 +490,12 @@ def _ensure_test(data_dir: Path, interim: Path, force: bool = False) -> tuple[di
     log.info("cache: building the test cache from %s (%s)", test_dir, "--force" if reason is None else reason)
     extra = sorted({p.stem for p in test_dir.glob("*.csv")} - set(ids))
     if extra:
-        log.warning("%s: %d segment file(s) not in sample_submission.csv, ignored: %s", test_dir, len(extra),
-                    ", ".join(extra[:5]) + (", ..." if len(extra) > 5 else ""))
+        log.warning(
+            "%s: %d segment file(s) not in sample_submission.csv, ignored: %s",
+            test_dir,
+            len(extra),
+            ", ".join(extra[:5]) + (", ..." if len(extra) > 5 else ""),
+        )
     timer = Timer()
     threads = _threads()
     interim.mkdir(parents=True, exist_ok=True)
@@ -511,9 +509,15 @@ def _ensure_test(data_dir: Path, interim: Path, force: bool = False) -> tuple[di
             raise LabquakeError(f"{test_dir}: changed while it was being read; run again")
         (interim / TEST_RECORD).unlink(missing_ok=True)  # the array changes now: the old record goes first
     record = stage_record(
-        "cache-test", {"data": str(data_dir), "interim": str(interim)}, timer,
-        format=CACHE_FORMAT, fingerprint=fingerprint, seg_ids=ids, n_segments=len(ids),
-        segment_rows=SEGMENT_ROWS, files={"signal": TEST_SIGNAL},
+        "cache-test",
+        {"data": str(data_dir), "interim": str(interim)},
+        timer,
+        format=CACHE_FORMAT,
+        fingerprint=fingerprint,
+        seg_ids=ids,
+        n_segments=len(ids),
+        segment_rows=SEGMENT_ROWS,
+        files={"signal": TEST_SIGNAL},
     )
     write_json(interim / TEST_RECORD, record)
     log.info("cache: %d test segments in %.1f s -> %s", len(ids), timer.total(), interim)

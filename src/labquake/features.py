@@ -248,6 +248,7 @@ def _band_extremes(power, bands, peak, valley):  # pragma: no cover - compiled
     smallest value from above (and the smallest slot maximum the q-th largest from below), so one
     pass keeps a few dozen candidates and a bounded insertion sort picks among them.
     """
+
     def mean_root_of_smallest(buf, m, q):
         """Mean of sqrt(|v|) over the q smallest of buf[:m] (m >= q), summed in ascending order."""
         for i in range(1, m):
@@ -399,12 +400,12 @@ def _mel_power(power, weights, lo, hi, out):  # pragma: no cover - compiled
             out[t + 2, m] = s2
             out[t + 3, m] = s3
         t += 4
-    for t in range(t, frames):
+    for r in range(t, frames):  # the last frames, one at a time
         for m in range(weights.shape[0]):
             s = 0.0
             for j in range(lo[m], hi[m]):
-                s += power[t, j] * weights[m, j]
-            out[t, m] = s
+                s += power[r, j] * weights[m, j]
+            out[r, m] = s
     return out
 
 
@@ -611,9 +612,7 @@ class SegmentFeaturizer:
             out.append(pywt.waverec([coeffs[0], *np.split(kept, ends)], fc.wavelet, mode=fc.wavelet_mode))
         return out[0], out[1]
 
-    def _spectra_abs(
-        self, y0: np.ndarray, y1: np.ndarray, stop: int, window: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def _spectra_abs(self, y0: np.ndarray, y1: np.ndarray, stop: int, window: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """abs(FFT(window * y)) of y0 and y1 over bins 0..stop-1 (the real FFT's bins; stop <= n/2).
 
         One call for both: numpy's FFT runs two rows at a time in SIMD lanes, twice as fast as two calls.
@@ -683,7 +682,6 @@ class SegmentFeaturizer:
 
         mfcc_z, contrast_z = self._spectral(z)
         mfcc_s, contrast_s = self._spectral(den_s)
-
 
         values = (
             _sign_changes(den),
@@ -867,10 +865,7 @@ def _compute(cfg: Config, workers: int, parts: Path, tasks: list[tuple[str, tupl
         done[part] = np.load(part)
         bar.update(sizes[part])
     bar.close()
-    return {
-        name: np.concatenate([done[p] for p in paths]) if paths else np.empty((0, len(FEATURE_NAMES)))
-        for name, paths in order.items()
-    }
+    return {name: np.concatenate([done[p] for p in paths]) if paths else np.empty((0, len(FEATURE_NAMES))) for name, paths in order.items()}
 
 
 def _up_to_date(out_dir: Path, key: str) -> bool:

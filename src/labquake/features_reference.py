@@ -15,7 +15,6 @@ import pandas as pd
 from labquake.config import FeatureConfig
 from labquake.features import FEATURE_NAMES, noise_vector
 
-
 # --- preprocessing -------------------------------------------------------------------------------
 
 
@@ -69,9 +68,7 @@ def mfcc_means(y: np.ndarray, fc: FeatureConfig) -> np.ndarray:
     """librosa's MFCCs (Slaney mel bank and norm, dB with ref 1, ortho DCT-II), mean over frames."""
     import librosa
 
-    m = librosa.feature.mfcc(
-        y=y, sr=fc.sr, n_mfcc=fc.n_mfcc, n_mels=fc.n_mels, n_fft=fc.n_fft, hop_length=fc.hop_length, pad_mode="reflect"
-    )
+    m = librosa.feature.mfcc(y=y, sr=fc.sr, n_mfcc=fc.n_mfcc, n_mels=fc.n_mels, n_fft=fc.n_fft, hop_length=fc.hop_length, pad_mode="reflect")
     return np.mean(m, axis=1)
 
 

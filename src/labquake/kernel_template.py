@@ -100,12 +100,7 @@ def find_competition_data(input_root: Path, max_depth: int = 3) -> Path:
         found = [d for d in level if _is_data_dir(d)]
         if found:
             return found[0]
-        level = [
-            child
-            for d in level
-            for child in sorted(_subdirs(d))
-            if child.name != "test"
-        ]
+        level = [child for d in level for child in sorted(_subdirs(d)) if child.name != "test"]
     present = ", ".join(sorted(p.name for p in _subdirs(input_root))) or "nothing"
     raise KernelError(
         f"no competition data under {input_root} (found: {present}): expected a folder with train.csv, "
@@ -194,7 +189,7 @@ def main() -> int:
     log.setLevel(logging.INFO)
     log.propagate = False
     try:
-        if sys.version_info < (3, 11):
+        if sys.version_info < (3, 11):  # noqa: UP036 - the kernel runs on Kaggle's Python, not ours
             raise KernelError(f"labquake needs Python 3.11 or later, this is {sys.version.split()[0]}")
         build = _build()
         paths = kernel_paths()

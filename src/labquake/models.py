@@ -175,7 +175,9 @@ def lgbm_params(cfg: Config, seed: int) -> dict[str, Any]:
     }
 
 
-def cv_lgbm(cfg: Config, X: pd.DataFrame, y: np.ndarray, folds: np.ndarray, X_test: pd.DataFrame, seed: int, model_dir: Path | None = None) -> LGBMResult:
+def cv_lgbm(
+    cfg: Config, X: pd.DataFrame, y: np.ndarray, folds: np.ndarray, X_test: pd.DataFrame, seed: int, model_dir: Path | None = None
+) -> LGBMResult:
     """One seed of LightGBM over the folds; a fresh booster per fold, early-stopped on its validation fold."""
     import lightgbm as lgb
 
@@ -328,8 +330,17 @@ class ReusedNetwork:
         return self.model
 
 
-def fit_network(cfg: Config, x_train: np.ndarray, y_train: dict, x_valid: np.ndarray, y_valid: dict, weights_path: Path, seed: int,
-                monitor: str = MONITOR, network: ReusedNetwork | None = None):
+def fit_network(
+    cfg: Config,
+    x_train: np.ndarray,
+    y_train: dict,
+    x_valid: np.ndarray,
+    y_valid: dict,
+    weights_path: Path,
+    seed: int,
+    monitor: str = MONITOR,
+    network: ReusedNetwork | None = None,
+):
     """Train one network from ``seed``; end with the weights of its best epoch (saved at ``weights_path``).
 
     ``network``: a compiled network to reuse (see ReusedNetwork); without it, a new one is built.
@@ -384,8 +395,17 @@ def _shape(x: np.ndarray) -> np.ndarray:
     return x.astype(np.float32).reshape(len(x), 1, x.shape[1])
 
 
-def cv_nn(cfg: Config, X: np.ndarray, y: dict[str, np.ndarray], folds: np.ndarray, X_test: np.ndarray, seed: int, out_dir: Path, draw: int = 0,
-          network: ReusedNetwork | None = None) -> NNResult:
+def cv_nn(
+    cfg: Config,
+    X: np.ndarray,
+    y: dict[str, np.ndarray],
+    folds: np.ndarray,
+    X_test: np.ndarray,
+    seed: int,
+    out_dir: Path,
+    draw: int = 0,
+    network: ReusedNetwork | None = None,
+) -> NNResult:
     """One run of the network over the folds: min-max scaling fit on each training fold."""
     from sklearn.preprocessing import MinMaxScaler
 
@@ -407,7 +427,9 @@ def cv_nn(cfg: Config, X: np.ndarray, y: dict[str, np.ndarray], folds: np.ndarra
         best[k] = int(hist[MONITOR].to_numpy().argmin()) + 1
         epochs[k] = len(hist)
         histories.append(hist.assign(fold=k, epoch=np.arange(1, len(hist) + 1)))
-        log.info(f"nn draw {draw} (seed {seed}) fold {k + 1}/{n_folds}: best epoch {best[k]} of {epochs[k]} (batch {batches[k]}), valid MAE {mae(y['ttf'][va], oof[va]):.4f}")
+        log.info(
+            f"nn draw {draw} (seed {seed}) fold {k + 1}/{n_folds}: best epoch {best[k]} of {epochs[k]} (batch {batches[k]}), valid MAE {mae(y['ttf'][va], oof[va]):.4f}"
+        )
     history = pd.concat(histories, ignore_index=True)
     history = history[["fold", "epoch", *[c for c in history.columns if c not in ("fold", "epoch")]]]
     return NNResult(draw, seed, oof, test, best, epochs, history, batches)
@@ -510,7 +532,15 @@ def train_lgbm(cfg: Config, data: TrainingData, run_dir: Path) -> list[LGBMResul
             results.append(LGBMResult(seed=seed, **_load_npz(part)))
             continue
         res = cv_lgbm(cfg, X, y, data.folds, X_test, seed, model_dir=run_dir / "lgbm")
-        _save_npz(part, oof=res.oof, test=res.test, best_iteration=res.best_iteration, importance=res.importance, curve_fold=res.curve_fold, curve_mae=res.curve_mae)
+        _save_npz(
+            part,
+            oof=res.oof,
+            test=res.test,
+            best_iteration=res.best_iteration,
+            importance=res.importance,
+            curve_fold=res.curve_fold,
+            curve_mae=res.curve_mae,
+        )
         log.debug(f"lgbm seed {seed}: OOF MAE {mae(y, res.oof):.4f}, best iterations {res.best_iteration.tolist()}")
         results.append(res)
     rows = [
@@ -543,7 +573,9 @@ class NNDraws:
     relative_to: str  # what the bound is relative to: "lgbm" or "mean"
 
 
-def train_nn(cfg: Config, data: TrainingData, run_dir: Path, device: str = "auto", reference: np.ndarray | None = None, on_reject: str | None = None) -> NNDraws:
+def train_nn(
+    cfg: Config, data: TrainingData, run_dir: Path, device: str = "auto", reference: np.ndarray | None = None, on_reject: str | None = None
+) -> NNDraws:
     """Runs of the network, redrawn when rejected; each draw saved to RUN/parts as it finishes.
 
     ``reference``: LightGBM's OOF predictions, for the reject bound. ``on_reject`` overrides
@@ -552,7 +584,11 @@ def train_nn(cfg: Config, data: TrainingData, run_dir: Path, device: str = "auto
     cols = feature_columns(data.train.columns, NN_TAG)
     X = data.train[cols].to_numpy(np.float64)
     X_test = data.test[cols].to_numpy(np.float64)
-    y = {"ttf": data.train["target"].to_numpy(np.float64), "tsf": data.train["tsf"].to_numpy(np.float64), "binary": data.train["binary"].to_numpy(np.float64)}
+    y = {
+        "ttf": data.train["target"].to_numpy(np.float64),
+        "tsf": data.train["tsf"].to_numpy(np.float64),
+        "binary": data.train["binary"].to_numpy(np.float64),
+    }
     bound, relative_to = reject_bound(cfg, y["ttf"], data.folds, reference)
     results: list[NNResult] = []
     reasons: list[str | None] = []
@@ -601,7 +637,12 @@ def train_nn(cfg: Config, data: TrainingData, run_dir: Path, device: str = "auto
             }
             for r, score, ok, why, keep in zip(results, scores, accepted, reasons, kept)
         ]
-        meta = {"reject_bound": bound, "reject_ratio": cfg.nn.reject_ratio if relative_to == "lgbm" else MEAN_REJECT_RATIO, "reject_relative_to": relative_to, "fallback": fallback}
+        meta = {
+            "reject_bound": bound,
+            "reject_ratio": cfg.nn.reject_ratio if relative_to == "lgbm" else MEAN_REJECT_RATIO,
+            "reject_relative_to": relative_to,
+            "fallback": fallback,
+        }
         write_json(run_dir / "nn" / "runs.json", {**meta, "runs": runs})
         history = pd.concat([r.history.assign(run=r.draw, seed=r.seed, accepted=ok) for r, ok in zip(results, accepted)], ignore_index=True)
         _write_csv(run_dir / "nn" / "history.csv", history)
@@ -673,7 +714,9 @@ def train(cfg: Config, features_dir: Path, run_dir: Path, device: str = "auto", 
     }
     write_json(run_dir / "train.json", stage_record("train", cfg.to_dict(), timer, features_dir=str(features_dir), device=device, summary=summary))
     write_json(run_dir / "summary.json", summary)
-    log.info(f"train: OOF MAE lgbm {summary['oof_mae']['lgbm']:.4f}, nn {summary['oof_mae']['nn']:.4f}, median baseline {summary['baseline_median_mae']:.4f}")
+    log.info(
+        f"train: OOF MAE lgbm {summary['oof_mae']['lgbm']:.4f}, nn {summary['oof_mae']['nn']:.4f}, median baseline {summary['baseline_median_mae']:.4f}"
+    )
     note = network_note(summary)
     if note:
         log.warning(note)

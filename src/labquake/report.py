@@ -292,10 +292,7 @@ def plot_oof_timeline(d: RunData, path: Path) -> None:
         ax.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), framealpha=0.85)
         ax.set_ylim(bottom=min(0.0, float(np.nanmin(oof[d.models].to_numpy()))))
     axes[-1, 0].set_xlabel(d.x_label)
-    fig.suptitle(
-        f"Out-of-fold predictions against the true time to failure ({len(oof)} segments; "
-        "shaded bands: quake cycles, numbered on top)"
-    )
+    fig.suptitle(f"Out-of-fold predictions against the true time to failure ({len(oof)} segments; shaded bands: quake cycles, numbered on top)")
     _save(fig, path)
 
 
@@ -361,7 +358,7 @@ def plot_mae_by_ttf(d: RunData, path: Path) -> None:
 def _importance_table(run: Path) -> tuple[pd.DataFrame | None, str]:
     path = run / "lgbm" / "importance.csv"
     if not path.is_file():
-        return None, f"no lgbm/importance.csv in the run folder (LightGBM was not trained?)"
+        return None, "no lgbm/importance.csv in the run folder (LightGBM was not trained?)"
     imp = _read_csv(path)
     _require(imp, path, ("feature", "gain"))
     out = pd.DataFrame({"feature": imp["feature"].astype(str), "gain": pd.to_numeric(imp["gain"], errors="coerce")})
@@ -669,10 +666,21 @@ def _scores_section(d: RunData) -> list[str]:
         blend_line = f"The blend is LightGBM alone, `clip(lgbm, {d.clip_min:g})`: the network was dropped (see the warning above)."
     else:
         blend_line = f"The blend is `sqrt(clip(lgbm, {d.clip_min:g}) * clip(nn, {d.clip_min:g}))`, computed here from oof.parquet."
-    lines += [blend_line + " The constant baseline here is the median of all trained targets (summary.json's"
-              " may use each fold's training median).", ""]
+    lines += [
+        blend_line + " The constant baseline here is the median of all trained targets (summary.json's may use each fold's training median).",
+        "",
+    ]
     if d.summary:
-        lines += ["<details><summary>summary.json</summary>", "", "```json", json.dumps(d.summary, indent=2, sort_keys=True), "```", "", "</details>", ""]
+        lines += [
+            "<details><summary>summary.json</summary>",
+            "",
+            "```json",
+            json.dumps(d.summary, indent=2, sort_keys=True),
+            "```",
+            "",
+            "</details>",
+            "",
+        ]
     return lines
 
 

@@ -71,7 +71,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -275,8 +274,9 @@ def _to_units(seconds: float, offset: int) -> int:
     return int(round(seconds * 1e4)) * 10**6 - offset
 
 
-def _record(clock: _Clock, lengths: "itertools.count", n_rows: int, first: tuple[int, int] | None,
-            offset: int, emission_lead: np.ndarray) -> tuple[Recording, int]:
+def _record(
+    clock: _Clock, lengths: itertools.count, n_rows: int, first: tuple[int, int] | None, offset: int, emission_lead: np.ndarray
+) -> tuple[Recording, int]:
     """Blocks for ``n_rows`` rows; cycles come from ``lengths`` (cycle index, seconds).
 
     ``first``: (cycle index, start units) for a partial first cycle. Returns the recording and the
@@ -412,8 +412,7 @@ def stress(exp: _Experiment, rec: Recording) -> np.ndarray:
     return (s - lo) / (1 - lo)
 
 
-def _activity(exp: _Experiment, rec: Recording, model: SignalModel,
-              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _activity(exp: _Experiment, rec: Recording, model: SignalModel, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Per block: activity a in [0, 1] and loudness factor.
 
     Activity follows the loading state (not the time left), plus precursors late in the cycle and a
@@ -424,8 +423,7 @@ def _activity(exp: _Experiment, rec: Recording, model: SignalModel,
     ttf = rec.ttf0 / UNITS_PER_S
     u = np.maximum(stress(exp, rec), 0.0)
     block_seconds = (BLOCK_GAP_SHORT + LONG_GAP_SHARE * BLOCK_GAP_EXTRA) / UNITS_PER_S  # at real scale
-    noise = (model.noise_sd[0] * _ar1(rng, len(ttf), model.noise_blocks)
-             + model.noise_sd[1] * _ar1(rng, len(ttf), model.noise_seconds / block_seconds))
+    noise = model.noise_sd[0] * _ar1(rng, len(ttf), model.noise_blocks) + model.noise_sd[1] * _ar1(rng, len(ttf), model.noise_seconds / block_seconds)
     noise += model.noise_sd[2] * exp.cycle_offset[rec.cycle] + model.drift * (rec.time / exp.total_time - 0.5)
     a = model.load_gain * u**model.load_power + model.precursor * np.exp(-ttf / model.precursor_tau) + noise
     a = np.clip(a, 0.0, 1.0)
@@ -450,8 +448,7 @@ def _emission(exp: _Experiment, seed: int, cycle: int, model: SignalModel) -> np
     return wave * (exp.emission_peak[cycle] / np.abs(wave).max())
 
 
-def _render(exp: _Experiment, rec: Recording, lo: int, hi: int, rng: np.random.Generator, seed: int,
-            model: SignalModel = MODEL) -> np.ndarray:
+def _render(exp: _Experiment, rec: Recording, lo: int, hi: int, rng: np.random.Generator, seed: int, model: SignalModel = MODEL) -> np.ndarray:
     """The int16 signal of rows [lo, hi) of a recording."""
     from scipy.signal import lfilter
 
@@ -688,7 +685,14 @@ def write_dataset(out: Path, preset: str, seed: int) -> dict:
     }
     log.info(
         "synth %s (seed %d): %s train rows in %d cycles (%d segments), %d test segments, %.2f GB in %.1f s -> %s",
-        preset, seed, f"{info['train_rows']:,}", info["train_cycles"], info["train_segments"],
-        info["test_segments"], info["bytes"] / 1e9, seconds, out,
+        preset,
+        seed,
+        f"{info['train_rows']:,}",
+        info["train_cycles"],
+        info["train_segments"],
+        info["test_segments"],
+        info["bytes"] / 1e9,
+        seconds,
+        out,
     )
     return info
