@@ -10,13 +10,17 @@ REQ    := $(if $(GPU),requirements-gpu.txt,requirements.txt)
 STAMP  := $(VENV)/.installed-$(if $(GPU),gpu,cpu)
 
 RAW      := data/raw
+INTERIM  := data/interim
 FEATURES := data/features
-PRESET   ?= recipe
-RUN      := models/$(PRESET)
 SUBS     := submissions
+PRESET   ?= recipe
+RUN      ?=
 JOBS     ?= 0
 LQFLAGS  ?=
 CFG      := --preset $(PRESET) $(LQFLAGS)
+# The run folder: RUN=... if given, else the command's default, models/PRESET (models/PRESET-KEY
+# when LQFLAGS change a setting a run depends on), so each configuration trains into its own folder.
+RUNFLAG  := $(if $(RUN),--run $(RUN))
 
 .DEFAULT_GOAL := help
 .PHONY: help install run data features train submit report score kernel kernel-push test lint bench bench-difficulty clean
@@ -47,23 +51,21 @@ run: $(STAMP) ## everything: synthetic data if data/raw is empty, then features,
 data: $(STAMP) ## write the synthetic demo data into data/raw (SYNTH=tiny|demo|full, SEED=0)
 	$(LQ) synth --out $(RAW) --preset $(or $(SYNTH),demo) --seed $(or $(SEED),0)
 
-features: $(FEATURES)/train.parquet ## per-segment feature tables (cached)
-$(RAW)/train.csv $(RAW)/sample_submission.csv:
-	@echo "make: no $@: put Kaggle's train.csv, test/ and sample_submission.csv in $(RAW)/, or run 'make data' (synthetic)" >&2; exit 2
-$(FEATURES)/train.parquet $(FEATURES)/test.parquet &: $(RAW)/train.csv $(RAW)/sample_submission.csv | $(STAMP)
-	$(LQ) features --data $(RAW) --out $(FEATURES) --jobs $(JOBS) $(CFG)
+# features, train and submit always call their command, so a changed PRESET or LQFLAGS always
+# reaches it; the commands skip what is up to date (feature tables are keyed by their inputs and
+# settings, a run folder resumes from its finished seeds and draws, or is refused if made otherwise).
+features: $(STAMP) ## per-segment feature tables (cached: recomputed only when inputs or settings change)
+	$(LQ) features --data $(RAW) --out $(FEATURES) --interim $(INTERIM) --jobs $(JOBS) $(CFG)
 
-train: $(RUN)/summary.json ## LightGBM + network, cross-validated (PRESET=fast for a quick run)
-$(RUN)/summary.json: $(FEATURES)/train.parquet $(FEATURES)/test.parquet
-	$(LQ) train --features $(FEATURES) --run $(RUN) $(CFG)
+train: features ## LightGBM + network, cross-validated (PRESET=fast for a quick run; resumes a run folder)
+	$(LQ) train --features $(FEATURES) $(RUNFLAG) $(CFG)
 
-submit: $(SUBS)/submission_geomean.csv ## blend and write the submission files
-$(SUBS)/submission_geomean.csv: $(RUN)/summary.json
-	$(LQ) submit --run $(RUN) --data $(RAW) --out $(SUBS) $(CFG)
-	$(LQ) report --run $(RUN) $(CFG)
+submit: train ## blend and write the submission files, then the report
+	$(LQ) submit $(RUNFLAG) --data $(RAW) --out $(SUBS) $(CFG)
+	$(LQ) report $(RUNFLAG) $(CFG)
 
 report: $(STAMP) ## plots and report.md in the run folder
-	$(LQ) report --run $(RUN) $(CFG)
+	$(LQ) report $(RUNFLAG) $(CFG)
 
 kernel: $(STAMP) ## bundle a Kaggle kernel into build/kernel
 	$(LQ) kernel --out build/kernel $(CFG)
@@ -87,4 +89,4 @@ bench-difficulty: $(STAMP) ## how hard the synthetic data is: recipe on demo and
 	$(BIN)/python bench/difficulty.py
 
 clean: ## remove derived data, models and submissions (keeps data/raw and .venv)
-	rm -rf data/interim $(FEATURES) models build $(SUBS)/*.csv
+	rm -rf $(INTERIM) $(FEATURES) models build $(SUBS)/*.csv

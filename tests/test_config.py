@@ -2,7 +2,7 @@
 
 import pytest
 
-from labquake.config import Config, load_config
+from labquake.config import Config, load_config, run_dir, run_name
 from labquake.util import LabquakeError
 
 
@@ -36,6 +36,8 @@ def test_overrides_from_flags_and_toml(tmp_path):
         (["nope.runs=1"], "unknown section 'nope'"),
         (["nn.runs"], "expected section.key=value"),
         (["lgbm.objective=3"], "lgbm.objective must be str"),
+        # segments are Kaggle's 150,000 rows: the test files and the cache are cut that way
+        (["data.segment_rows=100000"], "unknown key 'data.segment_rows'"),
     ],
 )
 def test_bad_overrides_are_one_line_errors(sets, message):
@@ -58,3 +60,14 @@ def test_section_hash_tracks_only_its_sections():
     a, b = load_config(), load_config("recipe", None, ["nn.runs=1"])
     assert a.section_hash("features", "data") == b.section_hash("features", "data")
     assert a.section_hash("nn") != b.section_hash("nn")
+
+
+def test_run_folder_is_named_by_preset_and_settings(tmp_path):
+    assert run_name(load_config()) == "recipe" and run_name(load_config("fast")) == "fast"
+    assert run_name(load_config("fast", None, ["nn.runs=2"])) == "fast"  # the preset's own value
+    changed = load_config("recipe", None, ["nn.runs=4"])
+    assert run_name(changed).startswith("recipe-") and run_name(changed) == run_name(load_config("recipe", None, ["nn.runs=4"]))
+    assert run_name(load_config("recipe", None, ["features.wavelet=db8"])) not in ("recipe", run_name(changed))
+    # what a run does not depend on leaves the name alone
+    assert run_name(load_config("recipe", None, ["blend.clip_min=0.5", f"paths.raw={tmp_path}"])) == "recipe"
+    assert run_dir(load_config("recipe", None, [f"paths.models={tmp_path}"])) == tmp_path / "recipe"

@@ -31,9 +31,8 @@ def test_assign_cycles_later_cycle_wins_at_boundaries():
 
 
 def test_segment_targets_tsf_and_binary():
-    cfg = load_config("recipe", None, ["data.segment_rows=2"])
     ttf = np.array([1.0, 0.9, 0.45, 0.4, 3.0, 2.9, 2.0, 1.9, 1.8])  # cycles start at rows 0 and 4
-    table = targets.segment_targets(ttf, cfg)
+    table = targets.segment_targets(ttf, load_config(), seg=2)
     assert table["start"].tolist() == [0, 2, 4, 6]
     assert table["cycle"].tolist() == [0, 1, 1, 1]  # start 2: 2+2 >= 4, the later cycle wins
     assert table["target"].tolist() == [0.9, 0.4, 2.9, 1.9]
@@ -70,7 +69,7 @@ def test_select_segments(cycles, expected):
 
 def test_memory_mapped_columns_are_read_the_same(tmp_path):
     """Targets from a memory-mapped file (read, not paged in) equal those from the array itself."""
-    cfg = load_config("recipe", None, ["data.segment_rows=3"])
+    cfg = load_config()
     ttf = np.array([5.0, 4.0, 3.0, 2.0, 9.0, 8.0, 7.0, 6.0, 5.0, 4.0, 3.0, 2.0, 1.0, 7.5, 7.0])
     path = tmp_path / "ttf.f64"
     ttf.tofile(path)
@@ -80,4 +79,4 @@ def test_memory_mapped_columns_are_read_the_same(tmp_path):
     assert targets.cycle_starts(mapped, chunk=4).tolist() == [0, 4, 13]
     import pandas as pd
 
-    pd.testing.assert_frame_equal(targets.segment_targets(mapped, cfg), targets.segment_targets(ttf, cfg))
+    pd.testing.assert_frame_equal(targets.segment_targets(mapped, cfg, seg=3), targets.segment_targets(ttf, cfg, seg=3))

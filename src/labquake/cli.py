@@ -1,7 +1,10 @@
 """The `labquake` command line: the real interface; the Makefile only calls it.
 
 Each subcommand imports its stage module when it runs, so `labquake --help` and `labquake synth`
-never pay for TensorFlow or librosa.
+never pay for TensorFlow or librosa. A folder not given on the command line comes from the
+configuration's ``paths`` section (``--set paths.raw=...``, or ``[paths]`` in a TOML file); the run
+folder from ``config.run_dir``: ``paths.models`` / the preset's name, plus a key of the settings
+when they differ from the preset's, so that each configuration trains into its own folder.
 """
 
 from __future__ import annotations
@@ -12,50 +15,59 @@ import sys
 from pathlib import Path
 
 from labquake import __version__
-from labquake.config import PRESETS, Config, load_config
+from labquake.config import PRESETS, Config, load_config, run_dir
 from labquake.util import LabquakeError, log, setup_logging
 
-DEFAULTS = Config().paths
+DEFAULTS = Config().paths  # for the help texts; the loaded configuration's paths are used
 
 
-def _config(args: argparse.Namespace) -> Config:
-    preset = "fast" if getattr(args, "fast", False) else args.preset
+def _config(args: argparse.Namespace, preset: str | None = None) -> Config:
+    preset = preset or ("fast" if getattr(args, "fast", False) else args.preset)
     return load_config(preset, args.config, args.set)
 
 
+def _path(given: str | None, default: str) -> Path:
+    return Path(given if given is not None else default)
+
+
+def _run(args: argparse.Namespace, cfg: Config) -> Path:
+    return Path(args.run) if args.run else run_dir(cfg)
+
+
 def cmd_synth(args: argparse.Namespace) -> None:
+    paths = _config(args, preset="recipe").paths  # synth's own --preset is the dataset's size
     from labquake import synth
 
-    synth.write_dataset(Path(args.out), args.preset, args.seed)
+    synth.write_dataset(_path(args.out, paths.raw), args.preset, args.seed)
 
 
 def cmd_cache(args: argparse.Namespace) -> None:
+    paths = _config(args, preset="recipe").paths
     from labquake import data
 
-    data.build_cache(Path(args.data), Path(args.interim), force=args.force)
+    data.build_cache(_path(args.data, paths.raw), _path(args.interim, paths.interim), force=args.force)
 
 
 def cmd_features(args: argparse.Namespace) -> None:
     cfg = _config(args)
     from labquake import features
 
-    features.build_features(cfg, Path(args.data), Path(args.out), Path(args.interim), jobs=args.jobs)
+    p = cfg.paths
+    features.build_features(cfg, _path(args.data, p.raw), _path(args.out, p.features), _path(args.interim, p.interim), jobs=args.jobs)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
     cfg = _config(args)
     from labquake import models
 
-    run = Path(args.run) if args.run else Path(DEFAULTS.models) / cfg.preset
-    models.train(cfg, Path(args.features), run, device=args.device, strict=args.strict)
+    models.train(cfg, _path(args.features, cfg.paths.features), _run(args, cfg), device=args.device, strict=args.strict)
 
 
 def cmd_submit(args: argparse.Namespace) -> None:
     cfg = _config(args)
     from labquake import blend
 
-    run = Path(args.run) if args.run else Path(DEFAULTS.models) / cfg.preset
-    blend.submit(cfg, run, Path(args.data), Path(args.out))
+    blend.submit(cfg, _run(args, cfg), _path(args.data, cfg.paths.raw), _path(args.out, cfg.paths.submissions))
 
 
 def cmd_score(args: argparse.Namespace) -> None:
@@ -69,8 +81,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     cfg = _config(args)
     from labquake import report
 
-    run = Path(args.run) if args.run else Path(DEFAULTS.models) / cfg.preset
-    report.build_report(run)
+    report.build_report(_run(args, cfg))
 
 
 def cmd_kernel(args: argparse.Namespace) -> None:
@@ -78,6 +89,9 @@ def cmd_kernel(args: argparse.Namespace) -> None:
     from labquake import kernel
 
     kernel.build_kernel(Path(args.out), cfg, kernel_id=args.id)
+
+
+RUN_HELP = f"run folder (default: paths.models/NAME, {DEFAULTS.models}/NAME: the preset, PRESET-KEY when the settings differ from it)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,50 +105,51 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-v", "--verbose", action="count", default=0, help="more log lines")
     common.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
-    configurable = argparse.ArgumentParser(add_help=False)
+    settable = argparse.ArgumentParser(add_help=False)
+    settable.add_argument("--config", metavar="TOML", help="TOML file of overrides ([lgbm] seeds = [0, 1], [paths] raw = ..., ...)")
+    settable.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one setting, e.g. nn.runs=2 (repeatable)")
+    configurable = argparse.ArgumentParser(add_help=False, parents=[settable])
     configurable.add_argument("--preset", default="recipe", choices=sorted(PRESETS), help="named configuration (default: recipe)")
     configurable.add_argument("--fast", action="store_true", help="same as --preset fast: fewer seeds and runs, for quick checks")
-    configurable.add_argument("--config", metavar="TOML", help="TOML file of overrides ([lgbm] seeds = [0, 1], ...)")
-    configurable.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one setting, e.g. nn.runs=2 (repeatable)")
 
     def add(name: str, func, help: str, parents: list) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help, parents=parents)
         p.set_defaults(func=func)
         return p
 
-    p = add("synth", cmd_synth, "write a synthetic dataset in Kaggle's layout", [common])
-    p.add_argument("--out", default=DEFAULTS.raw, help=f"output folder (default: {DEFAULTS.raw})")
+    p = add("synth", cmd_synth, "write a synthetic dataset in Kaggle's layout", [common, settable])
+    p.add_argument("--out", help=f"output folder (default: paths.raw, {DEFAULTS.raw})")
     p.add_argument("--preset", default="demo", choices=["tiny", "demo", "full"], help="size (default: demo)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
 
-    p = add("cache", cmd_cache, "convert train.csv and the test segments into a memory-mappable binary cache", [common])
-    p.add_argument("--data", default=DEFAULTS.raw, help=f"Kaggle data folder (default: {DEFAULTS.raw})")
-    p.add_argument("--interim", default=DEFAULTS.interim, help=f"cache folder (default: {DEFAULTS.interim})")
+    p = add("cache", cmd_cache, "convert train.csv and the test segments into a memory-mappable binary cache", [common, settable])
+    p.add_argument("--data", help=f"Kaggle data folder (default: paths.raw, {DEFAULTS.raw})")
+    p.add_argument("--interim", help=f"cache folder (default: paths.interim, {DEFAULTS.interim})")
     p.add_argument("--force", action="store_true", help="rebuild even if the cache is up to date")
 
     p = add("features", cmd_features, "compute the 24 per-segment features of train and test", [common, configurable])
-    p.add_argument("--data", default=DEFAULTS.raw, help=f"Kaggle data folder (default: {DEFAULTS.raw})")
-    p.add_argument("--out", default=DEFAULTS.features, help=f"feature folder (default: {DEFAULTS.features})")
-    p.add_argument("--interim", default=DEFAULTS.interim, help=f"binary cache folder (default: {DEFAULTS.interim})")
+    p.add_argument("--data", help=f"Kaggle data folder (default: paths.raw, {DEFAULTS.raw})")
+    p.add_argument("--out", help=f"feature folder (default: paths.features, {DEFAULTS.features})")
+    p.add_argument("--interim", help=f"binary cache folder (default: paths.interim, {DEFAULTS.interim})")
     p.add_argument("--jobs", type=int, default=0, help="worker processes (default 0: all cores)")
 
     p = add("train", cmd_train, "cross-validate LightGBM and the network; save models and predictions", [common, configurable])
-    p.add_argument("--features", default=DEFAULTS.features, help=f"feature folder (default: {DEFAULTS.features})")
-    p.add_argument("--run", help=f"run folder (default: {DEFAULTS.models}/PRESET)")
+    p.add_argument("--features", help=f"feature folder (default: paths.features, {DEFAULTS.features})")
+    p.add_argument("--run", help=RUN_HELP)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"], help="where TensorFlow runs (default: auto)")
     p.add_argument("--strict", action="store_true", help="stop with an error when every network draw is rejected (nn.on_reject=error for this call)")
 
     p = add("submit", cmd_submit, "blend the models and write the submission files", [common, configurable])
-    p.add_argument("--run", help=f"run folder (default: {DEFAULTS.models}/PRESET)")
-    p.add_argument("--data", default=DEFAULTS.raw, help=f"Kaggle data folder, for sample_submission.csv (default: {DEFAULTS.raw})")
-    p.add_argument("--out", default=DEFAULTS.submissions, help=f"submission folder (default: {DEFAULTS.submissions})")
+    p.add_argument("--run", help=RUN_HELP)
+    p.add_argument("--data", help=f"Kaggle data folder, for sample_submission.csv (default: paths.raw, {DEFAULTS.raw})")
+    p.add_argument("--out", help=f"submission folder (default: paths.submissions, {DEFAULTS.submissions})")
 
     p = add("score", cmd_score, "MAE of a submission file against a truth file", [common])
     p.add_argument("submission", help="seg_id,time_to_failure CSV")
     p.add_argument("truth", help="seg_id,time_to_failure CSV (synth writes test_truth.csv)")
 
     p = add("report", cmd_report, "plots and report.md of a run", [common, configurable])
-    p.add_argument("--run", help=f"run folder (default: {DEFAULTS.models}/PRESET)")
+    p.add_argument("--run", help=RUN_HELP)
 
     p = add("kernel", cmd_kernel, "bundle the package into a Kaggle kernel folder", [common, configurable])
     p.add_argument("--out", default="build/kernel", help="kernel folder (default: build/kernel)")

@@ -22,11 +22,14 @@ from labquake.util import LabquakeError
 SEGMENT_ROWS = 150_000
 REAL_TRAIN_ROWS = 629_145_480  # the size of Kaggle's train.csv: how real data is recognised
 TRAIN_SECTIONS = ("data", "cv", "lgbm", "nn")  # the configuration a training run depends on
+RUN_SECTIONS = (*TRAIN_SECTIONS, "features")  # ... and its features: what names a default run folder
 ON_REJECT = ("drop", "best", "error")  # values of nn.on_reject
 
 
 @dataclass(frozen=True)
 class Paths:
+    """Where the command line reads and writes when no --data/--out/--run/... is given."""
+
     raw: str = "data/raw"  # Kaggle layout: train.csv, test/seg_*.csv, sample_submission.csv
     interim: str = "data/interim"  # binary caches of the raw CSV files
     features: str = "data/features"
@@ -36,7 +39,7 @@ class Paths:
 
 @dataclass(frozen=True)
 class DataConfig:
-    segment_rows: int = SEGMENT_ROWS
+    # Segments are always SEGMENT_ROWS long: Kaggle's test files are, and so is the binary cache.
     # Cycles trained on. None: the recipe's list on real Kaggle data, every cycle otherwise.
     train_cycles: tuple[int, ...] | None = None
     recipe_cycles: tuple[int, ...] = (0, 1, 2, 4, 7, 9, 10, 11, 13, 14)
@@ -225,6 +228,19 @@ def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[f"{prefix}{k}"] = v
     return flat
+
+
+def run_name(cfg: Config) -> str:
+    """The default run folder's name: the preset, or ``PRESET-KEY`` when the settings a run depends
+    on (RUN_SECTIONS) differ from the preset's, so that another configuration gets its own folder."""
+    key = cfg.section_hash(*RUN_SECTIONS)
+    base = load_config(cfg.preset) if cfg.preset in PRESETS else Config()
+    return cfg.preset if key == base.section_hash(*RUN_SECTIONS) else f"{cfg.preset}-{key[:8]}"
+
+
+def run_dir(cfg: Config) -> Path:
+    """Where ``train``, ``submit`` and ``report`` find the run when no --run is given."""
+    return Path(cfg.paths.models) / run_name(cfg)
 
 
 def load_config(preset: str = "recipe", file: str | Path | None = None, sets: list[str] | None = None) -> Config:

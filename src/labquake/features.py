@@ -777,7 +777,7 @@ def features_key(cfg: Config, train_fingerprint: str, test_fingerprint: str) -> 
         "version": FEATURES_VERSION,
         "labquake": __version__,
         "features": asdict(cfg.features),
-        "segment_rows": cfg.data.segment_rows,
+        "segment_rows": SEGMENT_ROWS,
         "binary_threshold": cfg.data.binary_threshold,
         "train": train_fingerprint,
         "test": test_fingerprint,
@@ -834,7 +834,7 @@ def _compute(cfg: Config, workers: int, parts: Path, tasks: list[tuple[str, tupl
 
     from labquake.util import progress
 
-    rows = cfg.data.segment_rows
+    rows = SEGMENT_ROWS
     chunk = int(os.environ.get("LABQUAKE_FEATURE_CHUNK", DEFAULT_CHUNK))
     done: dict[str, np.ndarray] = {}
     todo = []
@@ -895,7 +895,7 @@ def build_features(cfg: Config, data_dir: Path, out_dir: Path, interim: Path, jo
     with timer.step("cache"):
         train = data.load_train(Path(data_dir), Path(interim))
         test = data.load_test(Path(data_dir), Path(interim))
-    rows = cfg.data.segment_rows
+    rows = SEGMENT_ROWS
     key = features_key(cfg, train.fingerprint, test.fingerprint)
     if _up_to_date(out_dir, key):
         log.info(f"features: {out_dir} is up to date (key {key})")

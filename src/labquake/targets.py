@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from labquake.config import REAL_TRAIN_ROWS, Config
+from labquake.config import REAL_TRAIN_ROWS, SEGMENT_ROWS, Config
 from labquake.data import read_at, read_rows
 
 
@@ -42,9 +42,11 @@ def assign_cycles(starts: np.ndarray, cycle_rows: np.ndarray, n_rows: int, segme
     return cycles
 
 
-def segment_targets(ttf: np.ndarray, cfg: Config) -> pd.DataFrame:
-    """One row per train segment: start row, cycle, target (ttf at the last row), tsf, binary."""
-    seg = cfg.data.segment_rows
+def segment_targets(ttf: np.ndarray, cfg: Config, seg: int = SEGMENT_ROWS) -> pd.DataFrame:
+    """One row per train segment of ``seg`` rows: start row, cycle, target (ttf at the last row), tsf, binary.
+
+    ``seg`` is Kaggle's segment length everywhere but in tests that work the rules out by hand.
+    """
     n = len(ttf)
     starts = segment_starts(n, seg)
     cycle_rows = cycle_starts(ttf)
