@@ -1,4 +1,4 @@
-"""Segments, cycles, targets and folds against hand-worked answers (RECIPE.md, 'Segments and targets')."""
+"""Segments, cycles, targets and folds against hand-worked answers (docs/recipe.md, 'Segments, cycles and targets')."""
 
 import numpy as np
 import pytest

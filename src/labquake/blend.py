@@ -1,4 +1,4 @@
-"""The blend and the submission files (RECIPE.md, Blend and submission).
+"""The blend and the submission files (docs/recipe.md, Blend and submission).
 
 Maths first (pure functions: ``clip``, ``geomean``, ``mae``, ``predictions``), then file I/O:
 ``submit`` turns a finished run folder into three submission files and RUN/blend.json; ``score_files``

@@ -1,6 +1,6 @@
 """All configuration in one typed place.
 
-The defaults are the recipe of ../shared/spec/RECIPE.md (preset ``recipe``). Other presets and
+The defaults are the recipe of docs/recipe.md (preset ``recipe``). Other presets and
 user overrides (a TOML file, ``--set section.key=value`` flags) are applied on top of it and
 recorded beside every output, so a result always says how it was made.
 """

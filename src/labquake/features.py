@@ -1,4 +1,4 @@
-"""The 24 per-segment features of RECIPE.md: exact, fast, parallel and cached.
+"""The 24 per-segment features of docs/recipe.md: exact, fast, parallel and cached.
 
 ``SegmentFeaturizer`` computes all 24 features of one segment, sharing the expensive parts between
 them: selections instead of sorts for the quantiles, one wavelet decomposition for both denoisings,
@@ -32,7 +32,7 @@ import numpy as np
 from labquake.config import SEGMENT_ROWS, Config, FeatureConfig
 from labquake.util import LabquakeError, log, usable_cpus
 
-# The output format: RECIPE.md's names, in RECIPE.md's order.
+# The output format: the recipe's names, in its order (docs/recipe.md).
 FEATURE_NAMES: list[str] = [
     "NN_zero_crossings_denoise",
     "NN_LGBM_percentile_roll20_std_50",
@@ -64,7 +64,7 @@ LGBM_FEATURES: list[str] = [f for f in FEATURE_NAMES if "LGBM" in f]
 # Features that are counts: integers, compared exactly.
 COUNT_FEATURES: list[str] = ["NN_zero_crossings_denoise", "NN_num_peaks_3_denoise", "LGBM_num_peaks_2_denoise_simple"]
 
-# librosa's power_to_db defaults, which the recipe uses (RECIPE.md: ref 1.0, amin 1e-10, top_db 80).
+# librosa's power_to_db defaults, which the recipe uses (docs/recipe.md: ref 1.0, amin 1e-10, top_db 80).
 DB_REF = 1.0
 DB_AMIN = 1e-10
 DB_TOP = 80.0

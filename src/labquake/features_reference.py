@@ -1,4 +1,4 @@
-"""The 24 features of RECIPE.md computed the slow, obvious way: the parity oracle.
+"""The 24 features of docs/recipe.md computed the slow, obvious way: the parity oracle.
 
 Every feature is a straight call of the library that defines it (librosa, PyWavelets, pandas,
 NumPy), so the code reads like the recipe. As in the recipe's own kernel, a library call that yields
@@ -19,7 +19,7 @@ from labquake.features import FEATURE_NAMES, noise_vector
 
 
 def preprocess(x: np.ndarray, fc: FeatureConfig) -> np.ndarray:
-    """``z = x + noise; z -= median(z)`` (RECIPE.md, per-segment preprocessing 1-2)."""
+    """``z = x + noise; z -= median(z)`` (docs/recipe.md, preparing a segment, steps 1-2)."""
     z = np.asarray(x, dtype=np.float64) + noise_vector(fc, len(x))
     return z - np.median(z)
 
@@ -101,7 +101,7 @@ def fft_abs(y: np.ndarray) -> np.ndarray:
 
 
 def segment_features(x: np.ndarray, fc: FeatureConfig | None = None) -> dict[str, float]:
-    """The 24 features of one 150,000-row segment, in RECIPE.md's order."""
+    """The 24 features of one 150,000-row segment, in the recipe's order."""
     fc = fc or FeatureConfig()
     z = preprocess(x, fc)
     den = wavelet_denoise(z, fc)

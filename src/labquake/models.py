@@ -1,4 +1,4 @@
-"""Training: LightGBM and the network, cross-validated on one shared split (RECIPE.md).
+"""Training: LightGBM and the network, cross-validated on one shared split (docs/recipe.md).
 
 ``train`` reads a feature folder (train.parquet, test.parquet, features.json) and fills a run folder:
 

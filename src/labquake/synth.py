@@ -1,4 +1,4 @@
-"""Synthetic LANL data in Kaggle's layout (`labquake synth`), following ../shared/spec/DATA.md.
+"""Synthetic LANL data in Kaggle's layout (`labquake synth`), following docs/data.md.
 
 What is written in ``out/``:
 
@@ -56,7 +56,7 @@ Signal model (int16, rounded): ``baseline + background + bursts + emission``.
   towards the low resonance near failure (the spectrum moves to lower frequencies).
 - *Bursts*: impulses at a rate that grows with ``a``, heavy-tailed (Pareto) amplitudes, ringing
   through the same resonators (+-30 for 20-40 samples), so abs quantiles, rolling-std quantiles,
-  peaks and zero crossings follow the far/near table of DATA.md.
+  peaks and zero crossings follow the far/near table of docs/data.md.
 - *Emission*: a very large burst (peak +-2,500 to +-5,500) a few tenths of a second before each
   quake.
 - *Baseline*: drifts slowly upward over the experiment (about 4.3 to 4.7).
@@ -135,7 +135,7 @@ class FaultModel:
 
 @dataclass(frozen=True)
 class SignalModel:
-    """Parameters of the acoustic signal, calibrated against DATA.md's far/near table and difficulty.
+    """Parameters of the acoustic signal, calibrated against docs/data.md's far/near table and difficulty.
 
     The signal follows the fault's state, not the clock: activity ``a`` rises with the loading
     state ``u`` (0 at the mean post-slip stress, 1 at the mean threshold), plus precursors in the last

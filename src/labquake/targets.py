@@ -1,4 +1,4 @@
-"""Segments, quake cycles, the three targets and the shared cross-validation folds (RECIPE.md)."""
+"""Segments, quake cycles, the three targets and the shared cross-validation folds (docs/recipe.md)."""
 
 from __future__ import annotations
 
