@@ -1,7 +1,7 @@
 """`make bench`: the numbers the issues ask for, measured at full scale (about 6 minutes on 2 cores, 17 GB of disk).
 
 1. Feature speed per core: segments per second of the obvious implementation
-   (labquake.features_reference) and of the fast one (labquake.features), one process, the same
+   (labquake.features.reference) and of the fast one (labquake.features.segment), one process, the same
    segments, the same outputs (checked), and the ratio of the best of 5 timings of each (taken in
    alternating rounds), with the range of the per-round ratios.
 2. The `full` synthetic preset (629,145,480 train rows, 2,624 test segments), written once into
@@ -97,15 +97,17 @@ def segments(n: int) -> list[np.ndarray]:
 
 
 def feature_speed(n: int) -> dict:
-    from labquake import features, features_reference
+    from labquake import features
     from labquake.config import FeatureConfig
+    from labquake.features import reference, stage
 
     segs = segments(n)
     fc = FeatureConfig()
-    features_reference.segment_features(segs[0], fc)  # warm-up: librosa's numba caches, imports
+    stage.tune_malloc()  # as the features stage does in every process that computes features
+    reference.segment_features(segs[0], fc)  # warm-up: librosa's numba caches, imports
     fast = features.featurizer(fc)
     fast(segs[0])
-    implementations = {"reference": lambda s: features_reference.segment_features(s, fc), "fast": fast}
+    implementations = {"reference": lambda s: reference.segment_features(s, fc), "fast": fast}
     times: dict[str, list[float]] = {k: [] for k in implementations}
     results: dict[str, list] = {}
     # Rounds alternate the two, so that a slow spell of a shared machine hits both alike.
@@ -116,7 +118,8 @@ def feature_speed(n: int) -> dict:
             times[name].append(time.perf_counter() - t0)
     worst = 0.0
     for r, f in zip(results["reference"], results["fast"]):
-        r = np.array(list(r.values()))
+        assert list(f) == list(r), "the two implementations name different features"
+        r, f = np.array(list(r.values()), dtype=np.float64), np.array(list(f.values()))
         worst = max(worst, float(np.max(np.abs(f - r) / np.maximum(np.abs(r), 1e-300))))
     t_ref, t_fast = min(times["reference"]), min(times["fast"])
     round_ratios = sorted(r / f for r, f in zip(times["reference"], times["fast"]))

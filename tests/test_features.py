@@ -1,5 +1,5 @@
-"""The 24 features: the fast path against the libraries (features_reference), kernels on edge cases,
-and the stage (cache, resume, determinism)."""
+"""The 24 features: the fast path (features.segment) against the libraries (features.reference),
+kernels on edge cases, and the stage (cache, resume, determinism)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from labquake import features, features_reference
+from labquake import features
 from labquake.config import FeatureConfig, load_config
+from labquake.features import kernels, reference, segment, stage
 
 RTOL = 1e-6  # the issue's bound; what is reached is printed by test_parity_* on failure
+# Features that are counts: integers, compared exactly.
+COUNT_FEATURES = ["NN_zero_crossings_denoise", "NN_num_peaks_3_denoise", "LGBM_num_peaks_2_denoise_simple"]
 
 
 def _real_segment(real_dir):
@@ -21,20 +24,23 @@ def _real_segment(real_dir):
 
 def _assert_parity(x: np.ndarray, fc: FeatureConfig | None = None) -> None:
     fast = features.segment_features(x, fc)
-    ref = features_reference.segment_features(x, fc)
+    ref = reference.segment_features(x, fc)
     assert list(fast) == list(ref) == features.FEATURE_NAMES
     for name in features.FEATURE_NAMES:
-        if name in features.COUNT_FEATURES:
+        if name in COUNT_FEATURES:
             assert fast[name] == ref[name], name
         else:
             assert fast[name] == pytest.approx(ref[name], rel=RTOL, abs=1e-12), name
 
 
 def test_registry_is_consistent():
+    from labquake.models import LGBM_TAG, NN_TAG, feature_columns
+
     names = features.FEATURE_NAMES
     assert len(names) == 24 and len(set(names)) == 24
-    assert len(features.NN_FEATURES) == 21 and len(features.LGBM_FEATURES) == 6
-    assert set(features.COUNT_FEATURES) <= set(names)
+    # what each model reads, by the rule the models use
+    assert len(feature_columns(names, NN_TAG)) == 21 and len(feature_columns(names, LGBM_TAG)) == 6
+    assert set(COUNT_FEATURES) <= set(names)
     both = [n for n in names if "NN" in n and "LGBM" in n]
     assert both == ["NN_LGBM_percentile_roll20_std_50", "NN_LGBM_mfcc_mean4", "NN_LGBM_mfcc_mean18"]
 
@@ -73,14 +79,14 @@ def test_rolling_std_matches_pandas_and_stays_exact_on_hard_inputs():
     rng = np.random.default_rng(1)
     steps = np.r_[np.zeros(100), np.full(100, 3.0), rng.normal(0, 1, 3000)]
     for w in (2, 20, 50):
-        ours = np.sqrt(features._rolling_var(steps, w, np.empty(len(steps) - w + 1)))
-        np.testing.assert_allclose(ours, features_reference.rolling_std(steps, w), rtol=1e-7, atol=1e-9)
+        ours = np.sqrt(kernels.rolling_var(steps, w, np.empty(len(steps) - w + 1)))
+        np.testing.assert_allclose(ours, reference.rolling_std(steps, w), rtol=1e-7, atol=1e-9)
     # A large offset: pandas' running sums lose digits (1.7e-4 relative at w=2); ours re-centres.
     far = rng.normal(1e4, 1.0, 5000)
     for w in (2, 20, 50):
         exact = sliding_window_view(far, w).std(axis=1, ddof=1)
-        ours = np.sqrt(features._rolling_var(far, w, np.empty(len(far) - w + 1)))
-        pandas = features_reference.rolling_std(far, w)
+        ours = np.sqrt(kernels.rolling_var(far, w, np.empty(len(far) - w + 1)))
+        pandas = reference.rolling_std(far, w)
         assert np.max(np.abs(ours - exact) / exact) < 1e-6
         assert np.max(np.abs(ours - exact)) <= np.max(np.abs(pandas - exact))
 
@@ -100,11 +106,11 @@ def test_quantile_selection_matches_numpy(q):
 def test_count_kernels_on_known_answers():
     x = np.array([0.0, 3, 0, 0, 5, 1, 2, 9, 2, 1, 0])
     # support 1: 3 (i=1), 5 (i=4), 9 (i=7); support 2: 5 and 9; support 3: 9 only (5 < 9, three ahead)
-    assert features._count_peaks(x, 1) == features_reference.number_peaks(x, 1) == 3
-    assert features._count_peaks(x, 2) == features_reference.number_peaks(x, 2) == 2
-    assert features._count_peaks(x, 3) == features_reference.number_peaks(x, 3) == 1
+    assert kernels.count_peaks(x, 1) == reference.number_peaks(x, 1) == 3
+    assert kernels.count_peaks(x, 2) == reference.number_peaks(x, 2) == 2
+    assert kernels.count_peaks(x, 3) == reference.number_peaks(x, 3) == 1
     s = np.array([1.0, -1, -2, 0, 0, 3, -1])
-    assert features._sign_changes(s) == np.count_nonzero(np.diff(np.sign(s))) == 4
+    assert kernels.sign_changes(s) == np.count_nonzero(np.diff(np.sign(s))) == 4
 
 
 def test_peak_count_skipping_matches_the_plain_count_on_ties():
@@ -113,14 +119,14 @@ def test_peak_count_skipping_matches_the_plain_count_on_ties():
     rng = np.random.default_rng(4)
     for x in (rng.integers(0, 4, 20_000).astype(float), np.repeat(rng.normal(size=3000), 3), rng.normal(size=20_001)):
         for n in (1, 2, 3, 5):
-            assert features._count_peaks(x, n) == features_reference.number_peaks(x, n)
+            assert kernels.count_peaks(x, n) == reference.number_peaks(x, n)
 
 
 def test_autocorrelation_matches_tsfresh_statement():
     rng = np.random.default_rng(5)
     for n in (150_000, 1001, 17):  # lengths that do and do not divide into the kernel's four sums
         x = rng.normal(3.0, 5.0, n)
-        assert features._autocorrelation(x, 5) == pytest.approx(features_reference.autocorrelation(x, 5), rel=1e-12)
+        assert kernels.autocorrelation(x, 5) == pytest.approx(reference.autocorrelation(x, 5), rel=1e-12)
 
 
 def test_windowed_frames_and_power_match_librosa_stft():
@@ -131,8 +137,8 @@ def test_windowed_frames_and_power_match_librosa_stft():
     for n in (5000, 150_000):
         y = rng.normal(size=n)
         ref = np.abs(librosa.stft(y, n_fft=2048, hop_length=512, center=True, pad_mode="reflect")).T ** 2
-        frames = features._windowed_frames(y, 0, 512, window, np.empty((1 + n // 512, 2048)))
-        power = features._power(np.fft.rfft(frames, axis=-1), np.empty(ref.shape))
+        frames = kernels.windowed_frames(y, 0, 512, window, np.empty((1 + n // 512, 2048)))
+        power = kernels.abs_squared(np.fft.rfft(frames, axis=-1), np.empty(ref.shape))
         np.testing.assert_allclose(power, ref, rtol=1e-9, atol=1e-9 * ref.max())
 
 
@@ -141,7 +147,7 @@ def test_mel_power_matches_the_dense_product():
     rng = np.random.default_rng(7)
     for frames in (1, 5, 8):  # below, beside and at the kernel's four-frame step
         power = rng.exponential(size=(frames, 1025))
-        ours = features._mel_power(power, f.mel, f.mel_lo, f.mel_hi, np.empty((frames, f.mel.shape[0])))
+        ours = kernels.mel_power(power, f.mel, f.mel_lo, f.mel_hi, np.empty((frames, f.mel.shape[0])))
         np.testing.assert_allclose(ours, power @ f.mel.T, rtol=1e-12)
 
 
@@ -164,7 +170,7 @@ def test_band_extremes_match_librosa_spectral_contrast_on_hard_spectra():
             S=mag, sr=fc.sr, n_fft=fc.n_fft, fmin=fc.contrast_fmin, n_bands=fc.contrast_bands, quantile=fc.contrast_quantile
         )
         peak, valley = np.empty((len(f.bands), frames)), np.empty((len(f.bands), frames))
-        features._band_extremes(np.ascontiguousarray(mag.T) ** 2, f.bands, peak, valley)
+        kernels.band_extremes(np.ascontiguousarray(mag.T) ** 2, f.bands, peak, valley)
         ours = features.SegmentFeaturizer._contrast_means(peak, valley)
         np.testing.assert_allclose(ours, ref.mean(axis=1), rtol=1e-9, atol=1e-9, err_msg=name)
 
@@ -174,7 +180,7 @@ def test_hard_threshold_matches_pywt():
 
     x = np.random.default_rng(9).normal(0, 10, 5000)
     x[:3] = [10.0, -10.0, 9.999]  # at and just below the threshold
-    np.testing.assert_array_equal(features._hard_threshold(x, 10.0, np.empty_like(x)), pywt.threshold(x, 10.0, "hard"))
+    np.testing.assert_array_equal(kernels.hard_threshold(x, 10.0, np.empty_like(x)), pywt.threshold(x, 10.0, "hard"))
 
 
 def test_zero_crossing_rate_matches_librosa_on_short_signals():
@@ -185,7 +191,7 @@ def test_zero_crossing_rate_matches_librosa_on_short_signals():
         y = rng.normal(size=n)
         y[::7] = 0.0
         ref = librosa.feature.zero_crossing_rate(y, frame_length=2048, hop_length=512, center=True).mean()
-        assert features._zcr_mean(y, 2048, 512, features.ZCR_THRESHOLD) == pytest.approx(ref, rel=1e-12)
+        assert kernels.zcr_mean(y, 2048, 512, segment.ZCR_THRESHOLD) == pytest.approx(ref, rel=1e-12)
 
 
 def test_segment_of_wrong_length_is_refused():
@@ -210,7 +216,7 @@ def test_tables_have_the_recipes_columns_and_targets(tiny_raw, tiny_features):
     assert test["seg_id"].tolist() == sample["seg_id"].tolist()
     # the table's rows are the features of the right segments
     seg = pd.read_csv(tiny_raw / "test" / f"{test['seg_id'].iloc[-1]}.csv")["acoustic_data"].to_numpy(np.int16)
-    np.testing.assert_array_equal(test[features.FEATURE_NAMES].iloc[-1].to_numpy(), features.featurizer(FeatureConfig())(seg))
+    np.testing.assert_array_equal(test[features.FEATURE_NAMES].iloc[-1].to_numpy(), list(features.segment_features(seg).values()))
     meta = json.loads((tiny_features / "features.json").read_text())
     assert meta["n_rows"] == raw_train.n_rows and meta["n_train"] == len(train) and meta["key"]
     assert {"cache", "compute", "total"} <= set(meta["timings_s"]) and meta["config"]["features"]["noise_seed"] == 1337
@@ -224,7 +230,7 @@ def test_rerun_is_cached_and_a_config_change_recomputes(tiny_raw, tiny_features,
     interim = tiny_raw.parent / "interim"
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
     calls = []
-    monkeypatch.setattr(features, "_chunk_features", lambda *a: calls.append(a) or pytest.fail("recomputed"))
+    monkeypatch.setattr(stage, "_chunk_features", lambda *a: calls.append(a) or pytest.fail("recomputed"))
     features.build_features(load_config("fast"), tiny_raw, out, interim, jobs=1)
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before and not calls
     monkeypatch.undo()
@@ -248,7 +254,7 @@ def test_interrupted_run_resumes_from_finished_chunks(tiny_raw, tiny_features, t
     out = tmp_path / "features"
     interim = tiny_raw.parent / "interim"
     monkeypatch.setenv("LABQUAKE_FEATURE_CHUNK", "8")
-    real = features._chunk_features
+    real = stage._chunk_features
     done = []
 
     def dies_on_third(*args):
@@ -257,11 +263,11 @@ def test_interrupted_run_resumes_from_finished_chunks(tiny_raw, tiny_features, t
         done.append(real(*args))
         return done[-1]
 
-    monkeypatch.setattr(features, "_chunk_features", dies_on_third)
+    monkeypatch.setattr(stage, "_chunk_features", dies_on_third)
     with pytest.raises(KeyboardInterrupt):
         features.build_features(load_config("fast"), tiny_raw, out, interim, jobs=1)
     assert not out.exists()  # nothing partial in place
-    monkeypatch.setattr(features, "_chunk_features", lambda *a: done.append(real(*a)) or done[-1])
+    monkeypatch.setattr(stage, "_chunk_features", lambda *a: done.append(real(*a)) or done[-1])
     features.build_features(load_config("fast"), tiny_raw, out, interim, jobs=1)
     n_chunks = len(done)
     train_n = len(pd.read_parquet(out / "train.parquet"))

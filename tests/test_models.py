@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from fakes import fake_network, write_feature_dir
 
 from labquake import models, targets
 from labquake.blend import mae
@@ -20,41 +21,6 @@ QUICK_NN = ["nn.runs=1", "nn.epochs=3", "nn.patience=2", "nn.max_redraws=0"]
 QUICK_LGBM = ["lgbm.seeds=[0]", "lgbm.num_boost_round=300", "lgbm.early_stopping_rounds=30"]
 
 
-def synthetic_tables(n_cycles: int = 4, per_cycle: int = 60, n_test: int = 40, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Feature tables shaped like features.py's: meta columns and the 24 features, correlated with target."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for c in range(n_cycles):
-        length = rng.uniform(6, 14)
-        ttf = np.linspace(length, 0.05, per_cycle)
-        rows.append(pd.DataFrame({"cycle": c, "target": ttf, "tsf": length - ttf}))
-    train = pd.concat(rows, ignore_index=True)
-    train.insert(0, "start", np.arange(len(train), dtype=np.int64) * 150_000)
-    train["binary"] = (train["target"] < 0.5).astype(np.int8)
-    test_ttf = rng.uniform(0.05, 12, n_test)
-
-    def feats(ttf: np.ndarray) -> dict[str, np.ndarray]:
-        out = {}
-        for j, name in enumerate(FEATURE_NAMES):
-            scale = 10.0 ** (j % 5 - 2)  # very different scales, as the real features have
-            signal = np.log1p(ttf) if j % 2 else -ttf
-            out[name] = scale * (signal + rng.normal(0, 0.6, len(ttf)) + j)
-        return out
-
-    train = train.assign(**feats(train["target"].to_numpy()))
-    test = pd.DataFrame({"seg_id": [f"seg_{i:06x}" for i in range(n_test)], **feats(test_ttf)})
-    return train, test.assign(_truth=test_ttf)
-
-
-def write_feature_dir(path: Path, key: str = "k1", **kw) -> Path:
-    train, test = synthetic_tables(**kw)
-    path.mkdir(parents=True, exist_ok=True)
-    train.to_parquet(path / "train.parquet", index=False)
-    test.drop(columns="_truth").to_parquet(path / "test.parquet", index=False)
-    (path / "features.json").write_text(json.dumps({"n_rows": int(len(train) * 150_000 + 1234), "key": key}))
-    return path
-
-
 @pytest.fixture(scope="module")
 def feat_dir(tmp_path_factory) -> Path:
     return write_feature_dir(tmp_path_factory.mktemp("feat") / "features")
@@ -65,30 +31,10 @@ def data(feat_dir):
     return models.load_training_data(load_config("fast"), feat_dir)
 
 
-def fake_cv_nn(calls: list, quality: dict[int, float] | None = None):
-    """A stand-in for cv_nn (no TensorFlow): OOF = truth + noise whose size depends on the seed."""
-
-    def cv_nn(cfg, X, y, folds, X_test, seed, out_dir, draw=0):
-        calls.append({"seed": seed, "draw": draw, "folds": folds.copy(), "out_dir": out_dir})
-        rng = np.random.default_rng(seed)
-        noise = (quality or {}).get(draw, 0.1)
-        oof = y["ttf"] + rng.normal(0, noise, len(X))
-        n_folds = int(folds.max()) + 1
-        for k in range(n_folds):
-            (out_dir / f"fold{k}.weights.h5").write_bytes(b"")
-        hist = pd.DataFrame({"fold": np.repeat(np.arange(n_folds), 2), "epoch": [1, 2] * n_folds, "val_ttf_mae": 1.0})
-        return models.NNResult(draw, seed, oof, np.full(len(X_test), float(seed)), np.ones(n_folds, np.int64), np.full(n_folds, 2), hist)
-
-    return cv_nn
-
-
 @pytest.fixture
 def no_tf(monkeypatch):
     """Train with the fake network; returns the list of its calls."""
-    calls: list = []
-    monkeypatch.setattr(models, "cv_nn", fake_cv_nn(calls))
-    monkeypatch.setattr(models, "setup_tensorflow", lambda device="auto": "cpu")
-    return calls
+    return fake_network(monkeypatch)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -393,10 +339,8 @@ def test_batch_keeps_the_recipe_at_real_size_and_steps_on_small_folds():
 
 
 def test_train_rejects_bad_runs_and_averages_accepted_ones(feat_dir, tmp_path, monkeypatch):
-    calls: list = []
     # draw 0 is useless (noise far above the bound), draws 1 and 2 are good
-    monkeypatch.setattr(models, "cv_nn", fake_cv_nn(calls, quality={0: 50.0}))
-    monkeypatch.setattr(models, "setup_tensorflow", lambda device="auto": "cpu")
+    calls = fake_network(monkeypatch, quality={0: 50.0})
     cfg = load_config("fast", None, QUICK_LGBM + ["nn.runs=2", "nn.max_redraws=2", "nn.seed=10"])
     run = tmp_path / "run"
     summary = models.train(cfg, feat_dir, run, device="cpu")

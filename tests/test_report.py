@@ -1,8 +1,13 @@
-"""The report of a run: plots exist, are valid PNGs of sensible size, and report.md embeds them."""
+"""The report of a run: plots exist, are valid PNGs of sensible size, and report.md embeds them.
+
+Every run here is written by the real writers: the shared tiny run (``models.train``), blended by
+``blend.submit``, so the report is tested on exactly the files and columns they write.
+"""
 
 from __future__ import annotations
 
 import json
+import shutil
 import struct
 from pathlib import Path
 
@@ -10,157 +15,27 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from labquake import report
+from labquake import blend, models, report
 from labquake.config import load_config
 from labquake.util import LabquakeError
 
-SEG = 150_000
-LGBM_FEATURES = [
-    "NN_LGBM_percentile_roll20_std_50",
-    "NN_LGBM_mfcc_mean4",
-    "NN_LGBM_mfcc_mean18",
-    "LGBM_num_peaks_2_denoise_simple",
-    "LGBM_autocorr5",
-    "LGBM_fftrhann20000_diff_rate",
-]
 ALL_PLOTS = set(report.PLOTS)
+UNSUBMITTED = ALL_PLOTS - {"test_vs_truth.png"}  # no truth file named: trained, not blended
 
 
-# ----------------------------------------------------------------------------------------------
-# A fake run folder in the layout models.train and blend.submit write
+def copy_run(tiny_run: Path, dest: Path) -> Path:
+    """The shared tiny run as ``train`` left it (another test may have blended it)."""
+    run = dest / "run"
+    shutil.copytree(tiny_run, run)
+    (run / "blend.json").unlink(missing_ok=True)
+    shutil.rmtree(run / "report", ignore_errors=True)
+    return run
 
 
-def _stage(stage: str, timings: dict[str, float], **extra) -> dict:
-    return {
-        "stage": stage,
-        "version": "0.1.0",
-        "config": {},
-        "timings_s": {**timings, "total": round(sum(timings.values()) + 0.5, 3)},
-        "python": "3.11",
-        "finished": "2025-01-01T00:00:00",
-        **extra,
-    }
-
-
-def make_fake_run(base: Path, *, nn: bool = True, features: bool = True, truth: bool = True, seed: int = 0) -> Path:
-    """A plausible run folder: 6 quake cycles of about 40 segments, 3 folds, 2 seeds, 2 network runs."""
-    rng = np.random.default_rng(seed)
-    cfg = load_config("fast").to_dict()
-    run = base / "run"
-    (run / "lgbm").mkdir(parents=True)
-    (run / "nn").mkdir()
-
-    # Train timeline: each cycle counts down from its length to ~0 in steps of about 0.3 s.
-    targets, cycles = [], []
-    for c, length in enumerate([3.0, 11.5, 14.2, 8.9, 12.7, 8.1]):
-        n = int(length / 0.3)
-        targets.append(np.linspace(length, 0.02, n))
-        cycles.append(np.full(n, c))
-    target = np.concatenate(targets)
-    cycle = np.concatenate(cycles)
-    n = len(target)
-    start = np.arange(n, dtype=np.int64) * SEG
-    mean = target.mean()
-    lgbm = 0.6 * target + 0.4 * mean + rng.normal(0, 1.5, n)
-    nnp = 0.7 * target + 0.3 * mean + rng.normal(0, 1.7, n)
-    fold = rng.integers(0, 3, n)
-    oof = pd.DataFrame({"start": start, "cycle": cycle, "fold": fold, "target": target, "lgbm": lgbm})
-    if nn:
-        oof["nn"] = nnp
-        oof["nn_tsf"] = rng.uniform(0, 10, n)
-        oof["nn_binary"] = rng.uniform(0, 1, n)
-    oof.to_parquet(run / "oof.parquet", index=False)
-
-    n_test = 60
-    seg_ids = [f"seg_{i:06x}" for i in rng.choice(1 << 24, n_test, replace=False)]
-    true_test = rng.uniform(0, 12, n_test)
-    test = pd.DataFrame({"seg_id": seg_ids, "lgbm": 0.6 * true_test + 2 + rng.normal(0, 1, n_test)})
-    if nn:
-        test["nn"] = 0.7 * true_test + 1.5 + rng.normal(0, 1, n_test)
-    test.to_parquet(run / "test.parquet", index=False)
-    truth_path = base / "test_truth.csv"
-    pd.DataFrame({"seg_id": seg_ids[::-1], "time_to_failure": true_test[::-1]}).to_csv(truth_path, index=False)
-
-    def m(p):
-        return float(np.mean(np.abs(target - p)))
-
-    summary = {"oof_mae": {"lgbm": m(lgbm)}, "baseline_median_mae": m(np.median(target)), "n_train": n, "n_folds": 3}
-    if nn:
-        summary["oof_mae"]["nn"] = m(nnp)
-    (run / "summary.json").write_text(json.dumps(summary))
-    (run / "config.json").write_text(json.dumps({"train_key": "0123456789abcdef", "features_key": "fedcba9876543210", "config": cfg}))
-
-    rows = []
-    for s in (0, 1):
-        for k in range(3):
-            gains = np.array([900.0, 700, 400, 300, 250, 100]) * rng.uniform(0.7, 1.3, 6)
-            rows += [{"feature": f, "seed": s, "fold": k, "gain": g, "split": int(g / 10)} for f, g in zip(LGBM_FEATURES, gains)]
-    pd.DataFrame(rows).to_csv(run / "lgbm" / "importance.csv", index=False)
-
-    features_dir = base / "features"
-    if features:
-        features_dir.mkdir()
-        tab = pd.DataFrame({"start": start, "cycle": cycle, "target": target})
-        for i, f in enumerate(LGBM_FEATURES + ["NN_quant99", "NN_mfcc_mean2"]):
-            tab[f] = (i + 1) * np.exp(-target / 5) + rng.normal(0, 0.1 * (i + 1), n)
-        tab.to_parquet(features_dir / "train.parquet", index=False)
-        (features_dir / "features.json").write_text(json.dumps(_stage("features", {"train": 12.5, "test": 3.2})))
-
-    if nn:
-        hist, runs = [], []
-        for r in range(3):  # three draws; draw 1 rejected, as models.train_nn records it
-            accepted = r != 1
-            for k in range(3):
-                for e in range(25 + 5 * r + k):
-                    decay = np.exp(-e / 6)
-                    tt, ts = 2.0 + 3 * decay + (0 if accepted else 0.8) + rng.normal(0, 0.05), 2.5 + 2 * decay
-                    bce = 0.3 + 0.3 * decay
-                    hist.append(
-                        {
-                            "fold": k,
-                            "epoch": e,
-                            "binary_loss": bce * 0.9,
-                            "loss": 8 * tt * 0.95 + ts + bce,
-                            "tsf_loss": ts * 0.95,
-                            "ttf_loss": tt * 0.95,
-                            "ttf_mae": tt * 0.95,
-                            "val_binary_loss": bce,
-                            "val_loss": 8 * tt + ts + bce,
-                            "val_tsf_loss": ts,
-                            "val_ttf_loss": tt,
-                            "val_ttf_mae": tt + 0.1 * rng.random(),
-                            "learning_rate": 0.008 * 0.5 ** (e // 10),
-                            "run": r,
-                            "seed": r,
-                            "accepted": accepted,
-                        }
-                    )
-            runs.append(
-                {
-                    "run": r,
-                    "seed": r,
-                    "oof_mae": 2.1 + 0.5 * (not accepted),
-                    "fold_mae": [2.0, 2.1, 2.2],
-                    "accepted": accepted,
-                    "best_epoch": [20, 21, 22],
-                    "epochs": [25, 26, 27],
-                    "weights": [f"nn/run{r:02d}/fold{k}.weights.h5" for k in range(3)],
-                }
-            )
-        pd.DataFrame(hist).to_csv(run / "nn" / "history.csv", index=False)
-        (run / "nn" / "runs.json").write_text(json.dumps({"reject_bound": 2.4, "reject_ratio": 0.7, "runs": runs}))
-
-    curves = []
-    for s in (0, 1):
-        for k in range(3):
-            it = np.arange(1, 400 + 50 * s + 30 * k)
-            curves.append(pd.DataFrame({"seed": s, "fold": k, "iteration": it, "valid_mae": 1.9 + 2.5 * np.exp(-it / 80) + 1e-4 * it}))
-    pd.concat(curves).to_csv(run / "lgbm" / "curves.csv", index=False)
-
-    train_rec = _stage("train", {"lgbm": 20.1, "nn": 140.3 if nn else 0.0, "predict": 1.2}, features_dir=str(features_dir))
-    (run / "train.json").write_text(json.dumps(train_rec))
-    blend_rec = _stage("blend", {"blend": 0.1, "write": 0.2}, **({"truth": str(truth_path)} if truth else {}))
-    (run / "blend.json").write_text(json.dumps(blend_rec))
+def submitted(tiny_run: Path, tiny_raw: Path, dest: Path, *sets: str) -> Path:
+    """A copy of the tiny run, blended by `labquake submit` against the tiny data (its truth included)."""
+    run = copy_run(tiny_run, dest)
+    blend.submit(load_config("fast", None, list(sets)), run, tiny_raw, dest / "subs")
     return run
 
 
@@ -197,75 +72,67 @@ def check_report(md_path: Path, expected: set[str]) -> str:
 
 
 @pytest.fixture(scope="module")
-def full_report(tmp_path_factory) -> Path:
-    run = make_fake_run(tmp_path_factory.mktemp("fake"))
-    return report.build_report(run)
+def full_report(tiny_run, tiny_raw, tmp_path_factory) -> Path:
+    return report.build_report(submitted(tiny_run, tiny_raw, tmp_path_factory.mktemp("submitted")))
 
 
 def test_full_report_has_every_plot(full_report):
     md = check_report(full_report, ALL_PLOTS)
-    assert "Plot skipped" not in md
-    for heading in ("## Scores", "## Timings", "## Configuration", "```json", "<details>"):
+    assert "Plot skipped" not in md and "**Warning:**" not in md
+    for heading in ("## Scores", "## Timings", "## Configuration", "### Network runs (nn/runs.json)", "```json", "<details>"):
         assert heading in md
-    # Timings of all three stage records, and the key settings of the configuration.
-    for text in ("| features | train |", "| train | lgbm |", "| blend | write |", "| lgbm.seeds |", "| blend.clip_min |"):
+    # Timings of all three stage records, the key settings, the network's draws and the truth.
+    for text in ("| features | compute |", "| train | lgbm |", "| blend | write |", "| lgbm.seeds |", "| blend.clip_min |", "rejected_because"):
         assert text in md
+    assert "test_truth.csv (10 of 10 test segments matched)" in md
 
 
-def test_optional_inputs_skipped_with_a_reason(tmp_path):
-    run = make_fake_run(tmp_path, nn=False, features=False, truth=False)
-    md = check_report(
-        report.build_report(run),
-        {"oof_timeline.png", "mae_by_cycle.png", "mae_by_ttf.png", "lgbm_importance.png", "lgbm_curves.png", "test_distribution.png"},
-    )
-    assert "no nn/history.csv" in md
-    assert "feature folder" in md and "not found" in md
+def test_optional_inputs_skipped_with_a_reason(tiny_run, tmp_path):
+    run = copy_run(tiny_run, tmp_path)
+    md = check_report(report.build_report(run, features_dir=tmp_path / "moved"), UNSUBMITTED - {"lgbm_features.png"})
+    assert "the feature folder" in md and "has no train.parquet" in md
     assert "no truth file" in md
-    assert "No blend" in md
 
 
-def test_explicit_arguments_determinism_and_stale_plots(full_report, tmp_path):
-    run = make_fake_run(tmp_path, truth=False)  # the same numbers as full_report's run
-    (run / "train.json").write_text(json.dumps(_stage("train", {"lgbm": 1.0})))  # no features_dir
-    md = check_report(report.build_report(run, features_dir=tmp_path / "features", truth=tmp_path / "test_truth.csv"), ALL_PLOTS)
-    assert "60 of 60 test segments matched" in md
+def test_explicit_arguments_determinism_and_stale_plots(full_report, tiny_run, tiny_features, tiny_raw, tmp_path):
+    run = copy_run(tiny_run, tmp_path)  # the same run, not blended: the folders are given instead
+    md = check_report(report.build_report(run, features_dir=tiny_features, truth=tiny_raw / "test_truth.csv"), ALL_PLOTS)
+    assert "10 of 10 test segments matched" in md
     for name in ALL_PLOTS:  # same inputs, same bytes
         assert (run / "report" / name).read_bytes() == (full_report.parent / name).read_bytes(), name
-    # Rebuilt without them: the two plots of the earlier report are removed, not left stale.
-    md = check_report(report.build_report(run), ALL_PLOTS - {"lgbm_features.png", "test_vs_truth.png"})
-    assert "does not record the feature folder" in md
+    # Rebuilt without a truth file: the plot of the earlier report is removed, not left stale.
+    md = check_report(report.build_report(run), UNSUBMITTED)
     assert "no truth file" in md
 
 
-def test_report_blend_uses_config_clip_min(tmp_path):
-    run = make_fake_run(tmp_path)
-    cfg = json.loads((run / "config.json").read_text())
-    cfg["config"]["blend"]["clip_min"] = 3.0
-    (run / "config.json").write_text(json.dumps(cfg))
+def test_report_blends_with_the_submitted_clip_min(tiny_run, tiny_raw, tmp_path):
+    run = copy_run(tiny_run, tmp_path / "trained")
+    assert report.load_run(run).clip_min == 0.1  # not blended: the run's configuration
+    run = submitted(tiny_run, tiny_raw, tmp_path / "blended", "blend.clip_min=3.0")  # blending is not training: same run
     data = report.load_run(run)
     oof = pd.read_parquet(run / "oof.parquet")
-    expected = np.sqrt(np.clip(oof["lgbm"], 3.0, None) * np.clip(oof["nn"], 3.0, None))
-    np.testing.assert_allclose(data.oof["blend"], expected)
-    assert data.clip_min == 3.0
+    np.testing.assert_allclose(data.oof["blend"], np.sqrt(np.clip(oof["lgbm"], 3.0, None) * np.clip(oof["nn"], 3.0, None)))
+    assert data.clip_min == 3.0 and "clip(lgbm, 3)" in report.build_report(run).read_text()
 
 
-def test_report_flags_a_dropped_network(tmp_path):
-    run = make_fake_run(tmp_path)
-    summary = json.loads((run / "summary.json").read_text())
-    summary.update(nn_fallback="drop", nn_runs=2, nn_accepted=0, nn_draws=3, nn_seeds=[0, 2])
-    (run / "summary.json").write_text(json.dumps(summary))
+def test_report_flags_a_dropped_network(tiny_features, tmp_path, monkeypatch):
+    """A run whose every network draw was rejected: the tiny features, the real run folder writers,
+    a stand-in network whose draws are far worse than LightGBM."""
+    from fakes import fake_network
+
+    fake_network(monkeypatch, quality={0: 50.0, 1: 50.0})
+    cfg = load_config("fast", None, ["lgbm.seeds=[0]", "nn.runs=1", "nn.max_redraws=1"])
+    run = tmp_path / "run"
+    summary = models.train(cfg, tiny_features, run, device="cpu")
+    assert summary["nn_fallback"] == "drop"
     md = report.build_report(run).read_text()
     flag = [line for line in md.splitlines() if line.startswith("> **Warning:**")]
-    assert len(flag) == 1 and "all 3 draws rejected" in flag[0] and "LightGBM alone" in flag[0]
+    assert len(flag) == 1 and "all 2 draws rejected" in flag[0] and "LightGBM alone" in flag[0]
     assert md.index("> **Warning:**") < md.index("## Scores")  # before any number
     assert "The blend is LightGBM alone" in md
     data = report.load_run(run)  # the blend reported is the one submitted: LightGBM, clipped
     np.testing.assert_allclose(data.oof["blend"], np.clip(pd.read_parquet(run / "oof.parquet")["lgbm"], 0.1, None))
     np.testing.assert_allclose(data.test["blend"], np.clip(pd.read_parquet(run / "test.parquet")["lgbm"], 0.1, None))
-
-
-def test_report_without_fallback_has_no_flag(full_report):
-    assert "**Warning:**" not in full_report.read_text()
 
 
 def test_ttf_bins():
@@ -277,18 +144,23 @@ def test_missing_run_folder(tmp_path):
         report.build_report(tmp_path / "nope")
 
 
-@pytest.mark.parametrize("victim", ["config.json", "oof.parquet"])
-def test_missing_required_file_names_it(tmp_path, victim):
-    run = make_fake_run(tmp_path)
+@pytest.mark.parametrize(
+    "victim", ["summary.json", "config.json", "train.json", "oof.parquet", "test.parquet", "lgbm/importance.csv", "lgbm/curves.csv", "nn/runs.json"]
+)
+def test_missing_required_file_names_it(tiny_run, tmp_path, victim):
+    run = copy_run(tiny_run, tmp_path)
     (run / victim).unlink()
-    with pytest.raises(LabquakeError, match=victim) as err:
+    with pytest.raises(LabquakeError, match=victim.split("/")[-1]) as err:
         report.build_report(run)
     assert "\n" not in str(err.value)
+    assert not (run / "report").exists()
 
 
-@pytest.mark.parametrize("victim", ["config.json", "oof.parquet", "test.parquet", "summary.json", "nn/history.csv", "lgbm/importance.csv"])
-def test_corrupt_file_names_it(tmp_path, victim):
-    run = make_fake_run(tmp_path)
+@pytest.mark.parametrize(
+    "victim", ["config.json", "oof.parquet", "test.parquet", "summary.json", "train.json", "nn/history.csv", "nn/runs.json", "lgbm/importance.csv"]
+)
+def test_corrupt_file_names_it(tiny_run, tmp_path, victim):
+    run = copy_run(tiny_run, tmp_path)
     (run / victim).write_bytes(b"\x00garbage\xff{[" * 10)
     with pytest.raises(LabquakeError, match=victim.split("/")[-1]) as err:
         report.build_report(run)
@@ -296,21 +168,19 @@ def test_corrupt_file_names_it(tmp_path, victim):
     assert not (run / "report").exists()  # everything is read before anything is drawn
 
 
-def test_cli_report(tmp_path):
+def test_record_without_a_key_it_reads_names_it(tiny_run, tmp_path):
+    run = copy_run(tiny_run, tmp_path)
+    summary = json.loads((run / "summary.json").read_text())
+    del summary["oof_mae"]
+    (run / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(LabquakeError, match=r"summary.json: no oof_mae"):
+        report.build_report(run)
+
+
+def test_cli_report(tiny_run, tmp_path):
     from labquake.cli import main
 
-    run = make_fake_run(tmp_path, nn=False, features=False)
+    run = copy_run(tiny_run, tmp_path)
     assert main(["report", "--run", str(run), "-q"]) == 0
     assert (run / "report" / "report.md").is_file()
     assert main(["report", "--run", str(tmp_path / "nope"), "-q"]) == 2
-
-
-def test_report_of_tiny_run(tiny_run, tmp_path):
-    import shutil
-
-    run = tmp_path / "run"
-    shutil.copytree(tiny_run, run)
-    (run / "blend.json").unlink(missing_ok=True)  # another test may have blended the shared run
-    md = check_report(report.build_report(run), {p for p in ALL_PLOTS if p != "test_vs_truth.png"})
-    assert "Plot skipped" in md  # no truth named: the run was trained, not blended
-    assert "## Timings" in md and "| train | lgbm |" in md

@@ -3,7 +3,7 @@
 Every feature is a straight call of the library that defines it (librosa, PyWavelets, pandas,
 NumPy), so the code reads like the recipe. As in the recipe's own kernel, a library call that yields
 a family of features (the 20 MFCC means, the 7 contrast bands) is made once per signal; nothing
-else is shared. ``labquake.features`` must give the same numbers (tests/test_features.py) and be
+else is shared. ``features.segment`` must give the same numbers (tests/test_features.py) and be
 faster (bench/run.py compares the two).
 """
 
@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from labquake.config import FeatureConfig
-from labquake.features import FEATURE_NAMES, noise_vector
+from labquake.features.segment import FEATURE_NAMES, noise_vector
 
 # --- preprocessing -------------------------------------------------------------------------------
 

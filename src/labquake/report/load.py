@@ -1,0 +1,173 @@
+"""Reading a run folder for the report: every file, checked, before anything is drawn.
+
+What is read is what ``models.train`` and ``blend.submit`` write (see the docstring of
+``labquake.models`` for the run folder):
+
+- required, from ``train`` (a finished run: ``summary.json`` is written last): ``config.json``,
+  ``oof.parquet``, ``test.parquet``, ``summary.json``, ``train.json``, ``lgbm/importance.csv``,
+  ``lgbm/curves.csv``, ``nn/history.csv``, ``nn/runs.json``;
+- optional: ``blend.json`` (after ``submit``; it names the truth file, if there was one, and the
+  ``clip_min`` the submission used), the feature folder ``train.json`` names (for the feature plots;
+  it may have been moved or rebuilt since), and the truth file.
+
+A missing or unreadable required file, or a missing column, is a one-line :class:`LabquakeError`
+naming the file. A missing optional input is a reason, which the report prints instead of its plot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from labquake.blend import predictions, read_submission
+from labquake.util import LabquakeError, read_json, read_table
+
+MODELS = ("lgbm", "nn", "blend")  # the prediction columns of oof and test, the blend computed here
+
+
+@dataclass
+class RunData:
+    """Everything the report needs, read and checked once."""
+
+    run: Path
+    config: dict[str, Any]  # the configuration the run was trained with (config.json)
+    clip_min: float  # of the blend: blend.json's when submitted, else the run's configuration's
+    oof: pd.DataFrame  # start, cycle, target, fold, lgbm, nn, blend
+    test: pd.DataFrame  # seg_id, lgbm, nn, blend
+    summary: dict[str, Any]
+    records: dict[str, dict[str, Any]]  # stage -> stage record: train, and blend when submitted
+    runs: dict[str, Any]  # nn/runs.json
+    importance: pd.DataFrame  # feature, gain (per seed and fold)
+    curves: pd.DataFrame  # seed, fold, iteration, valid_mae
+    history: pd.DataFrame  # run, fold, epoch and Keras' loss and val_* columns
+    features_record: dict[str, Any] | None = None  # FEATDIR/features.json
+    feature_table: pd.DataFrame | None = None  # FEATDIR/train.parquet
+    lgbm_features: list[str] | None = None  # the LightGBM features to plot, most important first
+    features_note: str = ""  # why there is no feature table
+    truth: pd.DataFrame | None = None  # test rows with their true target
+    truth_note: str = ""  # which truth file, or why there is none
+
+    @property
+    def x(self) -> np.ndarray:
+        """Position of each OOF row on the train timeline."""
+        return self.oof["start"].to_numpy(dtype=np.float64) / 1e6
+
+    x_label = "segment start (million rows of train.csv)"
+
+
+def read_csv(path: Path, required: tuple[str, ...] = ()) -> pd.DataFrame:
+    """A CSV table with the ``required`` columns, or a one-line error naming the file."""
+    try:
+        df = pd.read_csv(path)
+    except FileNotFoundError:
+        raise LabquakeError(f"{path}: not found") from None
+    except (ValueError, UnicodeDecodeError) as exc:  # ParserError, EmptyDataError
+        text = str(exc).strip().splitlines()
+        raise LabquakeError(f"{path}: unreadable CSV ({type(exc).__name__}: {text[0][:200] if text else ''})") from None
+    if df.empty:
+        raise LabquakeError(f"{path}: no rows")
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise LabquakeError(f"{path}: missing columns {', '.join(missing)}")
+    return df
+
+
+def _object(path: Path, *keys: str) -> dict[str, Any]:
+    """A JSON object with the top-level ``keys``, or a one-line error naming the file."""
+    obj = read_json(path)  # missing or corrupt: LabquakeError naming the file
+    if not isinstance(obj, dict):
+        raise LabquakeError(f"{path}: not a JSON object")
+    missing = [k for k in keys if k not in obj]
+    if missing:
+        raise LabquakeError(f"{path}: no {', '.join(missing)} (written by an older labquake? train again)")
+    return obj
+
+
+STAGE_KEYS = ("timings_s", "finished")  # what the report reads of every stage record (util.stage_record)
+
+
+def load_run(run_dir: Path, features_dir: Path | None = None, truth: Path | None = None) -> RunData:
+    """Read a finished run folder (see the module docstring).
+
+    ``features_dir``: the feature folder, default the one train.json records. ``truth``: a
+    ``seg_id,time_to_failure`` file of the test answers, default the one blend.json names.
+    """
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise LabquakeError(f"{run}: run folder not found (train first: labquake train --run {run})")
+    if not (run / "summary.json").is_file():
+        raise LabquakeError(f"{run}: no finished training run (no summary.json); run `labquake train` first")
+    config = _object(run / "config.json").get("config")
+    if not isinstance(config, dict) or not isinstance((config.get("blend") or {}).get("clip_min"), (int, float)):
+        raise LabquakeError(f"{run / 'config.json'}: no configuration with blend.clip_min (written by `labquake train`)")
+    records = {"train": _object(run / "train.json", *STAGE_KEYS, "features_dir")}
+    if (run / "blend.json").is_file():
+        records["blend"] = _object(run / "blend.json", *STAGE_KEYS, "clip_min", "truth")
+    # the blend as submitted: submit's clip_min (a setting that does not change the run) if it ran
+    clip_min = float(records.get("blend", config["blend"])["clip_min"])
+    summary = _object(run / "summary.json", "oof_mae", "baseline_median_mae", "nn_fallback")
+    oof = read_table(run / "oof.parquet", ("start", "cycle", "target", "fold", "lgbm", "nn"))
+    test = read_table(run / "test.parquet", ("seg_id", "lgbm", "nn"))
+    if oof.empty:
+        raise LabquakeError(f"{run / 'oof.parquet'}: no rows")
+    use_nn = summary.get("nn_fallback") != "drop"  # as submit blends: LightGBM alone when the network was dropped
+    for table in (oof, test):
+        table["blend"] = predictions(table["lgbm"], table["nn"], clip_min, use_nn)["geomean"]
+    imp = read_csv(run / "lgbm" / "importance.csv", ("feature", "gain"))
+    d = RunData(
+        run=run,
+        config=config,
+        clip_min=clip_min,
+        oof=oof,
+        test=test,
+        summary=summary,
+        records=records,
+        runs=_object(run / "nn" / "runs.json", "runs"),
+        importance=pd.DataFrame({"feature": imp["feature"].astype(str), "gain": imp["gain"].astype(np.float64)}),
+        curves=read_csv(run / "lgbm" / "curves.csv", ("seed", "fold", "iteration", "valid_mae")),
+        history=read_csv(run / "nn" / "history.csv", ("run", "fold", "epoch")),
+    )
+    _load_features(d, Path(features_dir) if features_dir is not None else None)
+    _load_truth(d, Path(truth) if truth is not None else None)
+    return d
+
+
+def _load_features(d: RunData, features_dir: Path | None) -> None:
+    if features_dir is None:
+        features_dir = Path(d.records["train"]["features_dir"])
+        where = f"the feature folder {features_dir} that train.json records"
+    else:
+        where = f"the feature folder {features_dir}"
+    path = features_dir / "train.parquet"
+    if not path.is_file():
+        d.features_note = f"no feature plots: {where} has no train.parquet (moved or deleted?)"
+        return
+    if (features_dir / "features.json").is_file():
+        d.features_record = _object(features_dir / "features.json", *STAGE_KEYS)
+    # the features LightGBM used, most important first, as in the importance plot
+    ranked = d.importance.groupby("feature")["gain"].mean().sort_values(ascending=False, kind="stable")
+    d.feature_table = read_table(path, ("cycle", "target", *ranked.index))
+    d.lgbm_features = list(ranked.index[:9])
+
+
+def _load_truth(d: RunData, truth: Path | None) -> None:
+    if truth is None:
+        named = d.records.get("blend", {}).get("truth")
+        if named is None:
+            d.truth_note = "no truth file (pass truth=DATA/test_truth.csv, or blend.json names none)"
+            return
+        truth = Path(named)
+    if not truth.is_file():
+        d.truth_note = f"truth file {truth} not found"
+        return
+    t = read_submission(truth).rename(columns={"time_to_failure": "target"})
+    merged = d.test.merge(t, on="seg_id", how="inner")
+    if merged.empty:
+        d.truth_note = f"no seg_id of {truth} matches the test predictions"
+        return
+    d.truth = merged
+    d.truth_note = f"{truth} ({len(merged)} of {len(d.test)} test segments matched)"

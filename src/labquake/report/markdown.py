@@ -1,0 +1,228 @@
+"""report.md: the scores, every plot, the network's draws, timings and configuration of a run.
+
+``build_report`` reads the run (``report.load``), draws the plots (``report.plots``) and writes
+``RUN/report/report.md`` last, so an unreadable input fails the report before it writes anything.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from labquake.blend import mae, network_note
+from labquake.report import plots
+from labquake.report.load import MODELS, RunData, load_run
+from labquake.util import log, write_text
+
+_KEY_SETTINGS = (
+    "preset",
+    "data.train_cycles",
+    "cv.n_splits",
+    "cv.seed",
+    "lgbm.objective",
+    "lgbm.num_leaves",
+    "lgbm.learning_rate",
+    "lgbm.num_boost_round",
+    "lgbm.early_stopping_rounds",
+    "lgbm.seeds",
+    "nn.learning_rate",
+    "nn.batch_size",
+    "nn.epochs",
+    "nn.patience",
+    "nn.loss_weights",
+    "nn.runs",
+    "nn.reject_ratio",
+    "nn.on_reject",
+    "nn.min_steps_per_epoch",
+    "blend.clip_min",
+)
+
+
+def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+        out[prefix[:-1]] = obj
+    return out
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_fmt(x) for x in v) + "]"
+    if isinstance(v, bool) or v is None:
+        return {True: "yes", False: "no", None: "—"}[v]
+    return str(v).replace("|", "\\|")
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(_fmt(c) for c in r) + " |" for r in rows]
+    return lines + [""]
+
+
+def _scores_section(d: RunData) -> list[str]:
+    oof, summary = d.oof, d.summary
+    reported = {**summary["oof_mae"], "blend": None}  # summary.json has no blend: submit scores it
+    rows = [[plots.LABELS[m], round(mae(oof["target"], oof[m]), 4), reported[m]] for m in MODELS]
+    baseline = mae(oof["target"], np.full(len(oof), float(np.median(oof["target"]))))
+    rows.append(["constant: median of the target", round(baseline, 4), summary["baseline_median_mae"]])
+    lines = ["## Scores", ""]
+    lines += _table(["model", "OOF MAE (s), computed here", "in summary.json"], rows)
+    if summary.get("nn_fallback") == "drop":
+        blend_line = f"The blend is LightGBM alone, `clip(lgbm, {d.clip_min:g})`: the network was dropped (see the warning above)."
+    else:
+        blend_line = f"The blend is `sqrt(clip(lgbm, {d.clip_min:g}) * clip(nn, {d.clip_min:g}))`, computed here from oof.parquet."
+    lines += [
+        blend_line + " The constant baseline here is the median of all trained targets (summary.json's uses each fold's training median).",
+        "",
+        "<details><summary>summary.json</summary>",
+        "",
+        "```json",
+        json.dumps(summary, indent=2, sort_keys=True),
+        "```",
+        "",
+        "</details>",
+        "",
+    ]
+    return lines
+
+
+def _runs_section(runs: dict[str, Any]) -> list[str]:
+    lines = ["### Network runs (nn/runs.json)", ""]
+    extra = [f"{k} {_fmt(v)}" for k, v in runs.items() if k != "runs" and _cell_ok(v)]
+    if extra:
+        lines += ["; ".join(extra) + " (a run is rejected when its predictions are constant or its OOF MAE reaches the bound).", ""]
+    keys: list[str] = []
+    for it in runs["runs"]:
+        keys += [k for k, v in it.items() if k not in keys and _cell_ok(v)]
+    return lines + _table(keys, [[it.get(k) for k in keys] for it in runs["runs"]])
+
+
+def _cell_ok(v: Any) -> bool:
+    """Fit for a table cell: a scalar, or a short list of numbers."""
+    if isinstance(v, list):
+        return len(v) <= 12 and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+    return not isinstance(v, dict)
+
+
+def _timings_section(d: RunData) -> list[str]:
+    records = [("features", d.features_record)] if d.features_record is not None else []
+    records += [(s, d.records[s]) for s in ("train", "blend") if s in d.records]
+    rows = []
+    for stage, rec in records:
+        t = rec["timings_s"]
+        total = t["total"]
+        for step, s in t.items():
+            if step != "total":
+                rows.append([stage, step, f"{s:.2f}", f"{100 * s / total:.0f}%" if total > 0 else "—"])
+        rows.append([stage, "**total**", f"**{total:.2f}**", f"finished {rec['finished']}"])
+    lines = ["## Timings", ""] + _table(["stage", "step", "seconds", "share of stage / when"], rows)
+    missing = [s for s in ("features", "train", "blend") if s not in dict(records)]
+    if missing:
+        lines += [f"_No record of: {', '.join(missing)}._", ""]
+    return lines
+
+
+def _config_section(d: RunData) -> list[str]:
+    from labquake.config import Config
+
+    flat = _flatten(d.config)
+    default = _flatten(Config().to_dict())
+    rows = [[k, flat[k], "" if _same(flat[k], default.get(k)) else _fmt(default.get(k))] for k in _KEY_SETTINGS if k in flat]
+    changed = [k for k in flat if k not in _KEY_SETTINGS and k != "preset" and k in default and not _same(flat[k], default[k])]
+    rows += [[k, flat[k], _fmt(default[k])] for k in changed]
+    lines = ["## Configuration", ""]
+    lines += _table(["setting", "value", "recipe default (where different)"], rows)
+    lines += [
+        "<details><summary>Full configuration (config.json)</summary>",
+        "",
+        "```json",
+        json.dumps(d.config, indent=2, sort_keys=True),
+        "```",
+        "",
+        "</details>",
+        "",
+    ]
+    return lines
+
+
+def _same(a: Any, b: Any) -> bool:
+    norm = lambda v: list(v) if isinstance(v, (list, tuple)) else v  # noqa: E731
+    return norm(a) == norm(b)
+
+
+def build_report(run_dir: Path, features_dir: Path | None = None, truth: Path | None = None) -> Path:
+    """Write RUN/report/*.png and RUN/report/report.md (last); return the path of report.md.
+
+    ``features_dir``: the feature folder (for the feature plots); default: the one train.json
+    records. ``truth``: a ``seg_id,time_to_failure`` CSV of the test answers; default: the one
+    blend.json names, if any. Every input is read before anything is drawn, so an unreadable file
+    fails the report before it writes anything.
+    """
+    d = load_run(Path(run_dir), features_dir, truth)
+    out = d.run / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[str] = []
+
+    def plot(name: str, func: Callable[..., None], *args: Any) -> str:
+        func(*args, out / name)
+        written.append(name)
+        return f"![{name}]({name})"
+
+    def skipped(why: str) -> str:
+        log.info("report: skipped a plot: %s", why)
+        return f"_Plot skipped: {why}._"
+
+    md: list[str] = [f"# Report of run `{d.run.resolve().name}`", ""]
+    md += [
+        f"Run folder: `{d.run}`; preset `{d.config['preset']}`; "
+        f"{len(d.oof)} trained segments in {d.oof['cycle'].nunique()} cycles, {d.oof['fold'].nunique()} folds.",
+        "",
+    ]
+    note = network_note(d.summary)
+    if note:  # the blend is not the recipe's: say so before any number
+        md += [f"> **Warning:** {note}.", ""]
+    md += _scores_section(d)
+
+    md += ["## Out-of-fold predictions along the train timeline", ""]
+    md += [plot("oof_timeline.png", plots.plot_oof_timeline, d), ""]
+    md += ["## Errors per cycle and per time to failure", ""]
+    md += [plot("mae_by_cycle.png", plots.plot_mae_by_cycle, d), ""]
+    md += [plot("mae_by_ttf.png", plots.plot_mae_by_ttf, d), ""]
+
+    md += ["## LightGBM", ""]
+    md += [plot("lgbm_importance.png", plots.plot_lgbm_importance, d.importance), ""]
+    if d.feature_table is not None:
+        md += [plot("lgbm_features.png", plots.plot_lgbm_features, d.feature_table, d.lgbm_features), ""]
+    else:
+        md += [skipped(d.features_note), ""]
+    md += [plot("lgbm_curves.png", plots.plot_lgbm_curves, d.curves), ""]
+
+    md += ["## Network", ""]
+    md += [plot("nn_history.png", plots.plot_nn_history, d.history, d.runs), ""]
+    md += _runs_section(d.runs)
+
+    md += ["## Test predictions", ""]
+    md += [plot("test_distribution.png", plots.plot_test_distribution, d), ""]
+    if d.truth is not None:
+        md += [f"Truth: {d.truth_note}.", "", plot("test_vs_truth.png", plots.plot_test_vs_truth, d.truth), ""]
+    else:
+        md += [skipped(d.truth_note), ""]
+
+    md += _timings_section(d)
+    md += _config_section(d)
+
+    for stale in sorted(set(plots.PLOTS) - set(written)):  # plots of an earlier report that this one skips
+        (out / stale).unlink(missing_ok=True)
+    report = out / "report.md"
+    write_text(report, "\n".join(md).rstrip() + "\n")
+    log.info("report: %d plots and %s", len(written), report)
+    return report

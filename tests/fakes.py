@@ -1,0 +1,70 @@
+"""Stand-ins shared by the tests: feature tables shaped like the features stage's, and a network
+that trains without TensorFlow. The run folder around them is written by the real ``models.train``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from labquake import models
+from labquake.features import FEATURE_NAMES
+
+
+def synthetic_tables(n_cycles: int = 4, per_cycle: int = 60, n_test: int = 40, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Feature tables shaped like the features stage's: meta columns and the 24 features, correlated with target."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for c in range(n_cycles):
+        length = rng.uniform(6, 14)
+        ttf = np.linspace(length, 0.05, per_cycle)
+        rows.append(pd.DataFrame({"cycle": c, "target": ttf, "tsf": length - ttf}))
+    train = pd.concat(rows, ignore_index=True)
+    train.insert(0, "start", np.arange(len(train), dtype=np.int64) * 150_000)
+    train["binary"] = (train["target"] < 0.5).astype(np.int8)
+    test_ttf = rng.uniform(0.05, 12, n_test)
+
+    def feats(ttf: np.ndarray) -> dict[str, np.ndarray]:
+        out = {}
+        for j, name in enumerate(FEATURE_NAMES):
+            scale = 10.0 ** (j % 5 - 2)  # very different scales, as the real features have
+            signal = np.log1p(ttf) if j % 2 else -ttf
+            out[name] = scale * (signal + rng.normal(0, 0.6, len(ttf)) + j)
+        return out
+
+    train = train.assign(**feats(train["target"].to_numpy()))
+    test = pd.DataFrame({"seg_id": [f"seg_{i:06x}" for i in range(n_test)], **feats(test_ttf)})
+    return train, test.assign(_truth=test_ttf)
+
+
+def write_feature_dir(path: Path, key: str = "k1", **kw) -> Path:
+    train, test = synthetic_tables(**kw)
+    path.mkdir(parents=True, exist_ok=True)
+    train.to_parquet(path / "train.parquet", index=False)
+    test.drop(columns="_truth").to_parquet(path / "test.parquet", index=False)
+    (path / "features.json").write_text(json.dumps({"n_rows": int(len(train) * 150_000 + 1234), "key": key}))
+    return path
+
+
+def fake_network(monkeypatch, quality: dict[int, float] | None = None) -> list[dict]:
+    """Train without TensorFlow: ``models.cv_nn`` becomes OOF = truth + noise (sd ``quality[draw]``,
+    default 0.1), test = the draw's seed. Returns the list of its calls."""
+    calls: list[dict] = []
+
+    def cv_nn(cfg, X, y, folds, X_test, seed, out_dir, draw=0, network=None):
+        calls.append({"seed": seed, "draw": draw, "folds": folds.copy(), "out_dir": out_dir})
+        rng = np.random.default_rng(seed)
+        noise = (quality or {}).get(draw, 0.1)
+        oof = y["ttf"] + rng.normal(0, noise, len(X))
+        n_folds = int(folds.max()) + 1
+        for k in range(n_folds):
+            (out_dir / f"fold{k}.weights.h5").write_bytes(b"")
+        hist = pd.DataFrame({"fold": np.repeat(np.arange(n_folds), 2), "epoch": [1, 2] * n_folds, "val_ttf_mae": 1.0})
+        return models.NNResult(draw, seed, oof, np.full(len(X_test), float(seed)), np.ones(n_folds, np.int64), np.full(n_folds, 2), hist)
+
+    monkeypatch.setattr(models, "cv_nn", cv_nn)
+    monkeypatch.setattr(models, "setup_tensorflow", lambda device="auto": "cpu")
+    monkeypatch.setattr(models, "ReusedNetwork", lambda cfg, n_features: None)
+    return calls
