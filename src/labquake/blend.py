@@ -18,10 +18,9 @@ import numpy as np
 import pandas as pd
 
 from labquake import data
-from labquake.config import TRAIN_SECTIONS, Config
+from labquake.config import SUBMISSION_COLUMNS, TRAIN_SECTIONS, Config
 from labquake.util import LabquakeError, Timer, atomic_path, log, read_json, read_table, stage_record, write_json
 
-HEADER = ("seg_id", "time_to_failure")
 MODELS = ("geomean", "lgbm", "nn")  # the blend first: it is the file to upload
 TRAIN_HINT = " (run `labquake train` first)"
 FILES = {name: f"submission_{name}.csv" for name in MODELS}
@@ -76,13 +75,13 @@ def read_submission(path: str | Path) -> pd.DataFrame:
     try:
         with open(path, encoding="utf-8-sig", newline="") as fh:
             header = fh.readline().strip()
-            table = pd.read_csv(fh, header=None, names=list(HEADER), dtype={"seg_id": str}, keep_default_na=False)
+            table = pd.read_csv(fh, header=None, names=list(SUBMISSION_COLUMNS), dtype={"seg_id": str}, keep_default_na=False)
     except FileNotFoundError:
         raise LabquakeError(f"{path}: not found") from None
     except (UnicodeDecodeError, pd.errors.ParserError) as exc:
         raise LabquakeError(f"{path}: not a seg_id,time_to_failure CSV ({str(exc).splitlines()[0]})") from None
-    if header != ",".join(HEADER):
-        raise LabquakeError(f"{path}: header must be {','.join(HEADER)!r}, found {header[:60]!r}")
+    if header != ",".join(SUBMISSION_COLUMNS):
+        raise LabquakeError(f"{path}: header must be {','.join(SUBMISSION_COLUMNS)!r}, found {header[:60]!r}")
     if table.empty:
         raise LabquakeError(f"{path}: no rows")
     ids = table["seg_id"].str.strip()
@@ -100,8 +99,8 @@ def read_submission(path: str | Path) -> pd.DataFrame:
 
 def check_submission(path: str | Path, table: pd.DataFrame, ids: Sequence[str]) -> None:
     """Before writing: the sample's ids in its order, every value finite and non-negative."""
-    if list(table.columns) != list(HEADER):
-        raise LabquakeError(f"{path}: columns must be {','.join(HEADER)}, got {','.join(map(str, table.columns))}")
+    if list(table.columns) != list(SUBMISSION_COLUMNS):
+        raise LabquakeError(f"{path}: columns must be {','.join(SUBMISSION_COLUMNS)}, got {','.join(map(str, table.columns))}")
     if table["seg_id"].tolist() != list(ids):
         raise LabquakeError(f"{path}: seg_id rows differ from sample_submission.csv")
     values = table["time_to_failure"].to_numpy(dtype=np.float64)

@@ -8,7 +8,6 @@ recorded beside every output, so a result always says how it was made.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import tomllib
 import types
@@ -17,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
-from labquake.util import LabquakeError
+from labquake.util import LabquakeError, json_key
 
 SEGMENT_ROWS = 150_000
+SUBMISSION_COLUMNS = ("seg_id", "time_to_failure")  # sample_submission.csv and every submission file
 REAL_TRAIN_ROWS = 629_145_480  # the size of Kaggle's train.csv: how real data is recognised
 TRAIN_SECTIONS = ("data", "cv", "lgbm", "nn")  # the configuration a training run depends on
 RUN_SECTIONS = (*TRAIN_SECTIONS, "features")  # ... and its features: what names a default run folder
@@ -153,8 +153,7 @@ class Config:
 
     def section_hash(self, *sections: str) -> str:
         """A short stable hash of some sections: the cache key of the outputs that depend on them."""
-        payload = json.dumps({s: dataclasses.asdict(getattr(self, s)) for s in sections}, sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+        return json_key({s: dataclasses.asdict(getattr(self, s)) for s in sections})
 
 
 # Presets are overrides of the recipe, stated as the same dotted keys a user would pass.
@@ -220,11 +219,12 @@ def with_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
     return dataclasses.replace(cfg, **changes, **top)
 
 
-def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested tables as dotted keys: {"nn": {"runs": 2}} -> {"nn.runs": 2}."""
     flat: dict[str, Any] = {}
     for k, v in table.items():
         if isinstance(v, dict):
-            flat.update(_flatten(v, f"{prefix}{k}."))
+            flat.update(flatten(v, f"{prefix}{k}."))
         else:
             flat[f"{prefix}{k}"] = v
     return flat
@@ -256,7 +256,7 @@ def load_config(preset: str = "recipe", file: str | Path | None = None, sets: li
             raise LabquakeError(f"{path}: config file not found") from None
         except tomllib.TOMLDecodeError as exc:
             raise LabquakeError(f"{path}: not valid TOML ({exc})") from None
-        cfg = with_overrides(cfg, _flatten(table))
+        cfg = with_overrides(cfg, flatten(table))
     for item in sets or []:
         if "=" not in item:
             raise LabquakeError(f"--set {item!r}: expected section.key=value")

@@ -35,26 +35,36 @@ line in Python, to report the exact first bad line.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import math
 import mmap
 import os
 import re
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from labquake.config import SEGMENT_ROWS
-from labquake.util import LabquakeError, Timer, atomic_path, file_fingerprint, log, progress, stage_record, usable_cpus, write_json
+from labquake.config import SEGMENT_ROWS, SUBMISSION_COLUMNS
+from labquake.util import (
+    LabquakeError,
+    Timer,
+    atomic_path,
+    file_fingerprint,
+    io_threads,
+    json_key,
+    log,
+    ordered_map,
+    progress,
+    stage_record,
+    write_json,
+)
 
 CACHE_FORMAT = 1  # bump when the layout of the cache files changes
 CHUNK_BYTES = 32 << 20  # train.csv is parsed in pieces of about this size
@@ -63,7 +73,7 @@ MAX_SMALL_FILE = 64 << 20  # sample_submission.csv is read whole; refuse anythin
 
 TRAIN_COLUMNS = ("acoustic_data", "time_to_failure")
 TEST_COLUMNS = ("acoustic_data",)
-SUB_HEADER = b"seg_id,time_to_failure"
+SUB_HEADER = ",".join(SUBMISSION_COLUMNS).encode()
 BOM = b"\xef\xbb\xbf"
 
 TRAIN_SIGNAL, TRAIN_TTF, TRAIN_RECORD = "train_signal.i16", "train_ttf.f64", "train.json"
@@ -72,9 +82,6 @@ I16, F64 = np.dtype("<i2"), np.dtype("<f8")
 
 SEG_ID = re.compile(r"[A-Za-z0-9_-]+")  # also a safe file name: no separators, no dots
 SYNTH_HINT = "or write synthetic data there with `labquake synth --out {dir}`"
-
-_T = TypeVar("_T")
-_R = TypeVar("_R")
 
 
 @dataclass(frozen=True)
@@ -234,25 +241,6 @@ def _n_blocks(f: BinaryIO, chunk_bytes: int) -> int:
     return max(1, -(-remaining // chunk_bytes))
 
 
-def _ordered(pool: ThreadPoolExecutor, fn: Callable[[_T], _R], items: Iterable[_T], ahead: int) -> Iterator[_R]:
-    """``pool.map`` in order with at most ``ahead + 1`` items in flight, so memory stays bounded."""
-    pending: deque[Future[_R]] = deque()
-    try:
-        for item in items:
-            pending.append(pool.submit(fn, item))
-            if len(pending) > ahead:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-    finally:
-        for fut in pending:
-            fut.cancel()
-
-
-def _threads() -> int:
-    return max(1, min(4, usable_cpus()))
-
-
 # --- readers: one file each -------------------------------------------------------------------------
 def read_train(
     path: Path,
@@ -263,13 +251,13 @@ def read_train(
 ) -> int:
     """Validate ``train.csv`` and pass its (signal, ttf) arrays to ``sink`` in file order; the row count."""
     chunk_bytes = chunk_bytes or CHUNK_BYTES
-    threads = threads or _threads()
+    threads = threads or io_threads()
     n = 0
     with open(path, "rb") as f:
         check_header(f.readline(MAX_LINE), b",".join(c.encode() for c in TRAIN_COLUMNS), path)
         total = _n_blocks(f, chunk_bytes)
         with ThreadPoolExecutor(threads) as pool:
-            parsed = _ordered(pool, lambda c: parse_rows(c[1], c[0], path, TRAIN_COLUMNS), iter_chunks(f, path, chunk_bytes), ahead=threads + 1)
+            parsed = ordered_map(pool, lambda c: parse_rows(c[1], c[0], path, TRAIN_COLUMNS), iter_chunks(f, path, chunk_bytes), ahead=threads + 2)
             for signal, ttf in progress(parsed, total=total, desc=path.name):
                 sink(signal, ttf)
                 n += len(signal)
@@ -319,7 +307,7 @@ def read_sample_ids(path: Path) -> list[str]:
             raise _error(path, no, "empty line")
         fields = line.split(b",")
         if len(fields) != 2:
-            raise _error(path, no, f"{len(fields)} fields, expected 2 (seg_id,time_to_failure): {_show(line)}")
+            raise _error(path, no, f"{len(fields)} fields, expected 2 ({SUB_HEADER.decode()}): {_show(line)}")
         sid = fields[0].decode("utf-8", "replace")
         if not SEG_ID.fullmatch(sid):
             raise _error(path, no, f"seg_id {_show(fields[0])} is not a segment name (letters, digits, '_', '-')")
@@ -333,10 +321,6 @@ def read_sample_ids(path: Path) -> list[str]:
 
 
 # --- the cache ----------------------------------------------------------------------------------------
-def _hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def _data_dir(data_dir: Path) -> None:
     if not data_dir.is_dir():
         raise LabquakeError(
@@ -344,7 +328,8 @@ def _data_dir(data_dir: Path) -> None:
         )
 
 
-def _source(data_dir: Path, name: str, folder: bool = False) -> Path:
+def _input_path(data_dir: Path, name: str, folder: bool = False) -> Path:
+    """``data_dir/name``, which must exist: else a one-line error saying what to put there."""
     _data_dir(data_dir)
     path = data_dir / name
     if not (path.is_dir() if folder else path.is_file()):
@@ -422,11 +407,11 @@ def _io_errors(interim: Path) -> Iterator[None]:
 
 def _train_fingerprint(path: Path) -> tuple[str, dict]:
     source = file_fingerprint(path)
-    return _hash({"train": source}), source
+    return json_key({"train": source}), source
 
 
 def _ensure_train(data_dir: Path, interim: Path, force: bool = False) -> tuple[dict, bool]:
-    path = _source(data_dir, "train.csv")
+    path = _input_path(data_dir, "train.csv")
     fingerprint, source = _train_fingerprint(path)
     reason, record = _stale_reason(interim, TRAIN_RECORD, fingerprint, _train_sizes)
     if reason is None and not force:
@@ -464,8 +449,8 @@ def _ensure_train(data_dir: Path, interim: Path, force: bool = False) -> tuple[d
 
 def _test_inputs(data_dir: Path) -> tuple[list[str], list[Path], str]:
     """Validated ids, their segment files and the fingerprint of all of them."""
-    sub = _source(data_dir, "sample_submission.csv")
-    test_dir = _source(data_dir, "test", folder=True)
+    sub = _input_path(data_dir, "sample_submission.csv")
+    test_dir = _input_path(data_dir, "test", folder=True)
     ids = read_sample_ids(sub)
     files = [test_dir / f"{sid}.csv" for sid in ids]
     stats = []
@@ -477,7 +462,7 @@ def _test_inputs(data_dir: Path) -> tuple[list[str], list[Path], str]:
             more = f" (and {missing - 1} more)" if missing > 1 else ""
             raise LabquakeError(f"{f}: not found, but {sub.name} line {i + 2} lists seg_id {sid!r}{more}") from None
         stats.append([sid, st.st_size, st.st_mtime_ns])
-    fingerprint = _hash({"sample_submission": file_fingerprint(sub), "test_dir": str(test_dir.resolve()), "segments": stats})
+    fingerprint = json_key({"sample_submission": file_fingerprint(sub), "test_dir": str(test_dir.resolve()), "segments": stats})
     return ids, files, fingerprint
 
 
@@ -497,12 +482,12 @@ def _ensure_test(data_dir: Path, interim: Path, force: bool = False) -> tuple[di
             ", ".join(extra[:5]) + (", ..." if len(extra) > 5 else ""),
         )
     timer = Timer()
-    threads = _threads()
+    threads = io_threads()
     interim.mkdir(parents=True, exist_ok=True)
     _remove_stale_temps(interim, (TEST_SIGNAL,))
     with atomic_path(interim / TEST_SIGNAL) as tmp:
         with open(tmp, "wb") as out, ThreadPoolExecutor(threads) as pool, timer.step("parse"):
-            segments = _ordered(pool, read_segment, files, ahead=2 * threads)
+            segments = ordered_map(pool, read_segment, files, ahead=2 * threads + 1)
             for values in progress(segments, total=len(files), desc="test segments"):
                 out.write(values.astype(I16, copy=False).tobytes())
         if _test_inputs(data_dir)[2] != fingerprint:
@@ -529,26 +514,33 @@ def _ensure_test(data_dir: Path, interim: Path, force: bool = False) -> tuple[di
 # apart page in most of it (the kernel reads ahead around every fault): 3.8 GB resident.
 
 
-def _mapped_file(a: np.ndarray) -> bool:
-    return isinstance(a, np.memmap) and isinstance(a.base, mmap.mmap) and bool(a.filename)
+def mapped_file(a: np.ndarray) -> tuple[str, int] | None:
+    """File name and byte offset of an array memory-mapped from a file (a cache array), else None."""
+    if isinstance(a, np.memmap) and isinstance(a.base, mmap.mmap) and a.filename:
+        return str(a.filename), int(a.offset)
+    return None
 
 
 def read_rows(a: np.ndarray, lo: int, hi: int) -> np.ndarray:
     """``a[lo:hi]`` in memory."""
-    if _mapped_file(a):
-        hi = min(hi, len(a))
-        return np.fromfile(a.filename, dtype=a.dtype, count=max(hi - lo, 0), offset=a.offset + lo * a.itemsize)
-    return np.asarray(a[lo:hi])
+    where = mapped_file(a)
+    if where is None:
+        return np.asarray(a[lo:hi])
+    name, offset = where
+    hi = min(hi, len(a))
+    return np.fromfile(name, dtype=a.dtype, count=max(hi - lo, 0), offset=offset + lo * a.itemsize)
 
 
 def read_at(a: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """``a[rows]`` in memory, for a few scattered rows."""
-    if not _mapped_file(a):
+    where = mapped_file(a)
+    if where is None:
         return np.asarray(a[rows])
+    name, offset = where
     out = np.empty(len(rows), dtype=a.dtype)
-    with open(a.filename, "rb") as fh:
+    with open(name, "rb") as fh:
         for i, r in enumerate(np.asarray(rows, dtype=np.int64)):
-            out[i] = np.frombuffer(os.pread(fh.fileno(), a.itemsize, a.offset + int(r) * a.itemsize), dtype=a.dtype)[0]
+            out[i] = np.frombuffer(os.pread(fh.fileno(), a.itemsize, offset + int(r) * a.itemsize), dtype=a.dtype)[0]
     return out
 
 

@@ -66,8 +66,8 @@ def feature_columns(columns: list[str] | pd.Index, tag: str) -> list[str]:
     return [c for c in columns if tag in c]
 
 
-def features_key(meta: dict[str, Any]) -> str:
-    """The cache key of a feature folder, from its features.json."""
+def feature_folder_key(meta: dict[str, Any]) -> str:
+    """The cache key a feature folder's features.json records (what a run folder is tied to)."""
     if isinstance(meta.get("key"), str) and meta["key"]:
         return meta["key"]
     raise LabquakeError("features.json: no cache key (rebuild the features with `labquake features`)")
@@ -116,7 +116,7 @@ def load_training_data(cfg: Config, features_dir: Path) -> TrainingData:
         train=selected,
         test=test.reset_index(drop=True),
         folds=targets.fold_ids(len(selected), cfg),
-        features_key=features_key(meta),
+        features_key=feature_folder_key(meta),
         n_rows=meta["n_rows"],
     )
 

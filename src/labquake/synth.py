@@ -78,8 +78,8 @@ from pathlib import Path
 
 import numpy as np
 
-from labquake.config import SEGMENT_ROWS
-from labquake.util import LabquakeError, atomic_path, log, progress, usable_cpus
+from labquake.config import SEGMENT_ROWS, SUBMISSION_COLUMNS
+from labquake.util import LabquakeError, atomic_path, io_threads, log, ordered_map, progress
 
 # --- time base (units of 1e-10 s) -----------------------------------------------------------------
 UNITS_PER_S = 10**10
@@ -95,7 +95,7 @@ CYCLE_RANGE = (5.5, 17.0)
 
 TRAIN_HEADER = b"acoustic_data,time_to_failure"
 TEST_HEADER = b"acoustic_data"
-SUB_HEADER = "seg_id,time_to_failure"
+SUB_HEADER = ",".join(SUBMISSION_COLUMNS)
 CHUNK_BLOCKS = 512  # rows per generated chunk: about 2.1 million
 WARMUP = 512  # samples run through the filters before a piece, then dropped
 
@@ -583,10 +583,6 @@ def format_times(ttf_units: np.ndarray) -> list[str]:
 
 
 # --- writing --------------------------------------------------------------------------------------
-def _threads() -> int:
-    return max(1, min(4, usable_cpus()))
-
-
 def _write_train(path: Path, exp: _Experiment, seed: int) -> int:
     rec = exp.train
     bounds = rec.start_row[::CHUNK_BLOCKS].tolist() + [rec.n_rows]
@@ -598,25 +594,14 @@ def _write_train(path: Path, exp: _Experiment, seed: int) -> int:
         return format_train_rows(x, _ttf_units(rec, lo, hi))
 
     written = 0
-    with atomic_path(path) as tmp, open(tmp, "wb") as f, ThreadPoolExecutor(_threads()) as pool:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f, ThreadPoolExecutor(io_threads()) as pool:
         f.write(TRAIN_HEADER)
-        for text in progress(_bounded_map(pool, work, len(chunks)), total=len(chunks), desc="train.csv"):
+        for text in progress(ordered_map(pool, work, range(len(chunks)), ahead=4), total=len(chunks), desc="train.csv"):
             f.write(text)
             written += len(text)
         f.write(b"\n")
         f.flush()
     return written + len(TRAIN_HEADER) + 1
-
-
-def _bounded_map(pool: ThreadPoolExecutor, fn, n: int, ahead: int = 4):
-    """pool.map in order, with at most ``ahead`` results in flight (bounded memory)."""
-    futures = [pool.submit(fn, i) for i in range(min(ahead, n))]
-    for i in range(n):
-        result = futures[i].result()
-        futures[i] = None  # type: ignore[call-overload]
-        if i + ahead < n:
-            futures.append(pool.submit(fn, i + ahead))
-        yield result
 
 
 def _test_positions(rng: np.random.Generator, n_rows: int, n_seg: int) -> np.ndarray:
@@ -642,8 +627,8 @@ def _write_test(out: Path, exp: _Experiment, seed: int, n_seg: int) -> tuple[lis
 
     with atomic_path(out / "test") as tmp:
         tmp.mkdir()
-        with ThreadPoolExecutor(_threads()) as pool:
-            sizes = list(progress(_bounded_map(pool, work, n_seg, ahead=8), total=n_seg, desc="test segments"))
+        with ThreadPoolExecutor(io_threads()) as pool:
+            sizes = list(progress(ordered_map(pool, work, range(n_seg), ahead=8), total=n_seg, desc="test segments"))
     return ids, format_times(truth), sum(sizes)
 
 

@@ -1,8 +1,10 @@
-"""Small shared pieces: the user-facing error, atomic outputs, logging, progress, stage records."""
+"""Small shared pieces: the user-facing error, atomic outputs, cache keys, bounded thread pools,
+logging, progress, stage records."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -10,11 +12,15 @@ import platform
 import shutil
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, Future
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 log = logging.getLogger("labquake")
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 
 class LabquakeError(Exception):
@@ -24,6 +30,32 @@ class LabquakeError(Exception):
 def usable_cpus() -> int:
     """Cores this process may run on (its affinity mask where the OS has one)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def io_threads() -> int:
+    """Threads for a pool that parses or formats text (the work releases the GIL): up to 4."""
+    return max(1, min(4, usable_cpus()))
+
+
+def ordered_map(pool: Executor, fn: Callable[[_T], _R], items: Iterable[_T], ahead: int) -> Iterator[_R]:
+    """``pool.map`` in order, with at most ``ahead`` items submitted and not yet yielded, so that
+    memory stays bounded however long ``items`` is. Unfinished work is cancelled if the caller stops."""
+    pending: deque[Future[_R]] = deque()
+    try:
+        for item in items:
+            if len(pending) >= ahead:
+                yield pending.popleft().result()
+            pending.append(pool.submit(fn, item))
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for fut in pending:
+            fut.cancel()
+
+
+def json_key(obj: Any) -> str:
+    """A short stable key of a JSON-able object (sorted keys): what a cache or a run is keyed by."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def setup_logging(verbosity: int = 0) -> None:

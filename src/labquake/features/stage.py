@@ -21,7 +21,7 @@ import numpy as np
 
 from labquake.config import SEGMENT_ROWS, Config, FeatureConfig
 from labquake.features.segment import FEATURE_NAMES, featurizer
-from labquake.util import LabquakeError, log, usable_cpus
+from labquake.util import LabquakeError, json_key, log, usable_cpus
 
 DEFAULT_CHUNK = 64  # segments per resumable chunk (env LABQUAKE_FEATURE_CHUNK overrides)
 
@@ -54,11 +54,8 @@ def tune_malloc() -> bool:
 FEATURES_VERSION = 2  # bump when a feature's computation changes: invalidates every cached table
 
 
-def features_key(cfg: Config, train_fingerprint: str, test_fingerprint: str) -> str:
+def tables_key(cfg: Config, train_fingerprint: str, test_fingerprint: str) -> str:
     """Cache key of the feature tables: everything they depend on, and nothing else."""
-    import hashlib
-    import json
-
     from labquake import __version__
 
     payload = {
@@ -70,7 +67,7 @@ def features_key(cfg: Config, train_fingerprint: str, test_fingerprint: str) -> 
         "train": train_fingerprint,
         "test": test_fingerprint,
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+    return json_key(payload)
 
 
 def n_jobs(jobs: int) -> int:
@@ -100,13 +97,14 @@ def _chunk_features(fc: FeatureConfig, source: tuple[str, int], starts: np.ndarr
     return part
 
 
-def _source(signal: np.ndarray) -> tuple[str, int]:
-    """File name and byte offset of a memory-mapped cache array."""
-    import mmap
+def _cache_file(signal: np.ndarray) -> tuple[str, int]:
+    """File name and byte offset of a cache array: what a worker opens it by."""
+    from labquake.data import mapped_file
 
-    if not isinstance(signal, np.memmap) or not isinstance(signal.base, mmap.mmap) or signal.filename is None:
+    where = mapped_file(signal)
+    if where is None:
         raise TypeError("features need the memory-mapped cache arrays of labquake.data")
-    return str(signal.filename), int(signal.offset)
+    return where
 
 
 def _load_part(path: Path, n: int) -> np.ndarray | None:
@@ -186,7 +184,7 @@ def build_features(cfg: Config, data_dir: Path, out_dir: Path, interim: Path, jo
         train = data.load_train(Path(data_dir), Path(interim))
         test = data.load_test(Path(data_dir), Path(interim))
     rows = SEGMENT_ROWS
-    key = features_key(cfg, train.fingerprint, test.fingerprint)
+    key = tables_key(cfg, train.fingerprint, test.fingerprint)
     if _up_to_date(out_dir, key):
         log.info(f"features: {out_dir} is up to date (key {key})")
         return read_json(out_dir / "features.json")
@@ -204,8 +202,8 @@ def build_features(cfg: Config, data_dir: Path, out_dir: Path, interim: Path, jo
     parts.mkdir(parents=True, exist_ok=True)
     test_starts = np.arange(len(test.seg_ids), dtype=np.int64) * rows
     tasks = [
-        ("train", _source(train.signal), meta["start"].to_numpy()),
-        ("test", _source(test.signal), test_starts),
+        ("train", _cache_file(train.signal), meta["start"].to_numpy()),
+        ("test", _cache_file(test.signal), test_starts),
     ]
     workers = n_jobs(jobs)
     log.info(f"features: {len(meta)} train segments in {n_cycles} cycles, {len(test_starts)} test segments, {workers} jobs")

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from labquake.blend import mae, network_note
+from labquake.config import Config, flatten
 from labquake.report import plots
 from labquake.report.load import MODELS, RunData, load_run
 from labquake.util import log, write_text
@@ -40,16 +41,6 @@ _KEY_SETTINGS = (
     "nn.min_steps_per_epoch",
     "blend.clip_min",
 )
-
-
-def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-    else:
-        out[prefix[:-1]] = obj
-    return out
 
 
 def _fmt(v: Any) -> str:
@@ -132,10 +123,8 @@ def _timings_section(d: RunData) -> list[str]:
 
 
 def _config_section(d: RunData) -> list[str]:
-    from labquake.config import Config
-
-    flat = _flatten(d.config)
-    default = _flatten(Config().to_dict())
+    flat = flatten(d.config)
+    default = flatten(Config().to_dict())
     rows = [[k, flat[k], "" if _same(flat[k], default.get(k)) else _fmt(default.get(k))] for k in _KEY_SETTINGS if k in flat]
     changed = [k for k in flat if k not in _KEY_SETTINGS and k != "preset" and k in default and not _same(flat[k], default[k])]
     rows += [[k, flat[k], _fmt(default[k])] for k in changed]
