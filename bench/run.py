@@ -1,9 +1,10 @@
 """`make bench`: the numbers the issues ask for, measured at full scale (about 6 minutes on 2 cores, 17 GB of disk).
 
 1. Feature speed per core: segments per second of the obvious implementation
-   (labquake.features.reference) and of the fast one (labquake.features.segment), one process, the same
-   segments, the same outputs (checked), and the ratio of the best of 5 timings of each (taken in
-   alternating rounds), with the range of the per-round ratios.
+   (labquake.features.reference) and of the fast one (labquake.features.segment), one process, the
+   same segments, the same outputs (checked: if any feature differs by more than 1e-6 relative, the
+   bench stops there with exit status 1 and writes no results), and the ratio of the best of 5
+   timings of each (taken in alternating rounds), with the range of the per-round ratios.
 2. The `full` synthetic preset (629,145,480 train rows, 2,624 test segments), written once into
    bench/out/raw_full (or BENCH_RAW): time and size of `labquake synth --preset full`.
 3. `labquake features` on it from the CSV files (binary cache included), then again from the cache:
@@ -30,6 +31,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out"
 REPEATS = 5  # rounds of the speed comparison
+PARITY_RTOL = 1e-6  # the fast features must equal the reference's within this (tests/test_features.py's bound)
 REAL_SEGMENT = ROOT / "tests" / "data" / "seg_00030f.csv"
 
 
@@ -174,6 +176,10 @@ def main() -> None:
         f"({s['fast_ms_per_segment']} ms/segment), ratio {s['ratio']}x (rounds {s['round_ratios_min_max'][0]}-{s['round_ratios_min_max'][1]}x), "
         f"worst relative difference {s['worst_relative_difference']:.1e}"
     )
+    if s["worst_relative_difference"] > PARITY_RTOL:
+        sys.exit(
+            f"bench: parity broken: the fast features differ from the reference by up to {s['worst_relative_difference']:.1e} (> {PARITY_RTOL:g})"
+        )
     if not args.skip_full:
         raw = Path(os.environ.get("BENCH_RAW", OUT / "raw_full"))
         results["full"] = f = full_scale(raw)

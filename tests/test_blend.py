@@ -185,17 +185,8 @@ def test_score_command_one_line_error(tmp_path):
 # End to end on the shared tiny fixtures (synthetic data -> features -> fast run -> submission)
 
 
-@pytest.fixture(scope="module")
-def pipeline_run(request):
-    from labquake import features
-
-    if not hasattr(features, "build_features"):
-        pytest.skip("features.build_features is not there yet")
-    return request.getfixturevalue("tiny_run"), request.getfixturevalue("tiny_raw")
-
-
-def test_tiny_end_to_end_train_and_submit(pipeline_run, tmp_path, capsys):
-    run, raw = pipeline_run
+def test_tiny_end_to_end_train_and_submit(tiny_run, tiny_raw, tmp_path, capsys):
+    run, raw = tiny_run, tiny_raw
     record = blend.submit(CFG, run, raw, tmp_path / "subs")
     summary = json.loads((run / "summary.json").read_text())
     print(

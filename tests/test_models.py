@@ -209,7 +209,6 @@ def test_fit_monitors_a_logged_metric_and_is_reproducible(data, tmp_path):
     assert models.MONITOR in hist.columns and len(hist) == 3 and (tmp_path / "a.weights.h5").is_file()
     # the weights kept (and saved) are those of the best epoch, not the last
     assert mae(yy["ttf"], a) == pytest.approx(hist[models.MONITOR].min(), rel=1e-5)
-    assert hist[models.MONITOR].iloc[-1] > hist[models.MONITOR].min() or hist[models.MONITOR].idxmin() == len(hist) - 1
     fresh = models.build_network(cfg, x.shape[-1])
     fresh.load_weights(str(tmp_path / "a.weights.h5"))
     np.testing.assert_allclose(models.predict_ttf(fresh, x), a, rtol=0, atol=1e-6)
