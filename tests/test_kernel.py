@@ -179,6 +179,10 @@ def test_script_carries_the_current_sources(built):
     on_disk = {f"labquake/{p.relative_to(SRC).as_posix()}": p.read_bytes() for p in SRC.rglob("*.py") if "__pycache__" not in p.parts}
     assert sha(kernel.bundled_files(script)) == sha(on_disk)
     assert "labquake/kernel_template.py" in on_disk and "labquake/cli.py" in on_disk
+    # the subpackages travel too, every module of them
+    for package in ("features", "report"):
+        modules = {f"labquake/{package}/{p.name}" for p in (SRC / package).glob("*.py")}
+        assert f"labquake/{package}/__init__.py" in modules and len(modules) >= 4 and modules <= set(on_disk)
 
 
 def test_build_is_deterministic(built, tmp_path):
@@ -217,9 +221,10 @@ def test_unpacked_package_imports_from_the_bundle(built, tmp_path):
         "import runpy, sys; from pathlib import Path\n"
         f"ns = runpy.run_path({str(built / kernel.CODE_FILE)!r}, run_name='kernel_bundle')\n"
         f"where = ns['unpack_package'](Path({str(dest)!r}))\n"
-        "import labquake, labquake.cli, labquake.config\n"
+        "import labquake, labquake.cli, labquake.config, labquake.features.stage, labquake.report.markdown\n"
         "labquake.cli.build_parser(); labquake.config.load_config('fast')\n"
         "print(labquake.__file__); print(labquake.cli.__file__)\n"
+        "print(labquake.features.stage.__file__); print(labquake.report.markdown.__file__)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

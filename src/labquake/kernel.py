@@ -60,7 +60,7 @@ def package_dir() -> Path:
 
 
 def package_files(root: Path | None = None) -> dict[str, bytes]:
-    """The package's Python sources by archive name (labquake/...), in sorted order."""
+    """The package's Python sources, its subpackages' included, by archive name (labquake/...), sorted."""
     root = package_dir() if root is None else Path(root)
     files = {}
     for path in root.rglob("*.py"):
