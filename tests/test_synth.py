@@ -1,7 +1,7 @@
-"""The synthetic generator against ../shared/spec/DATA.md and the real samples in shared/data/real.
+"""The synthetic generator against the real data (docs/data.md) and the real samples in tests/data.
 
 Most checks read the session's `tiny` dataset (seed 0) back from disk, the way the pipeline does;
-the DATA.md far/near table is checked on windows rendered at full scale (the `full` preset's time
+the docs/data.md far/near table is checked on windows rendered at full scale (the `full` preset's time
 base, real 1.06 ms block spacing), which is cheap because only the rendered windows are computed.
 """
 
@@ -82,7 +82,7 @@ def tree_hashes(root: Path) -> dict[str, str]:
 
 
 def window_stats(w: np.ndarray) -> dict[str, float]:
-    """DATA.md's per-window statistics (abs of the raw signal, as in its table) and the spectrum."""
+    """docs/data.md's per-window statistics (abs of the raw signal, as in its table) and the spectrum."""
     w = w.astype(np.float64)
     a = np.abs(w)
     f, p = welch(w - np.median(w), nperseg=4096)
@@ -270,7 +270,7 @@ def test_truth_matches_the_test_signal(tiny_raw):
     for seg_id, ttf in zip(truth["seg_id"], truth["time_to_failure"]):
         x = pd.read_csv(tiny_raw / "test" / f"{seg_id}.csv")["acoustic_data"].to_numpy()
         if np.abs(x).max() < 1000:  # a segment cut across a quake holds its emission: not comparable
-            assert 4.2 <= x.mean() <= 4.8  # DATA.md: test means 4.2-4.6; the synthetic baseline ends at 4.7
+            assert 4.2 <= x.mean() <= 4.8  # docs/data.md: test means 4.2-4.6; the synthetic baseline ends at 4.7
             sd.append(x.std())
             t.append(ttf)
     assert len(sd) >= TINY.test_segments - 2
@@ -348,7 +348,7 @@ def test_blocks_in_the_train_file(train, exp_tiny):
 
 
 def test_time_base_at_real_scale(real_dir):
-    """DATA.md's numbers at full scale (no rendering needed: only the per-block time base)."""
+    """docs/data.md's numbers at full scale (no rendering needed: only the per-block time base)."""
     t = pd.read_csv(real_dir / "train_head.csv")["time_to_failure"].to_numpy()
     real = np.rint(t * UNITS).astype(np.int64)
     rec = synth._experiment(synth.PRESETS["full"], 0).train
@@ -361,7 +361,7 @@ def test_time_base_at_real_scale(real_dir):
     assert abs(drop[same].mean() / UNITS - 1.06e-3) < 0.005e-3
     short = np.flatnonzero(rec.rows[:-1] == 4095)
     assert np.all(np.diff(short) == 1280) and abs(len(short) - len(rec.rows) / 1280) <= 1
-    # The time 150,000 rows span: DATA.md says "about 0.0375-0.038 s", but the real sample's
+    # The time 150,000 rows span: docs/data.md says "about 0.0375-0.038 s", but the real sample's
     # 149,999 rows span 0.0383028 s (36 block gaps of mean 1.064 ms), and so must the synthetic ones:
     # 0.0383 s with 36 gaps, 0.0394 s with 37.
     starts = np.arange(0, rec.n_rows - W + 1, W * 7, dtype=np.int64)
@@ -394,7 +394,7 @@ def test_cycles_in_the_train_file(train, exp_tiny):
 
 
 def test_cycle_lengths_like_real():
-    """The 15 full real cycles: 7.1-16.1 s, mean 10.7 s, sd 2.7 s, lag-1 correlation -0.44 (DATA.md).
+    """The 15 full real cycles: 7.1-16.1 s, mean 10.7 s, sd 2.7 s, lag-1 correlation -0.44 (docs/data.md).
     The lengths follow from the fault's stress; 20,000 cycles pin their distribution."""
     c = synth._cycles(np.random.default_rng(11), 20_000)
     lengths = c.seconds
@@ -463,7 +463,7 @@ def test_test_writer_memory_does_not_grow_with_the_recording(tmp_path):
 def test_signal_range_and_emissions(train):
     x, u = train
     assert x.min() > -32768 and x.max() < 32767  # int16, never saturated
-    assert 2000 < np.abs(x).max() < 6000  # DATA.md: extremes about -5,515 and +5,444, at quakes
+    assert 2000 < np.abs(x).max() < 6000  # docs/data.md: extremes about -5,515 and +5,444, at quakes
     jumps = np.flatnonzero(np.diff(u) > 0) + 1
     big = np.flatnonzero(np.abs(x) > 1000)
     # the large values form one burst per quake, and only there (the file may end just before a
@@ -482,7 +482,7 @@ def test_baseline_drifts_upward(windows):
     assert stats.spearmanr(quiet["start"], quiet["mean"])[0] > 0.6
     slope = np.polyfit(quiet["start"], quiet["mean"], 1)[0]
     assert 0.05 < slope * TINY.train_rows < 0.5  # slowly: a few tenths over the whole file
-    assert quiet["median"].between(4, 5).all()  # DATA.md: median 4-5
+    assert quiet["median"].between(4, 5).all()  # docs/data.md: median 4-5
 
 
 def test_far_to_near_trend_in_train_file(windows):
@@ -496,10 +496,10 @@ def test_far_to_near_trend_in_train_file(windows):
         assert -0.9 < rho < -0.4, (col, rho)
     far, near = windows[windows["ttf"] > 6], windows[windows["ttf"] < 1.5]
     assert len(far) >= 3 and len(near) >= 3
-    assert near["sd"].median() > 1.25 * far["sd"].median()  # DATA.md: 7.0 / 4.4 = 1.6 at > 8 s vs < 2 s
+    assert near["sd"].median() > 1.25 * far["sd"].median()  # docs/data.md: 7.0 / 4.4 = 1.6 at > 8 s vs < 2 s
 
 
-# DATA.md's table: medians of 150,000-row windows far (> 8 s) and near (< 2 s) failure, with the
+# docs/data.md's table: medians of 150,000-row windows far (> 8 s) and near (< 2 s) failure, with the
 # relative tolerance each gets. The synthetic medians come from 40 windows each (sampling error
 # about 3-5% for sd, more for tail statistics); the rest allows for the model being a model:
 # wider for statistics that rest on a handful of samples per window (0.999 quantile, max).
@@ -536,7 +536,7 @@ def test_far_near_other_statistics(full_windows):
 def test_real_window_looks_synthetic(real_dir, full_windows):
     """The real first window (1.47-1.43 s before failure, one draw) between synthetic far and near.
 
-    It is a single window of a partial cycle, and its sd (5.1) sits between DATA.md's far (4.4) and
+    It is a single window of a partial cycle, and its sd (5.1) sits between docs/data.md's far (4.4) and
     near (7.0) medians; so rather than a tight match to one window, each statistic must lie between
     the synthetic far median and near median, give or take 15%.
     """
