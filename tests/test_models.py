@@ -51,8 +51,15 @@ def test_load_selects_cycles_and_makes_shared_folds(feat_dir):
     cfg = load_config("fast", None, ["data.train_cycles=[0, 2, 3]"])
     d = models.load_training_data(cfg, feat_dir)
     assert sorted(d.train["cycle"].unique()) == [0, 2, 3] and d.features_key == "k1"
-    assert np.array_equal(d.folds, targets.fold_ids(len(d.train), cfg))
+    assert np.array_equal(d.folds, targets.fold_ids(d.train["cycle"].to_numpy(), cfg))
     assert sorted(np.bincount(d.folds)) == [60, 60, 60]  # every row in exactly one validation fold
+
+
+def test_cycle_scheme_folds_hold_whole_cycles(feat_dir):
+    cfg = load_config("fast", None, ["cv.scheme=cycles"])
+    d = models.load_training_data(cfg, feat_dir)
+    per_cycle = d.train.assign(fold=d.folds).groupby("cycle")["fold"].nunique()
+    assert (per_cycle == 1).all() and len(np.unique(d.folds)) == 3
 
 
 def test_bad_feature_folder_is_one_line_error(tmp_path, feat_dir):
@@ -448,7 +455,7 @@ def test_train_fills_the_run_folder_and_shares_folds(feat_dir, tmp_path, no_tf, 
     cfg = load_config("fast", None, QUICK_LGBM + ["lgbm.seeds=[0, 1]", "nn.runs=2"])
     run = tmp_path / "run"
     summary = models.train(cfg, feat_dir, run, device="cpu")
-    expected = targets.fold_ids(240, cfg)
+    expected = targets.fold_ids(pd.read_parquet(feat_dir / "train.parquet")["cycle"].to_numpy(), cfg)
     for folds in lgbm_folds + [c["folds"] for c in no_tf]:
         assert np.array_equal(folds, expected)  # one split for both models
     oof = pd.read_parquet(run / "oof.parquet")

@@ -5,6 +5,7 @@ import pytest
 
 from labquake import data, targets
 from labquake.config import REAL_TRAIN_ROWS, load_config
+from labquake.util import LabquakeError
 
 
 def test_segment_starts_drop_incomplete_window():
@@ -52,11 +53,28 @@ def test_folds_match_sklearn_kfold_and_cover_every_row_once():
     from sklearn.model_selection import KFold
 
     cfg = load_config()
-    folds = targets.fold_ids(100, cfg)
+    folds = targets.fold_ids(np.repeat(np.arange(10), 10), cfg)
     assert sorted(np.bincount(folds).tolist()) == [33, 33, 34]
     for k, (_, valid) in enumerate(KFold(3, shuffle=True, random_state=1337).split(np.arange(100))):
         assert np.flatnonzero(folds == k).tolist() == valid.tolist()
-    assert np.array_equal(folds, targets.fold_ids(100, cfg))  # deterministic
+    assert np.array_equal(folds, targets.fold_ids(np.repeat(np.arange(10), 10), cfg))  # deterministic
+
+
+def test_cycle_folds_keep_every_cycle_in_one_fold():
+    cycles = np.repeat([0, 1, 2, 3, 4, 5, 6], [30, 10, 25, 40, 5, 20, 15])
+    cfg = load_config("recipe", None, ["cv.scheme=cycles"])
+    folds = targets.fold_ids(cycles, cfg)
+    assert len(np.unique(folds)) == 3 and np.array_equal(folds, targets.fold_ids(cycles, cfg))
+    for c in np.unique(cycles):
+        assert len(np.unique(folds[cycles == c])) == 1  # no cycle in two folds
+    # n_splits beyond the number of cycles: leave one cycle out
+    loco = targets.fold_ids(cycles, load_config("recipe", None, ["cv.scheme=cycles", "cv.n_splits=50"]))
+    assert len(np.unique(loco)) == 7
+    assert all(len(np.unique(cycles[loco == k])) == 1 for k in range(7))
+    with pytest.raises(LabquakeError, match="at least 2 cycles"):
+        targets.fold_ids(np.zeros(20, int), cfg)
+    with pytest.raises(LabquakeError, match="cv.scheme must be one of kfold, cycles"):
+        load_config("recipe", None, ["cv.scheme=groups"])
 
 
 @pytest.mark.parametrize("cycles,expected", [(None, [0, 1, 2, 3]), ((1,), [1, 2])])

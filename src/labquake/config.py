@@ -24,6 +24,7 @@ REAL_TRAIN_ROWS = 629_145_480  # the size of Kaggle's train.csv: how real data i
 TRAIN_SECTIONS = ("data", "cv", "lgbm", "nn")  # the configuration a training run depends on
 RUN_SECTIONS = (*TRAIN_SECTIONS, "features")  # ... and its features: what names a default run folder
 ON_REJECT = ("drop", "best", "error")  # values of nn.on_reject
+CV_SCHEMES = ("kfold", "cycles")  # values of cv.scheme
 
 
 @dataclass(frozen=True)
@@ -65,9 +66,20 @@ class FeatureConfig:
 
 @dataclass(frozen=True)
 class CVConfig:
+    # "kfold": the recipe's shuffled KFold over segments (adjacent segments of one cycle land in
+    # different folds, so out-of-fold scores are optimistic). "cycles": folds of whole cycles
+    # (GroupKFold), so no cycle is in two folds; n_splits at least the number of cycles is
+    # leave-one-cycle-out.
+    scheme: str = "kfold"
     n_splits: int = 3
     shuffle: bool = True
     seed: int = 1337
+
+    def __post_init__(self) -> None:
+        if self.scheme not in CV_SCHEMES:
+            raise LabquakeError(f"config: cv.scheme must be one of {', '.join(CV_SCHEMES)}, got {self.scheme!r}")
+        if self.n_splits < 2:
+            raise LabquakeError(f"config: cv.n_splits must be >= 2, got {self.n_splits}")
 
 
 @dataclass(frozen=True)

@@ -110,12 +110,13 @@ def load_training_data(cfg: Config, features_dir: Path) -> TrainingData:
         if bad:
             raise LabquakeError(f"{features_dir / (name + '.parquet')}: non-finite values in {', '.join(bad)}")
     selected = targets.select_segments(train, targets.train_cycles(cfg, meta["n_rows"]))
-    if len(selected) < 2 * cfg.cv.n_splits:
+    n_splits = min(cfg.cv.n_splits, selected["cycle"].nunique()) if cfg.cv.scheme == "cycles" else cfg.cv.n_splits
+    if len(selected) < 2 * n_splits:
         raise LabquakeError(f"{features_dir}: only {len(selected)} training segments in the selected cycles")
     return TrainingData(
         train=selected,
         test=test.reset_index(drop=True),
-        folds=targets.fold_ids(len(selected), cfg),
+        folds=targets.fold_ids(selected["cycle"].to_numpy(), cfg),
         features_key=feature_folder_key(meta),
         n_rows=meta["n_rows"],
     )
@@ -702,6 +703,7 @@ def train(cfg: Config, features_dir: Path, run_dir: Path, device: str = "auto", 
         "n_train": len(data.train),
         "n_test": len(data.test),
         "n_folds": n_folds,
+        "cv_scheme": cfg.cv.scheme,
         "lgbm_seeds": [r.seed for r in lgbm],
         "nn_seeds": [r.seed for r in kept],
         "nn_runs": cfg.nn.runs,

@@ -7,6 +7,7 @@ import pandas as pd
 
 from labquake.config import REAL_TRAIN_ROWS, SEGMENT_ROWS, Config
 from labquake.data import read_at, read_rows
+from labquake.util import LabquakeError
 
 
 def segment_starts(n_rows: int, segment_rows: int) -> np.ndarray:
@@ -81,12 +82,25 @@ def select_segments(table: pd.DataFrame, cycles: tuple[int, ...] | None) -> pd.D
     return table[table["cycle"].isin(cycles)].reset_index(drop=True)
 
 
-def fold_ids(n: int, cfg: Config) -> np.ndarray:
-    """Fold of each selected segment: one split shared by every model (KFold, shuffled, seeded)."""
-    from sklearn.model_selection import KFold
+def fold_ids(cycles: np.ndarray, cfg: Config) -> np.ndarray:
+    """Fold of each selected segment (``cycles``: its cycle): one split shared by every model.
 
-    kf = KFold(n_splits=cfg.cv.n_splits, shuffle=cfg.cv.shuffle, random_state=cfg.cv.seed if cfg.cv.shuffle else None)
+    cv.scheme "kfold": KFold over the segments, shuffled and seeded (the recipe). "cycles": GroupKFold
+    over whole cycles, min(n_splits, number of cycles) folds, so no cycle is in two folds.
+    """
+    from sklearn.model_selection import GroupKFold, KFold
+
+    cycles = np.asarray(cycles)
+    n = len(cycles)
+    if cfg.cv.scheme == "cycles":
+        n_groups = len(np.unique(cycles))
+        if n_groups < 2:
+            raise LabquakeError(f"cv.scheme=cycles: needs at least 2 cycles, the selected segments have {n_groups}")
+        splits = GroupKFold(n_splits=min(cfg.cv.n_splits, n_groups)).split(np.arange(n), groups=cycles)
+    else:
+        kf = KFold(n_splits=cfg.cv.n_splits, shuffle=cfg.cv.shuffle, random_state=cfg.cv.seed if cfg.cv.shuffle else None)
+        splits = kf.split(np.arange(n))
     folds = np.empty(n, dtype=np.int64)
-    for k, (_, valid) in enumerate(kf.split(np.arange(n))):
+    for k, (_, valid) in enumerate(splits):
         folds[valid] = k
     return folds

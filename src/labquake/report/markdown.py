@@ -22,6 +22,7 @@ from labquake.util import log, write_text
 _KEY_SETTINGS = (
     "preset",
     "data.train_cycles",
+    "cv.scheme",
     "cv.n_splits",
     "cv.seed",
     "lgbm.objective",
@@ -57,6 +58,12 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
     lines += ["| " + " | ".join(_fmt(c) for c in r) + " |" for r in rows]
     return lines + [""]
+
+
+def _scheme_words(scheme: str) -> str:
+    if scheme == "cycles":
+        return "of whole cycles (`cv.scheme=cycles`: out-of-fold scores are on cycles the models never saw)"
+    return "of shuffled segments (`cv.scheme=kfold`, the recipe's: neighbours of a held-out segment were trained on, so out-of-fold scores are optimistic)"
 
 
 def _scores_section(d: RunData) -> list[str]:
@@ -173,7 +180,9 @@ def build_report(run_dir: Path, features_dir: Path | None = None, truth: Path | 
     md: list[str] = [f"# Report of run `{d.run.resolve().name}`", ""]
     md += [
         f"Run folder: `{d.run}`; preset `{d.config['preset']}`; "
-        f"{len(d.oof)} trained segments in {d.oof['cycle'].nunique()} cycles, {d.oof['fold'].nunique()} folds.",
+        f"{len(d.oof)} trained segments in {d.oof['cycle'].nunique()} cycles, {d.oof['fold'].nunique()} folds "
+        + _scheme_words(d.summary["cv_scheme"])
+        + ".",
         "",
     ]
     note = network_note(d.summary)
