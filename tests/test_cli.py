@@ -21,7 +21,7 @@ def heavy_imports(*argv):
 def test_help_lists_every_subcommand():
     out = run_cli("--help")
     assert out.returncode == 0
-    for cmd in ("synth", "cache", "features", "train", "submit", "score", "report", "kernel"):
+    for cmd in ("synth", "cache", "features", "drift", "train", "submit", "score", "report", "kernel"):
         assert cmd in out.stdout
         sub = run_cli(cmd, "--help")
         assert sub.returncode == 0 and f"usage: labquake {cmd}" in sub.stdout

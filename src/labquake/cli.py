@@ -63,6 +63,13 @@ def cmd_train(args: argparse.Namespace) -> None:
     models.train(cfg, _path(args.features, cfg.paths.features), _run(args, cfg), device=args.device, strict=args.strict)
 
 
+def cmd_drift(args: argparse.Namespace) -> None:
+    cfg = _config(args)
+    from labquake import drift
+
+    drift.run_drift(cfg, _path(args.features, cfg.paths.features), _path(args.out, f"{cfg.paths.features}/drift"))
+
+
 def cmd_submit(args: argparse.Namespace) -> None:
     cfg = _config(args)
     from labquake import blend
@@ -139,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"], help="where TensorFlow runs (default: auto)")
     p.add_argument("--strict", action="store_true", help="stop with an error when every network draw is rejected (nn.on_reject=error for this call)")
 
+    p = add("drift", cmd_drift, "compare train and test feature distributions (KS per feature, adversarial AUC)", [common, configurable])
+    p.add_argument("--features", help=f"feature folder (default: paths.features, {DEFAULTS.features})")
+    p.add_argument("--out", help=f"output folder (default: FEATURES/drift, {DEFAULTS.features}/drift)")
     p = add("submit", cmd_submit, "blend the models and write the submission files", [common, configurable])
     p.add_argument("--run", help=RUN_HELP)
     p.add_argument("--data", help=f"Kaggle data folder, for sample_submission.csv (default: paths.raw, {DEFAULTS.raw})")

@@ -210,6 +210,14 @@ def build_report(run_dir: Path, features_dir: Path | None = None, truth: Path | 
 
     md += ["## Test predictions", ""]
     md += [plot("test_distribution.png", plots.plot_test_distribution, d), ""]
+    ks, p = plots.oof_test_ks(d)
+    md += [
+        f"Out-of-fold against test predictions of the blend: KS {ks:.3f} (p {p:.2g}); "
+        "validation scored predictions distributed like these only if the KS is small.",
+        "",
+        plot("oof_vs_test.png", plots.plot_oof_vs_test, d),
+        "",
+    ]
     if d.truth is not None:
         md += [f"Truth: {d.truth_note}.", "", plot("test_vs_truth.png", plots.plot_test_vs_truth, d.truth), ""]
     else:

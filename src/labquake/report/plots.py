@@ -36,6 +36,7 @@ PLOTS = (
     "lgbm_curves.png",
     "nn_history.png",
     "test_distribution.png",
+    "oof_vs_test.png",
     "test_vs_truth.png",
 )
 
@@ -346,6 +347,31 @@ def plot_test_distribution(d: RunData, path: Path) -> None:
     ax.set_ylabel("density (1/s)")
     ax.set_title(f"Test predictions ({len(d.test)} segments) against the distribution of the train target")
     ax.legend(loc="upper right")
+    _save(fig, path)
+
+
+def oof_test_ks(d: RunData, model: str = "blend") -> tuple[float, float]:
+    """KS statistic and p-value between a model's out-of-fold and test predictions."""
+    from scipy.stats import ks_2samp
+
+    res = ks_2samp(d.oof[model].to_numpy(np.float64), d.test[model].to_numpy(np.float64))
+    return float(res.statistic), float(res.pvalue)
+
+
+@_styled
+def plot_oof_vs_test(d: RunData, path: Path) -> None:
+    fig, axes = _figure(1, len(MODELS), sharex=True)
+    for ax, m in zip(axes[0], MODELS):
+        oof, test = d.oof[m].to_numpy(np.float64), d.test[m].to_numpy(np.float64)
+        edges = np.linspace(min(oof.min(), test.min()), max(oof.max(), test.max()) + 1e-9, 31)
+        ax.hist(oof, bins=edges, density=True, color="0.6", alpha=0.6, label=f"out of fold (n={len(oof)})")
+        ax.hist(test, bins=edges, density=True, histtype="step", lw=2, color=COLORS[m], label=f"test (n={len(test)})")
+        ks, p = oof_test_ks(d, m)
+        ax.set_title(f"{LABELS[m]}: KS {ks:.3f} (p {p:.2g})")
+        ax.set_xlabel("predicted time to failure (s)")
+        ax.legend(loc="upper right", fontsize=8)
+    axes[0, 0].set_ylabel("density (1/s)")
+    fig.suptitle("Out-of-fold against test predictions: a large KS says test looks unlike what validation scored")
     _save(fig, path)
 
 
