@@ -62,6 +62,22 @@ def test_cycle_scheme_folds_hold_whole_cycles(feat_dir):
     assert (per_cycle == 1).all() and len(np.unique(d.folds)) == 3
 
 
+def test_ks_min_p_drops_the_features_that_differ_from_test(feat_dir):
+    from labquake.drift import ks_table
+
+    base = models.load_training_data(load_config("fast"), feat_dir)
+    feats = [c for c in base.train.columns if "NN" in c or "LGBM" in c]
+    ks = ks_table(base.train, base.test, feats).set_index("feature")["p_value"]
+    p = float(np.median(ks))  # about half the features fall below it
+    cfg = load_config("fast", None, [f"features.ks_min_p={p!r}"])
+    d = models.load_training_data(cfg, feat_dir)  # the tables' feature settings still match
+    assert set(d.dropped_features) == set(ks.index[ks < p]) and 0 < len(d.dropped_features) < len(feats)
+    assert not set(d.dropped_features) & set(d.train.columns) and not set(d.dropped_features) & set(d.test.columns)
+    assert cfg.train_key() != load_config("fast").train_key()  # a run with a selection is another run
+    with pytest.raises(LabquakeError, match="drops every feature of a model"):
+        models.load_training_data(load_config("fast", None, ["features.ks_min_p=1.01"]), feat_dir)
+
+
 def test_bad_feature_folder_is_one_line_error(tmp_path, feat_dir):
     with pytest.raises(LabquakeError, match="features.json"):
         models.load_training_data(load_config("fast"), tmp_path)

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from labquake import data
-from labquake.config import SUBMISSION_COLUMNS, TRAIN_SECTIONS, Config
+from labquake.config import SUBMISSION_COLUMNS, Config
 from labquake.util import LabquakeError, Timer, atomic_path, log, read_json, read_table, stage_record, write_json
 
 MODELS = ("geomean", "lgbm", "nn")  # the blend first: it is the file to upload
@@ -140,7 +140,7 @@ def submit(cfg: Config, run_dir: Path, data_dir: Path, out_dir: Path) -> dict[st
         raise LabquakeError(f"{run_dir}: no finished training run (no summary.json); run `labquake train` first")
     summary = read_json(run_dir / "summary.json")
     made = read_json(run_dir / "config.json").get("train_key")
-    if made != cfg.section_hash(*TRAIN_SECTIONS):
+    if made != cfg.train_key():
         raise LabquakeError(f"{run_dir}: trained with another configuration than this one (--preset/--config/--set must match `labquake train`)")
     clip_min = cfg.blend.clip_min
     with timer.step("read"):

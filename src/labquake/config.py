@@ -62,6 +62,14 @@ class FeatureConfig:
     contrast_fmin: float = 200.0
     contrast_bands: int = 6
     contrast_quantile: float = 0.02
+    # Before training, drop the features whose train-vs-test KS p-value is below this (the winners
+    # kept p > 0.05); None: keep all. It selects columns and does not change the tables, so it is
+    # left out of their cache key and belongs to the training run's key instead.
+    ks_min_p: float | None = None
+
+    def table_settings(self) -> dict[str, Any]:
+        """The settings the feature tables depend on (all but the training-time selection)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "ks_min_p"}
 
 
 @dataclass(frozen=True)
@@ -166,6 +174,11 @@ class Config:
     def section_hash(self, *sections: str) -> str:
         """A short stable hash of some sections: the cache key of the outputs that depend on them."""
         return json_key({s: dataclasses.asdict(getattr(self, s)) for s in sections})
+
+    def train_key(self) -> str:
+        """The key of a training run's configuration: its sections, and the feature selection if set."""
+        key = self.section_hash(*TRAIN_SECTIONS)
+        return key if self.features.ks_min_p is None else json_key({"train": key, "ks_min_p": self.features.ks_min_p})
 
 
 # Presets are overrides of the recipe, stated as the same dotted keys a user would pass.

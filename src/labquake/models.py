@@ -19,7 +19,6 @@ A run folder made with another configuration or other features is refused, never
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -33,7 +32,7 @@ import pandas as pd
 
 from labquake import targets
 from labquake.blend import mae, network_note
-from labquake.config import TRAIN_SECTIONS, Config
+from labquake.config import Config
 from labquake.util import LabquakeError, Timer, atomic_path, log, progress, read_json, read_table, stage_record, usable_cpus, write_json
 
 LGBM_TAG = "LGBM"  # LightGBM uses the features whose name contains this
@@ -59,6 +58,7 @@ class TrainingData:
     folds: np.ndarray  # fold of each train row
     features_key: str
     n_rows: int  # rows of the raw train.csv the features were computed from
+    dropped_features: tuple[str, ...] = ()  # by features.ks_min_p
 
 
 def feature_columns(columns: list[str] | pd.Index, tag: str) -> list[str]:
@@ -79,8 +79,9 @@ def check_features_record(cfg: Config, meta: dict[str, Any], path: Path) -> None
 
     if "version" in meta and meta["version"] != __version__:
         raise LabquakeError(f"{path}: made by labquake {meta['version']}, this is {__version__}; rebuild with `labquake features`")
-    ours = json.loads(json.dumps(dataclasses.asdict(cfg.features)))  # as recorded: tuples become lists
+    ours = json.loads(json.dumps(cfg.features.table_settings()))  # as recorded: tuples become lists
     made = (meta.get("config") or {}).get("features")
+    made = None if made is None else {k: v for k, v in made.items() if k in ours}
     if made is not None and made != ours:
         changed = ", ".join(f"features.{k}" for k in sorted(ours) if made.get(k) != ours[k])
         raise LabquakeError(f"{path}: made with other feature settings ({changed}); rebuild with `labquake features` and the same options")
@@ -110,6 +111,19 @@ def load_training_data(cfg: Config, features_dir: Path) -> TrainingData:
         if bad:
             raise LabquakeError(f"{features_dir / (name + '.parquet')}: non-finite values in {', '.join(bad)}")
     selected = targets.select_segments(train, targets.train_cycles(cfg, meta["n_rows"]))
+    dropped: tuple[str, ...] = ()
+    if cfg.features.ks_min_p is not None:
+        from labquake.drift import ks_table
+
+        ks = ks_table(selected, test, list(dict.fromkeys(feats)))
+        dropped = tuple(ks.loc[ks["p_value"] < cfg.features.ks_min_p, "feature"])
+        keep = [c for c in train.columns if c not in dropped]
+        if not feature_columns(keep, LGBM_TAG) or not feature_columns(keep, NN_TAG):
+            raise LabquakeError(f"features.ks_min_p={cfg.features.ks_min_p:g} drops every feature of a model ({', '.join(dropped)}); lower it")
+        selected, test = selected[keep], test[[c for c in test.columns if c not in dropped]]
+        log.info(
+            f"features.ks_min_p={cfg.features.ks_min_p:g}: dropped {len(dropped)} of {len(set(feats))} features ({', '.join(dropped) or 'none'})"
+        )
     n_splits = min(cfg.cv.n_splits, selected["cycle"].nunique()) if cfg.cv.scheme == "cycles" else cfg.cv.n_splits
     if len(selected) < 2 * n_splits:
         raise LabquakeError(f"{features_dir}: only {len(selected)} training segments in the selected cycles")
@@ -119,6 +133,7 @@ def load_training_data(cfg: Config, features_dir: Path) -> TrainingData:
         folds=targets.fold_ids(selected["cycle"].to_numpy(), cfg),
         features_key=feature_folder_key(meta),
         n_rows=meta["n_rows"],
+        dropped_features=dropped,
     )
 
 
@@ -496,7 +511,7 @@ def keep_runs(scores: list[float], accepted: list[bool], runs: int, on_reject: s
 
 
 def _run_identity(cfg: Config, data: TrainingData) -> dict[str, Any]:
-    return {"train_key": cfg.section_hash(*TRAIN_SECTIONS), "features_key": data.features_key}
+    return {"train_key": cfg.train_key(), "features_key": data.features_key}
 
 
 def claim_run(cfg: Config, data: TrainingData, run_dir: Path) -> None:
@@ -704,6 +719,7 @@ def train(cfg: Config, features_dir: Path, run_dir: Path, device: str = "auto", 
         "n_test": len(data.test),
         "n_folds": n_folds,
         "cv_scheme": cfg.cv.scheme,
+        "dropped_features": list(data.dropped_features),
         "lgbm_seeds": [r.seed for r in lgbm],
         "nn_seeds": [r.seed for r in kept],
         "nn_runs": cfg.nn.runs,

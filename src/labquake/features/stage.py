@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import os
 import shutil
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +60,7 @@ def tables_key(cfg: Config, train_fingerprint: str, test_fingerprint: str) -> st
     payload = {
         "version": FEATURES_VERSION,
         "labquake": __version__,
-        "features": asdict(cfg.features),
+        "features": cfg.features.table_settings(),
         "segment_rows": SEGMENT_ROWS,
         "binary_threshold": cfg.data.binary_threshold,
         "train": train_fingerprint,
