@@ -66,3 +66,51 @@ def test_drift_on_a_missing_folder_is_one_line_error(tmp_path):
         timeout=120,
     )
     assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1 and "Traceback" not in run.stderr
+
+
+def test_ks_statistic_is_scipys_with_ties():
+    rng = np.random.default_rng(3)
+    for a, b in [(rng.normal(0, 1, 300), rng.normal(0.2, 1, 170)), (rng.integers(0, 5, 200) * 1.0, rng.integers(0, 6, 90) * 1.0)]:
+        assert drift.ks_statistic(np.sort(a), np.sort(b)) == pytest.approx(ks_2samp(a, b).statistic, abs=1e-12)
+
+
+def cycle_table(like_test: set[int], n_cycles: int = 8, per_cycle: int = 60, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Cycles whose features match the test's, and others shifted by one sd (a known shift)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for c in range(n_cycles):
+        shift = 0.0 if c in like_test else 1.0
+        rows.append(pd.DataFrame({"cycle": c, "a": rng.normal(shift, 1, per_cycle), "b": rng.normal(-shift, 1, per_cycle)}))
+    test = pd.DataFrame({"a": rng.normal(0, 1, 300), "b": rng.normal(0, 1, 300)})
+    return pd.concat(rows, ignore_index=True), test
+
+
+def test_choose_cycles_finds_the_cycles_that_look_like_test():
+    train, test = cycle_table({2, 3, 5, 0})  # 0 is the partial first cycle: never chosen
+    choice = drift.choose_cycles(train, test, ["a", "b"], share=0.5, draws=200, seed=1)
+    assert choice["complete_cycles"] == [1, 2, 3, 4, 5, 6] and choice["subset_size"] == 3
+    assert choice["chosen"] == [2, 3, 5]
+    assert choice["score"] == min(choice["draw_scores"]) < choice["all_cycles_score"]
+    assert "recipe_score" not in choice
+    again = drift.choose_cycles(train, test, ["a", "b"], share=0.5, draws=200, seed=1)
+    assert again["draw_scores"] == choice["draw_scores"]  # seeded
+    with_recipe = drift.choose_cycles(train, test, ["a", "b"], share=0.5, draws=50, seed=1, recipe=(1, 2, 4))
+    assert with_recipe["recipe_overlap"] == sorted({1, 2, 4} & set(with_recipe["chosen"])) and with_recipe["recipe_score"] > choice["score"]
+
+
+def test_choose_cycles_needs_three_complete_cycles():
+    from labquake.util import LabquakeError
+
+    train, test = cycle_table({1}, n_cycles=4)
+    with pytest.raises(LabquakeError, match="at least 3 complete cycles"):
+        drift.choose_cycles(train, test, ["a"], share=0.5, draws=5, seed=0)
+
+
+def test_train_cycles_setting_takes_auto_or_a_list():
+    from labquake.config import load_config
+    from labquake.util import LabquakeError
+
+    assert load_config("recipe", None, ["data.train_cycles=auto"]).data.train_cycles == "auto"
+    assert load_config("recipe", None, ["data.train_cycles=[1, 2]"]).data.train_cycles == (1, 2)
+    with pytest.raises(LabquakeError, match='list of cycles or "auto"'):
+        load_config("recipe", None, ["data.train_cycles=best"])

@@ -78,6 +78,17 @@ def test_ks_min_p_drops_the_features_that_differ_from_test(feat_dir):
         models.load_training_data(load_config("fast", None, ["features.ks_min_p=1.01"]), feat_dir)
 
 
+def test_auto_train_cycles_are_chosen_recorded_and_plotted(tmp_path, no_tf):
+    feat_dir = write_feature_dir(tmp_path / "features", n_cycles=6, per_cycle=30)
+    cfg = load_config("fast", None, [*QUICK_LGBM, "data.train_cycles=auto", "data.auto_draws=50", "nn.runs=1"])
+    d = models.load_training_data(cfg, feat_dir)
+    assert sorted(d.train["cycle"].unique().tolist()) == d.cycle_choice["chosen"]
+    summary = models.train(cfg, feat_dir, tmp_path / "run", device="cpu")
+    record = json.loads((tmp_path / "run" / "cycles.json").read_text())
+    assert record["chosen"] == summary["train_cycles"] == d.cycle_choice["chosen"] and len(record["draw_scores"]) == 50
+    assert (tmp_path / "run" / "cycles.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_bad_feature_folder_is_one_line_error(tmp_path, feat_dir):
     with pytest.raises(LabquakeError, match="features.json"):
         models.load_training_data(load_config("fast"), tmp_path)

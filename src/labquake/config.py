@@ -42,8 +42,19 @@ class Paths:
 class DataConfig:
     # Segments are always SEGMENT_ROWS long: Kaggle's test files are, and so is the binary cache.
     # Cycles trained on. None: the recipe's list on real Kaggle data, every cycle otherwise.
-    train_cycles: tuple[int, ...] | None = None
+    # "auto": the subset of complete cycles whose features look most like the test's (drift.py).
+    train_cycles: tuple[int, ...] | str | None = None
     recipe_cycles: tuple[int, ...] = (0, 1, 2, 4, 7, 9, 10, 11, 13, 14)
+    auto_share: float = 0.6  # "auto": subset size, as a share of the complete cycles (at least 2)
+    auto_draws: int = 2000  # "auto": random subsets tried (the winners drew up to 10,000)
+    auto_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.train_cycles, str) and self.train_cycles != "auto":
+            raise LabquakeError(f'config: data.train_cycles must be a list of cycles or "auto", got {self.train_cycles!r}')
+        if not 0 < self.auto_share <= 1 or self.auto_draws < 1:
+            raise LabquakeError("config: data.auto_share must be in (0, 1] and data.auto_draws >= 1")
+
     binary_threshold: float = 0.5  # seconds: the network's third target is ttf < this
 
 
@@ -207,10 +218,10 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         except json.JSONDecodeError:
             pass  # a plain string
     args = typing.get_args(hint)
-    if isinstance(hint, types.UnionType):  # only "X | None" is used
-        if value is None:
-            return None
-        hint = next(a for a in args if a is not type(None))
+    if isinstance(hint, types.UnionType):  # "X | None", and "X | str | None" for a named choice
+        if value is None or (isinstance(value, str) and str in args):
+            return value
+        hint = next(a for a in args if a not in (type(None), str))
         args = typing.get_args(hint)
     if typing.get_origin(hint) is tuple:
         items = value if isinstance(value, (list, tuple)) else [value]

@@ -23,6 +23,79 @@ from labquake.util import Timer, atomic_path, log, stage_record, write_json
 ADVERSARIAL_FOLDS = 5
 
 
+def ks_statistic(a_sorted: np.ndarray, b_sorted: np.ndarray) -> float:
+    """Two-sample KS statistic of two sorted samples (scipy's ks_2samp statistic, without its p-value:
+    the cycle search computes thousands and needs no p-value)."""
+    points = np.concatenate([a_sorted, b_sorted])
+    fa = np.searchsorted(a_sorted, points, side="right") / len(a_sorted)
+    fb = np.searchsorted(b_sorted, points, side="right") / len(b_sorted)
+    return float(np.max(np.abs(fa - fb)))
+
+
+def mean_ks(train: pd.DataFrame, test_sorted: dict[str, np.ndarray]) -> float:
+    """Mean KS statistic over the features between some train rows and the (sorted) test columns."""
+    return float(np.mean([ks_statistic(np.sort(train[f].to_numpy(np.float64)), t) for f, t in test_sorted.items()]))
+
+
+def choose_cycles(
+    train: pd.DataFrame, test: pd.DataFrame, features: list[str], share: float, draws: int, seed: int, recipe: tuple[int, ...] | None = None
+) -> dict[str, Any]:
+    """Seeded random search over subsets of complete cycles (all but the file's first and last):
+    the subset whose segments' features are closest to the test's, by mean KS statistic.
+
+    Returns the chosen cycles and score, every draw's score, and the scores of all cycles and of the
+    recipe's list (when its cycles are all in the table).
+    """
+    from labquake.util import LabquakeError
+
+    cycles = np.unique(train["cycle"])
+    complete = cycles[1:-1]
+    if len(complete) < 3:
+        raise LabquakeError(f"data.train_cycles=auto: needs at least 3 complete cycles, the train table has {len(complete)}")
+    k = max(2, int(round(share * len(complete))))
+    test_sorted = {f: np.sort(test[f].to_numpy(np.float64)) for f in features}
+    by_cycle = {c: train[train["cycle"] == c] for c in cycles}
+    rng = np.random.default_rng(seed)
+    best, best_score, scores = None, np.inf, []
+    for _ in range(draws):
+        subset = tuple(sorted(int(c) for c in rng.choice(complete, k, replace=False)))
+        score = mean_ks(pd.concat([by_cycle[c] for c in subset]), test_sorted)
+        scores.append(score)
+        if score < best_score:
+            best, best_score = subset, score
+    out: dict[str, Any] = {
+        "chosen": list(best),
+        "score": best_score,
+        "subset_size": k,
+        "complete_cycles": [int(c) for c in complete],
+        "draws": draws,
+        "seed": seed,
+        "all_cycles_score": mean_ks(train, test_sorted),
+        "draw_scores": scores,
+    }
+    if recipe is not None and set(recipe) <= set(cycles.tolist()):
+        out["recipe_score"] = mean_ks(train[train["cycle"].isin(recipe)], test_sorted)
+        out["recipe_overlap"] = sorted(set(recipe) & set(best))
+    return out
+
+
+def plot_cycle_choice(choice: dict[str, Any], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    ax.hist(choice["draw_scores"], bins=40, color="0.7", label=f"{choice['draws']} random subsets of {choice['subset_size']} cycles")
+    ax.axvline(choice["score"], color="#228833", lw=2, label=f"chosen {choice['chosen']}: {choice['score']:.4f}")
+    ax.axvline(choice["all_cycles_score"], color="#4477aa", ls="--", label=f"all cycles: {choice['all_cycles_score']:.4f}")
+    if "recipe_score" in choice:
+        ax.axvline(choice["recipe_score"], color="#ee6677", ls=":", lw=2, label=f"recipe's list: {choice['recipe_score']:.4f}")
+    ax.set_xlabel("mean KS statistic, train subset vs test (lower: closer)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+
+
 def ks_table(train: pd.DataFrame, test: pd.DataFrame, features: list[str]) -> pd.DataFrame:
     """Two-sample KS statistic and p-value of each feature, largest statistic first."""
     from scipy.stats import ks_2samp

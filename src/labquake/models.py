@@ -32,7 +32,7 @@ import pandas as pd
 
 from labquake import targets
 from labquake.blend import mae, network_note
-from labquake.config import Config
+from labquake.config import REAL_TRAIN_ROWS, Config
 from labquake.util import LabquakeError, Timer, atomic_path, log, progress, read_json, read_table, stage_record, usable_cpus, write_json
 
 LGBM_TAG = "LGBM"  # LightGBM uses the features whose name contains this
@@ -59,6 +59,7 @@ class TrainingData:
     features_key: str
     n_rows: int  # rows of the raw train.csv the features were computed from
     dropped_features: tuple[str, ...] = ()  # by features.ks_min_p
+    cycle_choice: dict[str, Any] | None = None  # data.train_cycles=auto: drift.choose_cycles' record
 
 
 def feature_columns(columns: list[str] | pd.Index, tag: str) -> list[str]:
@@ -110,7 +111,17 @@ def load_training_data(cfg: Config, features_dir: Path) -> TrainingData:
         bad = sorted({c for c, ok in zip(sorted(set(feats)), np.isfinite(values).all(axis=0)) if not ok})
         if bad:
             raise LabquakeError(f"{features_dir / (name + '.parquet')}: non-finite values in {', '.join(bad)}")
-    selected = targets.select_segments(train, targets.train_cycles(cfg, meta["n_rows"]))
+    choice = None
+    if cfg.data.train_cycles == "auto":
+        from labquake.drift import choose_cycles
+
+        d = cfg.data
+        recipe = d.recipe_cycles if meta["n_rows"] == REAL_TRAIN_ROWS else None
+        choice = choose_cycles(train, test, list(dict.fromkeys(feats)), d.auto_share, d.auto_draws, d.auto_seed, recipe)
+        log.info(f"data.train_cycles=auto: cycles {choice['chosen']} (mean KS {choice['score']:.4f}; all cycles {choice['all_cycles_score']:.4f})")
+        selected = targets.select_segments(train, tuple(choice["chosen"]))
+    else:
+        selected = targets.select_segments(train, targets.train_cycles(cfg, meta["n_rows"]))
     dropped: tuple[str, ...] = ()
     if cfg.features.ks_min_p is not None:
         from labquake.drift import ks_table
@@ -134,6 +145,7 @@ def load_training_data(cfg: Config, features_dir: Path) -> TrainingData:
         features_key=feature_folder_key(meta),
         n_rows=meta["n_rows"],
         dropped_features=dropped,
+        cycle_choice=choice,
     )
 
 
@@ -692,6 +704,14 @@ def train(cfg: Config, features_dir: Path, run_dir: Path, device: str = "auto", 
     with timer.step("load"):
         data = load_training_data(cfg, features_dir)
     claim_run(cfg, data, run_dir)
+    if data.cycle_choice is not None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from labquake.drift import plot_cycle_choice
+
+        write_json(run_dir / "cycles.json", data.cycle_choice)
+        plot_cycle_choice(data.cycle_choice, run_dir / "cycles.png")
     y = data.train["target"].to_numpy(np.float64)
     log.info(f"train: {len(data.train)} segments, {len(data.test)} test segments, {int(data.folds.max()) + 1} folds -> {run_dir}")
     with timer.step("lgbm"):
@@ -720,6 +740,7 @@ def train(cfg: Config, features_dir: Path, run_dir: Path, device: str = "auto", 
         "n_folds": n_folds,
         "cv_scheme": cfg.cv.scheme,
         "dropped_features": list(data.dropped_features),
+        "train_cycles": sorted(int(c) for c in data.train["cycle"].unique()),
         "lgbm_seeds": [r.seed for r in lgbm],
         "nn_seeds": [r.seed for r in kept],
         "nn_runs": cfg.nn.runs,
