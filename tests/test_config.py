@@ -71,3 +71,8 @@ def test_run_folder_is_named_by_preset_and_settings(tmp_path):
     # what a run does not depend on leaves the name alone
     assert run_name(load_config("recipe", None, ["blend.clip_min=0.5", f"paths.raw={tmp_path}"])) == "recipe"
     assert run_dir(load_config("recipe", None, [f"paths.models={tmp_path}"])) == tmp_path / "recipe"
+
+
+def test_network_needs_at_least_one_run():
+    with pytest.raises(LabquakeError, match="nn.runs must be >= 1"):
+        load_config("recipe", None, ["nn.runs=0"])

@@ -161,6 +161,8 @@ class NNConfig:
             raise LabquakeError(f"config: nn.on_reject must be one of {', '.join(ON_REJECT)}, got {self.on_reject!r}")
         if self.min_steps_per_epoch < 0:
             raise LabquakeError(f"config: nn.min_steps_per_epoch must be >= 0, got {self.min_steps_per_epoch}")
+        if self.runs < 1 or self.max_redraws < 0:
+            raise LabquakeError(f"config: nn.runs must be >= 1 and nn.max_redraws >= 0, got {self.runs} and {self.max_redraws}")
 
 
 @dataclass(frozen=True)
