@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import re
 import subprocess
 import sys
@@ -581,3 +582,19 @@ def test_cli_writes_another_seed(tiny_raw, tmp_path):
     assert file_sha(out / "train.csv") != file_sha(tiny_raw / "train.csv")
     assert {p.name for p in (out / "test").iterdir()}.isdisjoint({p.name for p in (tiny_raw / "test").iterdir()})
     assert (out / "test_truth.csv").read_text() != (tiny_raw / "test_truth.csv").read_text()
+
+
+def test_shift_puts_test_and_some_train_cycles_in_a_louder_regime(tmp_path):
+    """synth --shift: a known train/test shift. Only the loudness of the regime's cycles changes."""
+    plain, shifted = synth._experiment(TINY, 0), synth._experiment(TINY, 0, shift=True)
+    regime = shifted.regime
+    for a, b in ((plain.train, shifted.train), (plain.test, shifted.test)):
+        np.testing.assert_array_equal(a.activity, b.activity)
+        ratio = b.loudness / a.loudness
+        np.testing.assert_allclose(ratio, np.where(regime[b.cycle], synth.SHIFT_GAIN, 1.0))
+    assert regime[np.unique(shifted.test.cycle)].all() and not regime[0]
+    info = synth.write_dataset(tmp_path / "raw", "tiny", 0, shift=True)
+    record = json.loads((tmp_path / "raw" / "regime.json").read_text())
+    n_train = info["train_cycles"]
+    assert record["train_cycles_in_test_regime"] == [c for c in range(n_train) if regime[c]]
+    assert not (tmp_path / "raw" / "test" / "regime.json").exists()

@@ -67,11 +67,13 @@ def test_cycle_folds_keep_every_cycle_in_one_fold():
     assert len(np.unique(folds)) == 3 and np.array_equal(folds, targets.fold_ids(cycles, cfg))
     for c in np.unique(cycles):
         assert len(np.unique(folds[cycles == c])) == 1  # no cycle in two folds
-    # n_splits beyond the number of cycles: leave one cycle out
-    loco = targets.fold_ids(cycles, load_config("recipe", None, ["cv.scheme=cycles", "cv.n_splits=50"]))
+    # as many folds as cycles: leave one cycle out; more: an error
+    loco = targets.fold_ids(cycles, load_config("recipe", None, ["cv.scheme=cycles", "cv.n_splits=7"]))
     assert len(np.unique(loco)) == 7
     assert all(len(np.unique(cycles[loco == k])) == 1 for k in range(7))
-    with pytest.raises(LabquakeError, match="at least 2 cycles"):
+    with pytest.raises(LabquakeError, match="cv.n_splits=8 folds of whole cycles, but the selected segments hold 7 cycles"):
+        targets.fold_ids(cycles, load_config("recipe", None, ["cv.scheme=cycles", "cv.n_splits=8"]))
+    with pytest.raises(LabquakeError, match="hold 1 cycles"):
         targets.fold_ids(np.zeros(20, int), cfg)
     with pytest.raises(LabquakeError, match="cv.scheme must be one of kfold, cycles"):
         load_config("recipe", None, ["cv.scheme=groups"])

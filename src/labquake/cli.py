@@ -38,7 +38,7 @@ def cmd_synth(args: argparse.Namespace) -> None:
     paths = _config(args, preset="recipe").paths  # synth's own --preset is the dataset's size
     from labquake import synth
 
-    synth.write_dataset(_path(args.out, paths.raw), args.preset, args.seed)
+    synth.write_dataset(_path(args.out, paths.raw), args.preset, args.seed, shift=args.shift)
 
 
 def cmd_cache(args: argparse.Namespace) -> None:
@@ -128,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help=f"output folder (default: paths.raw, {DEFAULTS.raw})")
     p.add_argument("--preset", default="demo", choices=["tiny", "demo", "full"], help="size (default: demo)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--shift", action="store_true", help="a known train/test shift: test and some train cycles louder (regime.json)")
 
     p = add("cache", cmd_cache, "convert train.csv and the test segments into a memory-mappable binary cache", [common, settable])
     p.add_argument("--data", help=f"Kaggle data folder (default: paths.raw, {DEFAULTS.raw})")

@@ -87,8 +87,8 @@ class FeatureConfig:
 class CVConfig:
     # "kfold": the recipe's shuffled KFold over segments (adjacent segments of one cycle land in
     # different folds, so out-of-fold scores are optimistic). "cycles": folds of whole cycles
-    # (GroupKFold), so no cycle is in two folds; n_splits at least the number of cycles is
-    # leave-one-cycle-out.
+    # (GroupKFold), so no cycle is in two folds; n_splits equal to the number of cycles is
+    # leave-one-cycle-out, more is an error.
     scheme: str = "kfold"
     n_splits: int = 3
     shuffle: bool = True

@@ -135,8 +135,7 @@ def load_training_data(cfg: Config, features_dir: Path) -> TrainingData:
         log.info(
             f"features.ks_min_p={cfg.features.ks_min_p:g}: dropped {len(dropped)} of {len(set(feats))} features ({', '.join(dropped) or 'none'})"
         )
-    n_splits = min(cfg.cv.n_splits, selected["cycle"].nunique()) if cfg.cv.scheme == "cycles" else cfg.cv.n_splits
-    if len(selected) < 2 * n_splits:
+    if len(selected) < 2 * cfg.cv.n_splits:
         raise LabquakeError(f"{features_dir}: only {len(selected)} training segments in the selected cycles")
     return TrainingData(
         train=selected,

@@ -71,6 +71,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -92,6 +93,7 @@ LONG_GAP_SHARE = 0.64  # share of 1.1 ms gaps in the real file (mean block perio
 
 # --- cycles: lengths follow from the fault's stress (see FaultModel); kept inside CYCLE_RANGE s
 CYCLE_RANGE = (5.5, 17.0)
+SHIFT_GAIN, SHIFT_SHARE = 1.6, 0.35  # synth --shift: loudness of the shifted regime, share of train cycles in it
 
 TRAIN_HEADER = b"acoustic_data,time_to_failure"
 TEST_HEADER = b"acoustic_data"
@@ -320,13 +322,20 @@ class _Experiment:
     mod: tuple[np.ndarray, np.ndarray, np.ndarray]  # amplitudes, periods, phases of the modulation
     total_time: float
     time_scale: int
+    regime: np.ndarray | None = None  # per cycle: in the shifted amplitude regime (synth --shift)
 
     @property
     def cycle_seconds(self) -> np.ndarray:
         return self.cycles.seconds
 
 
-def _experiment(preset: Preset, seed: int, model: SignalModel = MODEL, fault: FaultModel = FAULT) -> _Experiment:
+def _experiment(preset: Preset, seed: int, model: SignalModel = MODEL, fault: FaultModel = FAULT, shift: bool = False) -> _Experiment:
+    """The whole experiment's time base, cycles and per-block state.
+
+    ``shift``: a known train/test shift, to test drift diagnostics and the choice of train cycles:
+    the test cycles and about a third of the train cycles (seeded) are in a louder amplitude regime
+    (``SHIFT_GAIN``); the other draws, and so every other cycle, are unchanged.
+    """
     rng = np.random.default_rng([seed, 0])
     n_cycles = 64 + preset.train_rows // 1_000_000  # plenty: unused ones cost nothing
     cycles = _cycles(rng, n_cycles, fault)
@@ -354,6 +363,10 @@ def _experiment(preset: Preset, seed: int, model: SignalModel = MODEL, fault: Fa
     if test.cycle[0] <= cut:
         raise AssertionError("test recording must start with a new cycle")
     exp = _Experiment(train, test, cycles, gain, cycle_offset, peak, mod, clock.t, preset.time_scale)
+    if shift:
+        exp.regime = np.random.default_rng([seed, 6]).random(n_cycles) < SHIFT_SHARE
+        exp.regime[0] = False  # the partial first cycle
+        exp.regime[cut + 1 :] = True  # every cycle after train: the test recording
     for i, rec in enumerate((train, test)):
         rec.activity, rec.loudness = _activity(exp, rec, model, np.random.default_rng([seed, 5, i]))
         rec.baseline = model.baseline[0] + (model.baseline[1] - model.baseline[0]) * rec.time / exp.total_time
@@ -432,6 +445,8 @@ def _activity(exp: _Experiment, rec: Recording, model: SignalModel, rng: np.rand
     tsf = exp.cycles.seconds[rec.cycle] - ttf
     memory = -model.memory * exp.cycles.slip[rec.cycle] * np.exp(-tsf / model.memory_tau)
     loud = exp.cycle_gain[rec.cycle] * np.exp(model.mod_sd * slow + memory)
+    if exp.regime is not None:
+        loud = loud * np.where(exp.regime[rec.cycle], SHIFT_GAIN, 1.0)
     return a, loud
 
 
@@ -632,8 +647,12 @@ def _write_test(out: Path, exp: _Experiment, seed: int, n_seg: int) -> tuple[lis
     return ids, format_times(truth), sum(sizes)
 
 
-def write_dataset(out: Path, preset: str, seed: int) -> dict:
-    """Write a synthetic dataset in Kaggle's layout into ``out``; return what was written."""
+def write_dataset(out: Path, preset: str, seed: int, shift: bool = False) -> dict:
+    """Write a synthetic dataset in Kaggle's layout into ``out``; return what was written.
+
+    ``shift``: the known train/test shift of ``_experiment``; ``regime.json`` beside the files names
+    the train cycles (numbered as the features stage numbers them) that share the test's regime.
+    """
     if preset not in PRESETS:
         raise LabquakeError(f"synth: unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
     if seed < 0:
@@ -641,7 +660,7 @@ def write_dataset(out: Path, preset: str, seed: int) -> dict:
     p = PRESETS[preset]
     out = Path(out)
     t0 = time.perf_counter()
-    exp = _experiment(p, seed)
+    exp = _experiment(p, seed, shift=shift)
     _tables()  # build the formatting tables once, before the worker threads need them
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -655,6 +674,11 @@ def write_dataset(out: Path, preset: str, seed: int) -> dict:
         tmp.write_bytes((SUB_HEADER + "\n" + sub).encode())
     with atomic_path(out / "test_truth.csv") as tmp:
         tmp.write_bytes((SUB_HEADER + "\n" + "".join(f"{ids[i]},{truth[i]}\n" for i in order)).encode())
+    if shift:
+        n_train = len(exp.train.cycle_rows)
+        regime = {"gain": SHIFT_GAIN, "train_cycles_in_test_regime": [c for c in range(n_train) if exp.regime[c]]}
+        with atomic_path(out / "regime.json") as tmp:
+            tmp.write_text(json.dumps(regime) + "\n")
     seconds = time.perf_counter() - t0
     info = {
         "preset": preset,

@@ -86,7 +86,8 @@ def fold_ids(cycles: np.ndarray, cfg: Config) -> np.ndarray:
     """Fold of each selected segment (``cycles``: its cycle): one split shared by every model.
 
     cv.scheme "kfold": KFold over the segments, shuffled and seeded (the recipe). "cycles": GroupKFold
-    over whole cycles, min(n_splits, number of cycles) folds, so no cycle is in two folds.
+    over whole cycles, n_splits folds (at most the number of cycles: then one cycle each), so no
+    cycle is in two folds.
     """
     from sklearn.model_selection import GroupKFold, KFold
 
@@ -94,9 +95,12 @@ def fold_ids(cycles: np.ndarray, cfg: Config) -> np.ndarray:
     n = len(cycles)
     if cfg.cv.scheme == "cycles":
         n_groups = len(np.unique(cycles))
-        if n_groups < 2:
-            raise LabquakeError(f"cv.scheme=cycles: needs at least 2 cycles, the selected segments have {n_groups}")
-        splits = GroupKFold(n_splits=min(cfg.cv.n_splits, n_groups)).split(np.arange(n), groups=cycles)
+        if n_groups < 2 or cfg.cv.n_splits > n_groups:
+            raise LabquakeError(
+                f"cv.scheme=cycles: cv.n_splits={cfg.cv.n_splits} folds of whole cycles, but the selected segments hold {n_groups} cycles"
+                " (cv.n_splits equal to the number of cycles leaves one cycle out)"
+            )
+        splits = GroupKFold(n_splits=cfg.cv.n_splits).split(np.arange(n), groups=cycles)
     else:
         kf = KFold(n_splits=cfg.cv.n_splits, shuffle=cfg.cv.shuffle, random_state=cfg.cv.seed if cfg.cv.shuffle else None)
         splits = kf.split(np.arange(n))
