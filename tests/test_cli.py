@@ -57,7 +57,7 @@ def test_folders_default_from_the_paths_settings(tmp_path, monkeypatch):
     from labquake.cli import main
 
     calls = {}
-    monkeypatch.setattr(synth, "write_dataset", lambda out, preset, seed: calls.update(synth=out))
+    monkeypatch.setattr(synth, "write_dataset", lambda out, preset, seed, shift: calls.update(synth=out))
     monkeypatch.setattr(data, "build_cache", lambda raw, interim, force: calls.update(cache=(raw, interim)))
     monkeypatch.setattr(features, "build_features", lambda cfg, raw, out, interim, jobs: calls.update(features=(raw, out, interim)))
     monkeypatch.setattr(models, "train", lambda cfg, feats, run, device, strict: calls.update(train=(feats, run)))

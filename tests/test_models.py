@@ -89,6 +89,19 @@ def test_auto_train_cycles_are_chosen_recorded_and_plotted(tmp_path, no_tf):
     assert (tmp_path / "run" / "cycles.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_auto_cycles_and_cycle_folds_on_tiny(tiny_features, tmp_path, no_tf):
+    """On the tiny synthetic data: the choice is seeded and recorded, and the folds hold whole cycles."""
+    sets = [*QUICK_LGBM, "data.train_cycles=auto", "data.auto_draws=30", "cv.scheme=cycles", "cv.n_splits=2", "nn.runs=1"]
+    cfg = load_config("fast", None, sets)
+    first, again = models.load_training_data(cfg, tiny_features), models.load_training_data(cfg, tiny_features)
+    assert first.cycle_choice["chosen"] == again.cycle_choice["chosen"] and first.cycle_choice["draw_scores"] == again.cycle_choice["draw_scores"]
+    summary = models.train(cfg, tiny_features, tmp_path / "run", device="cpu")
+    assert summary["cv_scheme"] == "cycles" and summary["train_cycles"] == first.cycle_choice["chosen"]
+    oof = pd.read_parquet(tmp_path / "run" / "oof.parquet")
+    assert (oof.groupby("cycle")["fold"].nunique() == 1).all()
+    assert json.loads((tmp_path / "run" / "cycles.json").read_text())["chosen"] == first.cycle_choice["chosen"]
+
+
 def test_bad_feature_folder_is_one_line_error(tmp_path, feat_dir):
     with pytest.raises(LabquakeError, match="features.json"):
         models.load_training_data(load_config("fast"), tmp_path)

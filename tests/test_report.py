@@ -82,6 +82,7 @@ def test_full_report_has_every_plot(full_report):
     for heading in ("## Scores", "## Timings", "## Configuration", "### Network runs (nn/runs.json)", "```json", "<details>"):
         assert heading in md
     # Timings of all three stage records, the key settings, the network's draws and the truth.
+    assert "## Train against test" in md and "features differ at p < 0.05" in md
     for text in ("| features | compute |", "| train | lgbm |", "| blend | write |", "| lgbm.seeds |", "| blend.clip_min |", "rejected_because"):
         assert text in md
     assert "test_truth.csv (10 of 10 test segments matched)" in md
@@ -89,7 +90,7 @@ def test_full_report_has_every_plot(full_report):
 
 def test_optional_inputs_skipped_with_a_reason(tiny_run, tmp_path):
     run = copy_run(tiny_run, tmp_path)
-    md = check_report(report.build_report(run, features_dir=tmp_path / "moved"), UNSUBMITTED - {"lgbm_features.png"})
+    md = check_report(report.build_report(run, features_dir=tmp_path / "moved"), UNSUBMITTED - {"lgbm_features.png", "drift_ks.png"})
     assert "the feature folder" in md and "has no train.parquet" in md
     assert "no truth file" in md
 

@@ -48,6 +48,7 @@ class RunData:
     feature_table: pd.DataFrame | None = None  # FEATDIR/train.parquet
     lgbm_features: list[str] | None = None  # the LightGBM features to plot, most important first
     features_note: str = ""  # why there is no feature table
+    drift: pd.DataFrame | None = None  # feature, ks_stat, p_value: trained segments against test
     truth: pd.DataFrame | None = None  # test rows with their true target
     truth_note: str = ""  # which truth file, or why there is none
 
@@ -152,6 +153,13 @@ def _load_features(d: RunData, features_dir: Path | None) -> None:
     ranked = d.importance.groupby("feature")["gain"].mean().sort_values(ascending=False, kind="stable")
     d.feature_table = read_table(path, ("cycle", "target", *ranked.index))
     d.lgbm_features = list(ranked.index[:9])
+    if (features_dir / "test.parquet").is_file():
+        from labquake.drift import ks_table
+
+        train = read_table(path, ("cycle",))
+        test = read_table(features_dir / "test.parquet", ("seg_id",))
+        names = [c for c in train.columns if ("NN" in c or "LGBM" in c) and c in test.columns]
+        d.drift = ks_table(train[train["cycle"].isin(d.oof["cycle"].unique())], test, names)
 
 
 def _load_truth(d: RunData, truth: Path | None) -> None:

@@ -204,6 +204,20 @@ def build_report(run_dir: Path, features_dir: Path | None = None, truth: Path | 
         md += [skipped(d.features_note), ""]
     md += [plot("lgbm_curves.png", plots.plot_lgbm_curves, d.curves), ""]
 
+    if d.drift is not None:
+        low = d.drift[d.drift["p_value"] < 0.05]
+        md += ["## Train against test", ""]
+        md += [
+            f"Two-sample KS test of each feature, trained segments against test: {len(low)} of {len(d.drift)} features "
+            "differ at p < 0.05 (`--set features.ks_min_p=0.05` would drop them; `labquake drift` adds an "
+            "adversarial-validation AUC and every feature's distributions).",
+            "",
+        ]
+        md += _table(
+            ["feature", "KS statistic", "p-value"], [[r.feature, round(r.ks_stat, 4), f"{r.p_value:.2g}"] for r in d.drift.head(8).itertuples()]
+        )
+        md += ["", plot("drift_ks.png", plots.plot_drift, d.drift), ""]
+
     md += ["## Network", ""]
     md += [plot("nn_history.png", plots.plot_nn_history, d.history, d.runs), ""]
     md += _runs_section(d.runs)

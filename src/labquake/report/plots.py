@@ -37,6 +37,7 @@ PLOTS = (
     "nn_history.png",
     "test_distribution.png",
     "oof_vs_test.png",
+    "drift_ks.png",
     "test_vs_truth.png",
 )
 
@@ -347,6 +348,18 @@ def plot_test_distribution(d: RunData, path: Path) -> None:
     ax.set_ylabel("density (1/s)")
     ax.set_title(f"Test predictions ({len(d.test)} segments) against the distribution of the train target")
     ax.legend(loc="upper right")
+    _save(fig, path)
+
+
+@_styled
+def plot_drift(table: pd.DataFrame, path: Path) -> None:
+    fig, axes = _figure()
+    ax = axes[0, 0]
+    t = table.iloc[::-1]
+    ax.barh(t["feature"], t["ks_stat"], color=np.where(t["p_value"] < 0.05, "#cc6677", "#4477aa"))
+    ax.set_xlabel("KS statistic, trained segments against test (red: p < 0.05)")
+    ax.tick_params(axis="y", labelsize=7)
+    ax.set_title("Train against test, feature by feature")
     _save(fig, path)
 
 
