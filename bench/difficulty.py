@@ -32,16 +32,15 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import OUT, measure  # noqa: E402
 
+from labquake.blend import mae  # noqa: E402
+
 DIFF = OUT / "difficulty"
 TARGETS = {"shuffled": (0.55, 0.75), "test": (0.70, 0.88), "r_peaks_clean": (0.55, 0.75)}
 PEAKS = "NN_num_peaks_3_denoise"
 
 
-def mae(a, b) -> float:
-    return float(np.mean(np.abs(np.asarray(a, float) - np.asarray(b, float))))
-
-
 def fold_median(y: np.ndarray, folds: np.ndarray) -> np.ndarray:
+    """OOF predictions of the median of each training fold: the baseline on the same folds."""
     from labquake.models import fold_baseline
 
     return fold_baseline(y, folds, np.median)

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from labquake.config import Config
-from labquake.util import Timer, atomic_path, log, stage_record, write_json
+from labquake.util import LabquakeError, Timer, atomic_path, log, stage_record, write_json
 
 ADVERSARIAL_FOLDS = 5
 
@@ -46,8 +46,6 @@ def choose_cycles(
     Returns the chosen cycles and score, every draw's score, and the scores of all cycles and of the
     recipe's list (when its cycles are all in the table).
     """
-    from labquake.util import LabquakeError
-
     cycles = np.unique(train["cycle"])
     complete = cycles[1:-1]
     if len(complete) < 3:
@@ -124,13 +122,19 @@ def adversarial_auc(train: pd.DataFrame, test: pd.DataFrame, features: list[str]
     return float(roc_auc_score(y, pred))
 
 
+def draw_ks(ax, table: pd.DataFrame) -> None:
+    """KS statistic of each feature as bars, largest on top, red where p < 0.05 (drift and report)."""
+    t = table.iloc[::-1]
+    ax.barh(t["feature"], t["ks_stat"], color=np.where(t["p_value"] < 0.05, "#cc6677", "#4477aa"))
+    ax.set_xlabel("KS statistic, train vs test (red: p < 0.05)")
+    ax.tick_params(axis="y", labelsize=7)
+
+
 def plot_ks(table: pd.DataFrame, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 0.28 * len(table) + 1.2))
-    ax.barh(table["feature"][::-1], table["ks_stat"][::-1], color=np.where(table["p_value"][::-1] < 0.05, "#cc6677", "#4477aa"))
-    ax.set_xlabel("KS statistic, train vs test (red: p < 0.05)")
-    ax.tick_params(axis="y", labelsize=7)
+    draw_ks(ax, table)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
@@ -165,13 +169,13 @@ def run_drift(cfg: Config, features_dir: Path, out_dir: Path) -> dict[str, Any]:
     import matplotlib
 
     matplotlib.use("Agg")
-    from labquake.models import LGBM_TAG, NN_TAG, feature_columns, load_training_data
+    from labquake.models import load_training_data, model_features
 
     timer = Timer()
     out_dir = Path(out_dir)
     with timer.step("load"):
         data = load_training_data(cfg, Path(features_dir))
-        features = list(dict.fromkeys(feature_columns(data.train.columns, LGBM_TAG) + feature_columns(data.train.columns, NN_TAG)))
+        features = model_features(data.train.columns)
     with timer.step("ks"):
         table = ks_table(data.train, data.test, features)
     with timer.step("adversarial"):

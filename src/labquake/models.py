@@ -62,6 +62,11 @@ class TrainingData:
     cycle_choice: dict[str, Any] | None = None  # data.train_cycles=auto: drift.choose_cycles' record
 
 
+def model_features(columns: list[str] | pd.Index) -> list[str]:
+    """Every feature some model uses, once each, in table order (LightGBM's, then the network's)."""
+    return list(dict.fromkeys(feature_columns(columns, LGBM_TAG) + feature_columns(columns, NN_TAG)))
+
+
 def feature_columns(columns: list[str] | pd.Index, tag: str) -> list[str]:
     """The feature columns a model uses, in table order: those whose name contains ``tag``."""
     return [c for c in columns if tag in c]
@@ -100,7 +105,7 @@ def load_training_data(cfg: Config, features_dir: Path) -> TrainingData:
     check_features_record(cfg, meta, meta_path)
     train = read_table(features_dir / "train.parquet", META_COLUMNS, FEATURES_HINT)
     test = read_table(features_dir / "test.parquet", ("seg_id",), FEATURES_HINT)
-    feats = feature_columns(train.columns, LGBM_TAG) + feature_columns(train.columns, NN_TAG)
+    feats = model_features(train.columns)
     if not feature_columns(train.columns, LGBM_TAG) or not feature_columns(train.columns, NN_TAG):
         raise LabquakeError(f"{features_dir / 'train.parquet'}: needs feature columns named *{LGBM_TAG}* and *{NN_TAG}*")
     missing = sorted(set(feats) - set(test.columns))
@@ -117,7 +122,7 @@ def load_training_data(cfg: Config, features_dir: Path) -> TrainingData:
 
         d = cfg.data
         recipe = d.recipe_cycles if meta["n_rows"] == REAL_TRAIN_ROWS else None
-        choice = choose_cycles(train, test, list(dict.fromkeys(feats)), d.auto_share, d.auto_draws, d.auto_seed, recipe)
+        choice = choose_cycles(train, test, feats, d.auto_share, d.auto_draws, d.auto_seed, recipe)
         log.info(f"data.train_cycles=auto: cycles {choice['chosen']} (mean KS {choice['score']:.4f}; all cycles {choice['all_cycles_score']:.4f})")
         selected = targets.select_segments(train, tuple(choice["chosen"]))
     else:
@@ -126,7 +131,7 @@ def load_training_data(cfg: Config, features_dir: Path) -> TrainingData:
     if cfg.features.ks_min_p is not None:
         from labquake.drift import ks_table
 
-        ks = ks_table(selected, test, list(dict.fromkeys(feats)))
+        ks = ks_table(selected, test, feats)
         dropped = tuple(ks.loc[ks["p_value"] < cfg.features.ks_min_p, "feature"])
         keep = [c for c in train.columns if c not in dropped]
         if not feature_columns(keep, LGBM_TAG) or not feature_columns(keep, NN_TAG):

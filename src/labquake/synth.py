@@ -209,6 +209,7 @@ class Cycles:
     rate: np.ndarray  # stress per second
     slip: np.ndarray  # size of the previous slip in sd units (0 for the first cycle)
     seconds: np.ndarray  # length: (threshold - start) / rate
+    rest: float  # the mean post-slip stress (1 - the mean drop): where the loading state u is 0
 
 
 def _truncnorm(rng: np.random.Generator, sd: float, n: int) -> np.ndarray:
@@ -235,7 +236,7 @@ def _cycles(rng: np.random.Generator, n: int, fault: FaultModel = FAULT) -> Cycl
         threshold[i] = np.clip(threshold[i], s + rate[i] * CYCLE_RANGE[0], s + rate[i] * CYCLE_RANGE[1])
         s = threshold[i] - drops[i + 1]
     slip = np.r_[0.0, (drops[1:n] - fault.drop) / fault.drop_sd]
-    return Cycles(threshold, start, rate, slip, (threshold - start) / rate)
+    return Cycles(threshold, start, rate, slip, (threshold - start) / rate, 1 - fault.drop)
 
 
 class _Clock:
@@ -421,8 +422,7 @@ def stress(exp: _Experiment, rec: Recording) -> np.ndarray:
     c = exp.cycles
     tsf = c.seconds[rec.cycle] - rec.ttf0 / UNITS_PER_S  # seconds since the cycle started
     s = c.start[rec.cycle] + c.rate[rec.cycle] * tsf
-    lo = 1 - FAULT.drop
-    return (s - lo) / (1 - lo)
+    return (s - c.rest) / (1 - c.rest)
 
 
 def _activity(exp: _Experiment, rec: Recording, model: SignalModel, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

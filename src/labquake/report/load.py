@@ -155,10 +155,11 @@ def _load_features(d: RunData, features_dir: Path | None) -> None:
     d.lgbm_features = list(ranked.index[:9])
     if (features_dir / "test.parquet").is_file():
         from labquake.drift import ks_table
+        from labquake.models import model_features
 
-        train = read_table(path, ("cycle",))
+        train = d.feature_table  # the whole train table (read_table checks the columns, keeps them all)
         test = read_table(features_dir / "test.parquet", ("seg_id",))
-        names = [c for c in train.columns if ("NN" in c or "LGBM" in c) and c in test.columns]
+        names = [c for c in model_features(train.columns) if c in test.columns]
         d.drift = ks_table(train[train["cycle"].isin(d.oof["cycle"].unique())], test, names)
 
 

@@ -353,13 +353,11 @@ def plot_test_distribution(d: RunData, path: Path) -> None:
 
 @_styled
 def plot_drift(table: pd.DataFrame, path: Path) -> None:
+    from labquake.drift import draw_ks
+
     fig, axes = _figure()
-    ax = axes[0, 0]
-    t = table.iloc[::-1]
-    ax.barh(t["feature"], t["ks_stat"], color=np.where(t["p_value"] < 0.05, "#cc6677", "#4477aa"))
-    ax.set_xlabel("KS statistic, trained segments against test (red: p < 0.05)")
-    ax.tick_params(axis="y", labelsize=7)
-    ax.set_title("Train against test, feature by feature")
+    draw_ks(axes[0, 0], table)
+    axes[0, 0].set_title("Train against test (the trained segments), feature by feature")
     _save(fig, path)
 
 
