@@ -21,10 +21,12 @@ from labquake.util import LabquakeError, json_key
 SEGMENT_ROWS = 150_000
 SUBMISSION_COLUMNS = ("seg_id", "time_to_failure")  # sample_submission.csv and every submission file
 REAL_TRAIN_ROWS = 629_145_480  # the size of Kaggle's train.csv: how real data is recognised
-TRAIN_SECTIONS = ("data", "cv", "lgbm", "nn")  # the configuration a training run depends on
+TRAIN_SECTIONS = ("data", "cv", "lgbm", "nn", "seq")  # the configuration a training run depends on
 RUN_SECTIONS = (*TRAIN_SECTIONS, "features")  # ... and its features: what names a default run folder
 ON_REJECT = ("drop", "best", "error")  # values of nn.on_reject
 CV_SCHEMES = ("kfold", "cycles")  # values of cv.scheme
+SEQ_ARCHS = ("conv_gru", "causal_lstm")  # values of seq.arch
+BLEND_WEIGHTS = ("equal", "fitted")  # values of blend.weights
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,15 @@ class FeatureConfig:
     # kept p > 0.05); None: keep all. It selects columns and does not change the tables, so it is
     # left out of their cache key and belongs to the training run's key instead.
     ks_min_p: float | None = None
+    # The sequence model's input (models/seq.py): the segment cut into time steps of this many
+    # samples (it must divide the segment), each described by a few statistics (features/sequences.py).
+    seq_window: int = 1000
+    # Extra training sequences for `seq`: windows shifted by half a segment, inside one cycle.
+    seq_overlap: bool = False
+
+    def __post_init__(self) -> None:
+        if self.seq_window < 1 or SEGMENT_ROWS % self.seq_window:
+            raise LabquakeError(f"config: features.seq_window must divide the segment's {SEGMENT_ROWS} rows, got {self.seq_window}")
 
     def table_settings(self) -> dict[str, Any]:
         """The settings the feature tables depend on (all but the training-time selection)."""
@@ -166,8 +177,60 @@ class NNConfig:
 
 
 @dataclass(frozen=True)
+class SeqConfig:
+    """The sequence network (models/seq.py): the segment's time steps in, the recipe's three heads out.
+
+    Training follows the recipe's network (NNConfig): the same loss weights, callbacks, seeding,
+    batch rule and bad-draw rejection, with its own values.
+    """
+
+    # "conv_gru": Conv1D + MaxPooling1D blocks that shorten the sequence, then a GRU.
+    # "causal_lstm": a causal Conv1D, then stacked LSTMs.
+    arch: str = "conv_gru"
+    conv_filters: tuple[int, ...] = (32, 64)
+    conv_kernel: int = 5
+    pool: int = 2
+    rnn_units: tuple[int, ...] = (64,)  # conv_gru: one GRU; causal_lstm: one LSTM per entry
+    dense_units: tuple[int, ...] = (32,)
+    dropout: float = 0.1
+    loss_weights: tuple[float, float, float] = (8.0, 1.0, 1.0)  # ttf, tsf, binary: the recipe's
+    learning_rate: float = 0.003
+    batch_size: int = 64
+    epochs: int = 300
+    patience: int = 20
+    lr_patience: int = 5
+    lr_factor: float = 0.5
+    min_delta: float = 1e-4
+    min_steps_per_epoch: int = 6
+    runs: int = 3
+    reject_ratio: float = 1.1
+    max_redraws: int = 3
+    on_reject: str = "drop"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.arch not in SEQ_ARCHS:
+            raise LabquakeError(f"config: seq.arch must be one of {', '.join(SEQ_ARCHS)}, got {self.arch!r}")
+        if self.on_reject not in ON_REJECT:
+            raise LabquakeError(f"config: seq.on_reject must be one of {', '.join(ON_REJECT)}, got {self.on_reject!r}")
+        if self.runs < 1 or self.max_redraws < 0 or self.min_steps_per_epoch < 0:
+            raise LabquakeError("config: seq.runs must be >= 1, seq.max_redraws and seq.min_steps_per_epoch >= 0")
+
+
+@dataclass(frozen=True)
 class BlendConfig:
     clip_min: float = 0.1
+    # The models trained and blended, by name (labquake.models.MODELS); the recipe's pair by default.
+    models: tuple[str, ...] = ("lgbm", "nn")
+    # "equal": the geometric mean, sqrt(lgbm * nn) for the recipe. "fitted": a weighted geometric
+    # mean, weights >= 0 summing to 1 fitted on the out-of-fold predictions (blend.json records them).
+    weights: str = "equal"
+
+    def __post_init__(self) -> None:
+        if not self.models or len(set(self.models)) != len(self.models):
+            raise LabquakeError(f"config: blend.models must name at least one model, each once, got {list(self.models)}")
+        if self.weights not in BLEND_WEIGHTS:
+            raise LabquakeError(f"config: blend.weights must be one of {', '.join(BLEND_WEIGHTS)}, got {self.weights!r}")
 
 
 @dataclass(frozen=True)
@@ -179,6 +242,7 @@ class Config:
     cv: CVConfig = field(default_factory=CVConfig)
     lgbm: LGBMConfig = field(default_factory=LGBMConfig)
     nn: NNConfig = field(default_factory=NNConfig)
+    seq: SeqConfig = field(default_factory=SeqConfig)
     blend: BlendConfig = field(default_factory=BlendConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -191,6 +255,8 @@ class Config:
     def train_key(self) -> str:
         """The key of a training run's configuration: its sections, and the feature selection if set."""
         key = self.section_hash(*TRAIN_SECTIONS)
+        if self.blend.models != BlendConfig().models:  # the models trained (the recipe's pair keeps its key)
+            key = json_key({"train": key, "models": list(self.blend.models)})
         return key if self.features.ks_min_p is None else json_key({"train": key, "ks_min_p": self.features.ks_min_p})
 
 
@@ -271,9 +337,12 @@ def flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def run_name(cfg: Config) -> str:
     """The default run folder's name: the preset, or ``PRESET-KEY`` when the settings a run depends
     on (RUN_SECTIONS) differ from the preset's, so that another configuration gets its own folder."""
-    key = cfg.section_hash(*RUN_SECTIONS)
+
+    def key(c: Config) -> str:
+        return json_key({"sections": c.section_hash(*RUN_SECTIONS), "train": c.train_key()})
+
     base = load_config(cfg.preset) if cfg.preset in PRESETS else Config()
-    return cfg.preset if key == base.section_hash(*RUN_SECTIONS) else f"{cfg.preset}-{key[:8]}"
+    return cfg.preset if key(cfg) == key(base) else f"{cfg.preset}-{key(cfg)[:8]}"
 
 
 def run_dir(cfg: Config) -> Path:
