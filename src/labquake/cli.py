@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from labquake import __version__
+from labquake.cluster import SCHEDULER_ENV, scheduler_address
 from labquake.config import PRESETS, Config, load_config, run_dir
 from labquake.util import LabquakeError, log, setup_logging
 
@@ -53,14 +54,26 @@ def cmd_features(args: argparse.Namespace) -> None:
     from labquake import features
 
     p = cfg.paths
-    features.build_features(cfg, _path(args.data, p.raw), _path(args.out, p.features), _path(args.interim, p.interim), jobs=args.jobs)
+    scheduler = scheduler_address(args.scheduler)
+    features.build_features(
+        cfg, _path(args.data, p.raw), _path(args.out, p.features), _path(args.interim, p.interim), jobs=args.jobs, scheduler=scheduler
+    )
 
 
 def cmd_train(args: argparse.Namespace) -> None:
     cfg = _config(args)
     from labquake import models
 
-    models.train(cfg, _path(args.features, cfg.paths.features), _run(args, cfg), device=args.device, strict=args.strict)
+    features_dir, scheduler = _path(args.features, cfg.paths.features), scheduler_address(args.scheduler)
+    models.train(cfg, features_dir, _run(args, cfg), device=args.device, strict=args.strict, scheduler=scheduler)
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    cfg = _config(args)
+    from labquake import predict
+
+    scheduler = scheduler_address(args.scheduler)
+    predict.predict_recording(cfg, _run(args, cfg), Path(args.recording), Path(args.out), step=args.step, jobs=args.jobs, scheduler=scheduler)
 
 
 def cmd_drift(args: argparse.Namespace) -> None:
@@ -118,6 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     configurable = argparse.ArgumentParser(add_help=False, parents=[settable])
     configurable.add_argument("--preset", default="recipe", choices=sorted(PRESETS), help="named configuration (default: recipe)")
     configurable.add_argument("--fast", action="store_true", help="same as --preset fast: fewer seeds and runs, for quick checks")
+    scheduled = argparse.ArgumentParser(add_help=False)
+    scheduled.add_argument(
+        "--scheduler", metavar="ADDRESS", help=f"run on this Dask scheduler, e.g. tcp://10.0.0.1:8786 (default: ${SCHEDULER_ENV}, else this machine)"
+    )
 
     def add(name: str, func, help: str, parents: list) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help, parents=parents)
@@ -135,17 +152,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interim", help=f"cache folder (default: paths.interim, {DEFAULTS.interim})")
     p.add_argument("--force", action="store_true", help="rebuild even if the cache is up to date")
 
-    p = add("features", cmd_features, "compute the 24 per-segment features of train and test", [common, configurable])
+    p = add("features", cmd_features, "compute the 24 per-segment features of train and test", [common, configurable, scheduled])
     p.add_argument("--data", help=f"Kaggle data folder (default: paths.raw, {DEFAULTS.raw})")
     p.add_argument("--out", help=f"feature folder (default: paths.features, {DEFAULTS.features})")
     p.add_argument("--interim", help=f"binary cache folder (default: paths.interim, {DEFAULTS.interim})")
     p.add_argument("--jobs", type=int, default=0, help="worker processes (default 0: all cores)")
 
-    p = add("train", cmd_train, "cross-validate LightGBM and the network; save models and predictions", [common, configurable])
+    p = add("train", cmd_train, "cross-validate the models of blend.models; save models and predictions", [common, configurable, scheduled])
     p.add_argument("--features", help=f"feature folder (default: paths.features, {DEFAULTS.features})")
     p.add_argument("--run", help=RUN_HELP)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"], help="where TensorFlow runs (default: auto)")
     p.add_argument("--strict", action="store_true", help="stop with an error when every network draw is rejected (nn.on_reject=error for this call)")
+
+    p = add("predict", cmd_predict, "predict time to failure along a continuous recording with a trained run", [common, configurable, scheduled])
+    p.add_argument("--run", help=RUN_HELP)
+    p.add_argument("--recording", required=True, help="CSV in Kaggle's train layout (acoustic_data[,time_to_failure])")
+    p.add_argument("--out", required=True, help="output folder: predictions.csv, predictions.png, predict.json")
+    p.add_argument("--step", type=int, default=150_000, help="rows between window starts (default 150000: no overlap)")
+    p.add_argument("--jobs", type=int, default=0, help="worker processes for the features (default 0: all cores)")
 
     p = add("drift", cmd_drift, "compare train and test feature distributions (KS per feature, adversarial AUC)", [common, configurable])
     p.add_argument("--features", help=f"feature folder (default: paths.features, {DEFAULTS.features})")

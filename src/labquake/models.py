@@ -698,7 +698,7 @@ def _write_parquet(path: Path, table: pd.DataFrame) -> None:
         table.to_parquet(tmp, index=False)
 
 
-def train(cfg: Config, features_dir: Path, run_dir: Path, device: str = "auto", strict: bool = False) -> dict[str, Any]:
+def train(cfg: Config, features_dir: Path, run_dir: Path, device: str = "auto", strict: bool = False, scheduler: str | None = None) -> dict[str, Any]:
     """Cross-validate both models on the feature folder; fill ``run_dir`` (see the module docstring).
 
     ``strict``: stop with an error when every network draw is rejected, whatever nn.on_reject says.

@@ -167,7 +167,7 @@ def _up_to_date(out_dir: Path, key: str) -> bool:
         return False  # a damaged record: rebuild
 
 
-def build_features(cfg: Config, data_dir: Path, out_dir: Path, interim: Path, jobs: int = 0) -> dict[str, Any]:
+def build_features(cfg: Config, data_dir: Path, out_dir: Path, interim: Path, jobs: int = 0, scheduler: str | None = None) -> dict[str, Any]:
     """Write ``out_dir/train.parquet``, ``test.parquet`` and ``features.json`` (see the module docstring).
 
     Returns the stage record. Unchanged inputs and configuration: nothing is computed.
