@@ -155,6 +155,23 @@ def _compute(cfg: Config, workers: int, parts: Path, tasks: list[tuple[str, tupl
     return {name: np.concatenate([done[p] for p in paths]) if paths else np.empty((0, len(FEATURE_NAMES))) for name, paths in order.items()}
 
 
+def compute_windows(
+    cfg: Config, source: tuple[str, int], starts: np.ndarray, parts: Path, name: str, jobs: int = 0, scheduler: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Features (n, 24) and sequences (n, steps, channels) of the SEGMENT_ROWS-row windows at ``starts``.
+
+    ``source``: an int16 cache file and byte offset (``_cache_file``); finished chunks are kept in
+    ``parts`` (named ``name``_NNNNN) so an interrupted call resumes. (Sequences: first cut, in process.)
+    """
+    from labquake.features.sequences import segment_sequence
+
+    parts.mkdir(parents=True, exist_ok=True)
+    values = _compute(cfg, n_jobs(jobs), parts, [(name, source, np.asarray(starts, np.int64))], len(starts))[name]
+    signal = np.memmap(source[0], dtype=np.int16, mode="r", offset=source[1])
+    seqs = [segment_sequence(np.asarray(signal[s : s + SEGMENT_ROWS]), cfg.features) for s in starts]
+    return values, np.stack(seqs) if seqs else np.empty((0, SEGMENT_ROWS // cfg.features.seq_window, 1), np.float32)
+
+
 def _up_to_date(out_dir: Path, key: str) -> bool:
     from labquake.util import read_json
 
