@@ -26,6 +26,13 @@ file is written under a temporary name and renamed when complete, and the old re
 just before the new arrays are renamed into place, so a killed build leaves the old cache or none
 (never a partial one) and the next run simply rebuilds.
 
+Recordings (``labquake predict``): ``load_recording`` reads one continuous recording in any format of
+``RECORDING_FORMATS`` (chosen by the file suffix: Kaggle's train layout ``.csv``, with or without
+``time_to_failure``, validated like train.csv; raw little-endian int16 ``.i16``, mapped in place)
+through the same cache code into ``CACHE_ROOT/KEY/`` (``signal.i16``, ``ttf.f64`` when the file has
+times, ``recording.json``; KEY: the file's fingerprint and format). A format is a small reader class
+(``RecordingFormat``: its columns, and its arrays a chunk at a time).
+
 Speed: ``train.csv`` (9 GB on Kaggle) is read in byte chunks cut at line ends, parsed by pyarrow
 on a small thread pool (it releases the GIL) with bounded read-ahead, checked with numpy and
 appended to the cache files. Only a chunk that pyarrow or the checks reject is re-read line by
@@ -41,11 +48,12 @@ import math
 import mmap
 import os
 import re
+import shutil
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -242,6 +250,33 @@ def _n_blocks(f: BinaryIO, chunk_bytes: int) -> int:
 
 
 # --- readers: one file each -------------------------------------------------------------------------
+def read_csv(
+    path: Path,
+    columns: tuple[str, ...],
+    sink: Callable[..., None],
+    min_rows: int = SEGMENT_ROWS,
+    chunk_bytes: int | None = None,
+    threads: int | None = None,
+    unit: str = "segment",
+) -> int:
+    """Validate a CSV whose header is exactly ``columns`` and pass its arrays (one per column, in that
+    order) to ``sink`` in file order, a chunk at a time (memory stays bounded); the row count."""
+    chunk_bytes = chunk_bytes or CHUNK_BYTES
+    threads = threads or io_threads()
+    n = 0
+    with open(path, "rb") as f:
+        check_header(f.readline(MAX_LINE), b",".join(c.encode() for c in columns), path)
+        total = _n_blocks(f, chunk_bytes)
+        with ThreadPoolExecutor(threads) as pool:
+            parsed = ordered_map(pool, lambda c: parse_rows(c[1], c[0], path, columns), iter_chunks(f, path, chunk_bytes), ahead=threads + 2)
+            for arrays in progress(parsed, total=total, desc=path.name):
+                sink(*arrays)
+                n += len(arrays[0])
+    if n < min_rows:
+        raise _error(path, None, f"{n:,} data rows, fewer than one {unit} ({min_rows:,} rows)")
+    return n
+
+
 def read_train(
     path: Path,
     sink: Callable[[np.ndarray, np.ndarray], None],
@@ -250,20 +285,7 @@ def read_train(
     threads: int | None = None,
 ) -> int:
     """Validate ``train.csv`` and pass its (signal, ttf) arrays to ``sink`` in file order; the row count."""
-    chunk_bytes = chunk_bytes or CHUNK_BYTES
-    threads = threads or io_threads()
-    n = 0
-    with open(path, "rb") as f:
-        check_header(f.readline(MAX_LINE), b",".join(c.encode() for c in TRAIN_COLUMNS), path)
-        total = _n_blocks(f, chunk_bytes)
-        with ThreadPoolExecutor(threads) as pool:
-            parsed = ordered_map(pool, lambda c: parse_rows(c[1], c[0], path, TRAIN_COLUMNS), iter_chunks(f, path, chunk_bytes), ahead=threads + 2)
-            for signal, ttf in progress(parsed, total=total, desc=path.name):
-                sink(signal, ttf)
-                n += len(signal)
-    if n < min_rows:
-        raise _error(path, None, f"{n:,} data rows, fewer than one segment ({min_rows:,} rows)")
-    return n
+    return read_csv(path, TRAIN_COLUMNS, sink, min_rows, chunk_bytes, threads)
 
 
 def read_segment(path: Path, rows: int = SEGMENT_ROWS, chunk_bytes: int = 4 << 20) -> np.ndarray:
@@ -362,11 +384,19 @@ def _stale_reason(interim: Path, record_name: str, fingerprint: str, sizes: Call
     return None, record
 
 
-def _train_sizes(record: dict) -> dict[str, int]:
-    n = int(record["n_rows"])
-    if n < 1:
-        raise ValueError("n_rows")
-    return {TRAIN_SIGNAL: n * I16.itemsize, TRAIN_TTF: n * F64.itemsize}
+def _signal_sizes(signal: str, ttf: str | None) -> Callable[[dict], dict[str, int]]:
+    """The sizes a signal cache's record implies: ``signal`` (int16) and ``ttf`` (float64, if any)."""
+
+    def sizes(record: dict) -> dict[str, int]:
+        n = int(record["n_rows"])
+        if n < 1:
+            raise ValueError("n_rows")
+        return {signal: n * I16.itemsize} | ({ttf: n * F64.itemsize} if ttf else {})
+
+    return sizes
+
+
+_train_sizes = _signal_sizes(TRAIN_SIGNAL, TRAIN_TTF)
 
 
 def _test_sizes(record: dict) -> dict[str, int]:
@@ -410,41 +440,87 @@ def _train_fingerprint(path: Path) -> tuple[str, dict]:
     return json_key({"train": source}), source
 
 
-def _ensure_train(data_dir: Path, interim: Path, force: bool = False) -> tuple[dict, bool]:
-    path = _input_path(data_dir, "train.csv")
-    fingerprint, source = _train_fingerprint(path)
-    reason, record = _stale_reason(interim, TRAIN_RECORD, fingerprint, _train_sizes)
+@dataclass(frozen=True)
+class SignalCache:
+    """Where a continuous recording's cache lives: a folder and its file names (``ttf``: None without it)."""
+
+    folder: Path
+    signal: str
+    ttf: str | None
+    record: str
+
+
+def _ensure_signal(
+    path: Path,
+    read: Callable[[Callable[..., None]], int],
+    cache: SignalCache,
+    fingerprint: Callable[[], str],
+    stage: str,
+    config: dict[str, Any],
+    force: bool = False,
+    **extra: Any,
+) -> tuple[dict, bool]:
+    """Bring ``cache`` up to date with the recording at ``path``: its record, and whether it was rebuilt.
+
+    ``read(sink)`` passes the recording's arrays to ``sink`` (signal, then ttf when ``cache.ttf``) a
+    chunk at a time and returns the row count; they are appended to the cache files, so memory stays
+    bounded. ``fingerprint()`` identifies the source, before and after reading (a file that changed
+    meanwhile is an error). The record (``extra`` added) is written last; see the module docstring.
+    """
+    key = fingerprint()
+    folder = cache.folder
+    reason, record = _stale_reason(folder, cache.record, key, _signal_sizes(cache.signal, cache.ttf))
     if reason is None and not force:
         return record, False
-    log.info("cache: building the train cache from %s (%s)", path, "--force" if reason is None else reason)
+    log.info("cache: building the %s cache from %s (%s)", stage.removeprefix("cache-"), path, "--force" if reason is None else reason)
     timer = Timer()
-    interim.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temps(interim, (TRAIN_SIGNAL, TRAIN_TTF))
-    with atomic_path(interim / TRAIN_SIGNAL) as sig_tmp, atomic_path(interim / TRAIN_TTF) as ttf_tmp:
-        with open(sig_tmp, "wb") as fs, open(ttf_tmp, "wb") as ft, timer.step("parse"):
+    folder.mkdir(parents=True, exist_ok=True)
+    names = (cache.signal,) + ((cache.ttf,) if cache.ttf else ())
+    _remove_stale_temps(folder, names)
+    with contextlib.ExitStack() as stack:
+        tmps = [stack.enter_context(atomic_path(folder / name)) for name in names]
+        files = [stack.enter_context(open(tmp, "wb")) for tmp in tmps]
+        dtypes = (I16, F64)[: len(files)]
 
-            def sink(signal: np.ndarray, ttf: np.ndarray) -> None:
-                fs.write(signal.astype(I16, copy=False).tobytes())
-                ft.write(ttf.astype(F64, copy=False).tobytes())
+        def sink(*arrays: np.ndarray) -> None:
+            for fh, dtype, a in zip(files, dtypes, arrays):
+                fh.write(a.astype(dtype, copy=False).tobytes())
 
-            n = read_train(path, sink)
-        if _train_fingerprint(path)[0] != fingerprint:
+        with timer.step("parse"):
+            n = read(sink)
+        for fh in files:
+            fh.close()
+        if fingerprint() != key:
             raise LabquakeError(f"{path}: changed while it was being read; run again")
-        (interim / TRAIN_RECORD).unlink(missing_ok=True)  # the arrays change now: the old record goes first
+        (folder / cache.record).unlink(missing_ok=True)  # the arrays change now: the old record goes first
     seconds = timer.total()
     record = stage_record(
-        "cache-train",
-        {"data": str(data_dir), "interim": str(interim)},
+        stage,
+        config,
         timer,
         format=CACHE_FORMAT,
-        fingerprint=fingerprint,
-        source=source,
+        fingerprint=key,
         n_rows=n,
-        files={"signal": TRAIN_SIGNAL, "ttf": TRAIN_TTF},
+        files={"signal": cache.signal} | ({"ttf": cache.ttf} if cache.ttf else {}),
+        **extra,
     )
-    write_json(interim / TRAIN_RECORD, record)
-    log.info("cache: %s rows of %s in %.1f s (%.1f M rows/s) -> %s", f"{n:,}", path.name, seconds, n / max(seconds, 1e-9) / 1e6, interim)
+    write_json(folder / cache.record, record)
+    log.info("cache: %s rows of %s in %.1f s (%.1f M rows/s) -> %s", f"{n:,}", path.name, seconds, n / max(seconds, 1e-9) / 1e6, folder)
     return record, True
+
+
+def _ensure_train(data_dir: Path, interim: Path, force: bool = False) -> tuple[dict, bool]:
+    path = _input_path(data_dir, "train.csv")
+    return _ensure_signal(
+        path,
+        lambda sink: read_train(path, sink),
+        SignalCache(interim, TRAIN_SIGNAL, TRAIN_TTF, TRAIN_RECORD),
+        lambda: _train_fingerprint(path)[0],
+        "cache-train",
+        {"data": str(data_dir), "interim": str(interim)},
+        force,
+        source=file_fingerprint(path),
+    )
 
 
 def _test_inputs(data_dir: Path) -> tuple[list[str], list[Path], str]:
@@ -569,6 +645,144 @@ def load_test(data_dir: Path, interim: Path) -> TestData:
         ids = list(record["seg_ids"])
         signal = _open(interim / TEST_SIGNAL, I16, (len(ids), SEGMENT_ROWS))
     return TestData(seg_ids=ids, signal=signal, fingerprint=record["fingerprint"])
+
+
+# --- recordings: one continuous signal in any format (`labquake predict`) ------------------------------
+# A lab's recording reaches the features as the same int16 memmap as train.csv. A format is a small
+# reader (``RecordingFormat``): which columns a file has, and its arrays a chunk at a time. Add one
+# to RECORDING_FORMATS, under the file suffix that selects it. A format whose file already is raw
+# little-endian int16 samples needs no cache: it is mapped where it lies.
+
+
+class RecordingFormat(Protocol):
+    name: str
+    in_place: bool  # the file is itself the int16 signal (no header, no time column): mapped, not copied
+
+    def columns(self, path: Path) -> tuple[str, ...]:
+        """The columns the file holds: ``("acoustic_data",)`` or ``TRAIN_COLUMNS``; a one-line error if neither."""
+        ...
+
+    def read(self, path: Path, columns: tuple[str, ...], sink: Callable[..., None] | None, min_rows: int) -> int:
+        """Validate the file; pass its arrays (one per column) to ``sink`` a chunk at a time; the row count.
+
+        ``sink`` None (``in_place`` formats only): validate and count, nothing more."""
+        ...
+
+
+class KaggleCSV:
+    """Kaggle's train layout: ``acoustic_data,time_to_failure`` or ``acoustic_data`` alone, validated as train.csv."""
+
+    name, in_place = "kaggle-csv", False
+
+    def columns(self, path: Path) -> tuple[str, ...]:
+        with open(path, "rb") as f:
+            line = f.readline(MAX_LINE)
+        found = line.removeprefix(BOM).rstrip(b"\r\n")
+        for columns in (TRAIN_COLUMNS, TEST_COLUMNS):
+            if found == ",".join(columns).encode():
+                return columns
+        expected = " or ".join(repr(",".join(c)) for c in (TRAIN_COLUMNS, TEST_COLUMNS))
+        if not line:
+            raise _error(path, None, f"empty file (expected the header {expected} and rows)")
+        raise _error(path, 1, f"header is {_show(found, 60)}, expected {expected}")
+
+    def read(self, path: Path, columns: tuple[str, ...], sink: Callable[..., None], min_rows: int) -> int:
+        return read_csv(path, columns, sink, min_rows, unit="window")
+
+
+class RawInt16:
+    """Raw little-endian int16 samples, no header (what a digitiser writes): ``.i16``."""
+
+    name, in_place = "int16", True
+
+    def columns(self, path: Path) -> tuple[str, ...]:
+        return TEST_COLUMNS
+
+    def read(self, path: Path, columns: tuple[str, ...], sink: Callable[..., None] | None, min_rows: int) -> int:
+        size = path.stat().st_size
+        if size % I16.itemsize:
+            raise _error(path, None, f"{size:,} bytes: not a whole number of int16 samples")
+        n = size // I16.itemsize
+        if n < min_rows:
+            raise _error(path, None, f"{n:,} samples, fewer than one window ({min_rows:,} rows)")
+        if sink is not None:
+            with open(path, "rb") as f:
+                for _ in progress(range(_n_blocks(f, CHUNK_BYTES)), desc=path.name):
+                    sink(np.frombuffer(f.read(CHUNK_BYTES), dtype=I16))
+        return n
+
+
+RECORDING_FORMATS: dict[str, RecordingFormat] = {".csv": KaggleCSV(), ".i16": RawInt16()}
+RECORDING_SIGNAL, RECORDING_TTF, RECORDING_RECORD = "signal.i16", "ttf.f64", "recording.json"
+
+
+@dataclass(frozen=True)
+class Recording:
+    path: Path
+    format: str
+    signal: np.ndarray  # int16, read-only memmap, (n_rows,)
+    ttf: np.ndarray | None  # float64, read-only memmap, (n_rows,); None when the file has no time column
+    fingerprint: str  # identifies the source file (path, size, mtime) and its format
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.signal.shape[0])
+
+
+def recording_format(path: Path) -> RecordingFormat:
+    fmt = RECORDING_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        known = ", ".join(f"{suffix} ({f.name})" for suffix, f in RECORDING_FORMATS.items())
+        raise LabquakeError(f"{path}: unknown recording format {path.suffix or '(no suffix)'!r}; known: {known}")
+    return fmt
+
+
+def load_recording(path: Path, cache_root: Path, min_rows: int = SEGMENT_ROWS) -> Recording:
+    """A continuous recording as read-only arrays, through a cache in ``cache_root/KEY/`` (KEY: the
+    file's fingerprint), built once in bounded memory like the train cache; once it is built, the
+    caches of other files there are removed. The format comes from the suffix (RECORDING_FORMATS).
+    A missing, garbled or short file (under ``min_rows`` rows) is a one-line error."""
+    path, cache_root = Path(path), Path(cache_root)
+    if not path.is_file():
+        raise LabquakeError(f"{path}: {'not a file' if path.exists() else 'not found'}")
+    fmt = recording_format(path)
+
+    def fingerprint() -> str:
+        return json_key({"recording": file_fingerprint(path), "format": fmt.name})
+
+    with _io_errors(cache_root):
+        columns = fmt.columns(path)
+        if fmt.in_place:
+            n = fmt.read(path, columns, None, min_rows)
+            return Recording(path, fmt.name, _open(path, I16, (n,)), None, fingerprint())
+        key = fingerprint()
+        folder = cache_root / key
+        has_ttf = "time_to_failure" in columns
+        cache = SignalCache(folder, RECORDING_SIGNAL, RECORDING_TTF if has_ttf else None, RECORDING_RECORD)
+        try:
+            record, _ = _ensure_signal(
+                path,
+                lambda sink: fmt.read(path, columns, sink, min_rows),
+                cache,
+                fingerprint,
+                "cache-recording",
+                {"recording": str(path), "cache": str(folder)},
+                source=file_fingerprint(path),
+                columns=list(columns),
+                recording_format=fmt.name,
+            )
+        except LabquakeError:
+            for empty in (folder, cache_root):  # a bad file leaves no empty folders behind
+                with contextlib.suppress(OSError):
+                    empty.rmdir()
+            raise
+        for old in cache_root.iterdir():  # only once this one is built: a bad file changes nothing
+            if old.is_dir() and old.name != key and re.fullmatch(r"[0-9a-f]{16}", old.name):
+                log.info("cache: removing %s (the cache of another recording)", old)
+                shutil.rmtree(old, ignore_errors=True)
+        n = int(record["n_rows"])
+        ttf = _open(folder / RECORDING_TTF, F64, (n,)) if has_ttf else None
+        return Recording(path, fmt.name, _open(folder / RECORDING_SIGNAL, I16, (n,)), ttf, key)
 
 
 def build_cache(data_dir: Path, interim: Path, force: bool = False) -> dict:
