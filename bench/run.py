@@ -4,7 +4,9 @@
    (labquake.features.reference) and of the fast one (labquake.features.segment), one process, the
    same segments, the same outputs (checked: if any feature differs by more than 1e-6 relative, the
    bench stops there with exit status 1 and writes no results), and the ratio of the best of 5
-   timings of each (taken in alternating rounds), with the range of the per-round ratios.
+   timings of each (taken in alternating rounds), with the range of the per-round ratios. Then the
+   per-window sequences (labquake.features.sequences) of the same segments: ms per segment and their
+   share of the fast features' time (issue 15 caps the added features-stage cost at 50%).
 2. The `full` synthetic preset (629,145,480 train rows, 2,624 test segments), written once into
    bench/out/raw_full (or BENCH_RAW): time and size of `labquake synth --preset full`.
 3. `labquake features` on it from the CSV files (binary cache included), then again from the cache:
@@ -138,6 +140,22 @@ def feature_speed(n: int) -> dict:
     }
 
 
+def sequence_speed(n: int, features_ms: float) -> dict:
+    """Best of REPEATS timings of the per-window sequences on the same segments, against the 24 features' time."""
+    from labquake.config import FeatureConfig
+    from labquake.features.sequences import segment_sequence
+
+    segs, fc = segments(n), FeatureConfig()
+    times = []
+    for _ in range(REPEATS):
+        t0 = time.perf_counter()
+        for s in segs:
+            segment_sequence(s, fc)
+        times.append(time.perf_counter() - t0)
+    ms = 1000 * min(times) / len(segs)
+    return {"window": fc.seq_window, "ms_per_segment": round(ms, 2), "share_of_features": round(ms / features_ms, 3)}
+
+
 def full_scale(raw: Path) -> dict:
     lq = [sys.executable, "-m", "labquake"]
     res: dict = {}
@@ -180,6 +198,8 @@ def main() -> None:
         sys.exit(
             f"bench: parity broken: the fast features differ from the reference by up to {s['worst_relative_difference']:.1e} (> {PARITY_RTOL:g})"
         )
+    results["sequence_speed"] = q = sequence_speed(args.segments, s["fast_ms_per_segment"])
+    print(f"sequences, one core: {q['ms_per_segment']} ms/segment, {100 * q['share_of_features']:.0f}% of the features' time")
     if not args.skip_full:
         raw = Path(os.environ.get("BENCH_RAW", OUT / "raw_full"))
         results["full"] = f = full_scale(raw)

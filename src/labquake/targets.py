@@ -108,3 +108,49 @@ def fold_ids(cycles: np.ndarray, cfg: Config) -> np.ndarray:
     for k, (_, valid) in enumerate(splits):
         folds[valid] = k
     return folds
+
+
+def overlap_segments(ttf: np.ndarray, cfg: Config, seg: int = SEGMENT_ROWS) -> pd.DataFrame:
+    """Extra training windows at half-segment offsets (start = k*seg + seg//2), each wholly inside one cycle
+    (never crossing a quake): columns start, cycle, target, tsf, binary, like ``segment_targets``.
+
+    A window of cycle i lies in [cycle_starts[i], cycle_starts[i+1]) (the last cycle ends with the file),
+    so its cycle number is ``segment_targets``' and its target never mixes two cycles.
+    """
+    n = len(ttf)
+    starts = np.arange(seg // 2, n - seg + 1, seg, dtype=np.int64)
+    cycle_rows = cycle_starts(ttf)
+    ends = np.append(cycle_rows[1:], n)
+    cycles = np.searchsorted(cycle_rows, starts, side="right") - 1  # the cycle holding the first row
+    inside = starts + seg <= ends[cycles]
+    starts, cycles = starts[inside], cycles[inside]
+    target = read_at(ttf, starts + seg - 1).astype(np.float64)
+    first_ttf = read_at(ttf, cycle_rows).astype(np.float64)
+    return pd.DataFrame(
+        {
+            "start": starts,
+            "cycle": cycles,
+            "target": target,
+            "tsf": first_ttf[cycles] - target,
+            "binary": (target < cfg.data.binary_threshold).astype(np.int8),
+        }
+    )
+
+
+def overlap_train_mask(extra_starts: np.ndarray, starts: np.ndarray, folds: np.ndarray, seg: int = SEGMENT_ROWS) -> np.ndarray:
+    """(n_extra, n_folds) bool: extra window i may train fold k only if it shares no row with any segment
+    (``starts``, the selected training segments, with their ``folds``) validated in fold k.
+
+    Windows [e, e+seg) and [s, s+seg) share a row exactly when |e - s| < seg, so for each fold this counts
+    the fold's validation starts in the open interval (e - seg, e + seg) with two binary searches.
+    """
+    extra_starts, starts, folds = (np.asarray(a, dtype=np.int64) for a in (extra_starts, starts, folds))
+    if starts.shape != folds.shape:
+        raise LabquakeError(f"overlap_train_mask: {len(starts)} segment starts but {len(folds)} fold ids")
+    n_folds = int(folds.max()) + 1 if len(folds) else 0
+    mask = np.empty((len(extra_starts), n_folds), dtype=bool)
+    for k in range(n_folds):
+        valid = np.sort(starts[folds == k])
+        hits = np.searchsorted(valid, extra_starts + seg, side="left") - np.searchsorted(valid, extra_starts - seg, side="right")
+        mask[:, k] = hits == 0
+    return mask

@@ -143,3 +143,25 @@ def segment_features(x: np.ndarray, fc: FeatureConfig | None = None) -> dict[str
     }
     assert list(f) == FEATURE_NAMES
     return f
+
+
+# --- the sequence network's input ----------------------------------------------------------------
+
+
+def sequence(x: np.ndarray, fc: FeatureConfig) -> np.ndarray:
+    """``features.sequences.segment_sequence`` one window at a time: (steps, channels) float32."""
+    z = preprocess(x, fc)
+    rows = []
+    for lo in range(0, len(z), fc.seq_window):
+        w = z[lo : lo + fc.seq_window]
+        std = np.std(w)
+        rows.append(
+            [
+                np.log1p(std),  # log_std
+                np.log1p(np.quantile(np.abs(w), 0.5)),  # log_abs_median
+                np.log1p(np.max(np.abs(w))) - np.log1p(std),  # log_peak_ratio
+                np.mean((w[1:] < 0) != (w[:-1] < 0)),  # zero_cross_rate
+                np.log1p(np.std(np.diff(w))) - np.log1p(std),  # log_diff_ratio
+            ]
+        )
+    return np.array(rows, dtype=np.float32)
