@@ -190,7 +190,8 @@ class SeqConfig:
     conv_filters: tuple[int, ...] = (32, 64)
     conv_kernel: int = 5
     pool: int = 2
-    rnn_units: tuple[int, ...] = (64,)  # conv_gru: one GRU; causal_lstm: one LSTM per entry
+    gru_units: int = 64  # conv_gru's GRU
+    lstm_units: tuple[int, ...] = (64, 32)  # causal_lstm's stacked LSTMs
     dense_units: tuple[int, ...] = (32,)
     dropout: float = 0.1
     loss_weights: tuple[float, float, float] = (8.0, 1.0, 1.0)  # ttf, tsf, binary: the recipe's

@@ -1,0 +1,322 @@
+"""One cross-validation loop for every model, and the draws of a model (seeds, redrawn when rejected).
+
+A model is a module of ``labquake.models`` (see ``models.MODELS``) with:
+
+    SECTION             its configuration section (cfg.lgbm, cfg.nn, ...)
+    REJECTS             whether bad draws are rejected and redrawn (the networks), or every seed kept
+    seed(cfg, d)        the seed of draw d
+    prepare(cfg, data, device) -> inputs          its arrays, from the shared TrainingData
+    fit_fold(cfg, inputs, folds, k, seed, fold_dir) -> FoldFit
+                        train on the rows not in fold k; predict fold k and the test rows; save the
+                        fold's model in fold_dir (``fold{k}.*``)
+    predict_saved(cfg, draw_dir, folds, table, sequences) -> test-like predictions from saved folds
+    write_extras(draws, model_dir, data)          optional: model-specific tables (importance, ...)
+
+Every draw is one seed over every fold. Its folder ``RUN/NAME/drawDD/`` holds the fold models,
+``result.npz`` (OOF and fold-mean test predictions), ``folds.json`` and ``history.csv``; it is swapped in
+whole when the draw is finished, so a rerun loads finished draws and redoes nothing. Folds (and the
+draws of one batch) are joblib tasks: in this process by default, on a Dask cluster with --scheduler,
+where a task gets the feature folder's path and the fold, never arrays, and loads its inputs once per
+worker process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from labquake.blend import mae
+from labquake.config import Config
+from labquake.models.run import TrainingData, fold_baseline, load_npz, load_training_data, save_npz
+from labquake.util import LabquakeError, atomic_path, log, read_json
+
+DEAD_STD = 0.01  # a draw whose OOF predictions in a fold vary less than this x the target's std is dead
+MEAN_REJECT_RATIO = 0.7  # the reject bound x predict-the-mean's OOF MAE, when there is no LightGBM reference
+
+
+@dataclass
+class FoldFit:
+    """One fold of one draw: predictions of the validation rows and the test rows, and what to keep."""
+
+    valid: np.ndarray
+    test: np.ndarray
+    info: dict[str, Any] = field(default_factory=dict)  # JSON: best iteration/epoch, scaling, ...
+    history: pd.DataFrame = field(default_factory=pd.DataFrame)  # one row per iteration/epoch
+
+
+@dataclass
+class Draw:
+    """One seed of one model over every fold."""
+
+    name: str
+    draw: int
+    seed: int
+    oof: np.ndarray
+    test: np.ndarray
+    folds: list[dict[str, Any]]  # FoldFit.info per fold
+    history: pd.DataFrame  # fold, then the model's columns
+
+
+def model(name: str) -> ModuleType:
+    """The module of a model named in blend.models."""
+    from labquake.models import MODELS
+
+    if name not in MODELS:
+        raise LabquakeError(f"blend.models: unknown model {name!r} (known: {', '.join(MODELS)})")
+    return importlib.import_module(MODELS[name])
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+
+
+def draw_from_folds(name: str, draw: int, seed: int, folds: np.ndarray, n_test: int, fits: list[FoldFit]) -> Draw:
+    """OOF predictions (each row from the fold that did not see it) and fold-mean test predictions."""
+    oof = np.full(len(folds), np.nan)
+    test = np.zeros(n_test)
+    for k, fit in enumerate(fits):
+        oof[folds == k] = fit.valid
+        test += np.asarray(fit.test, np.float64) / len(fits)
+    history = pd.concat([f.history.assign(fold=k) for k, f in enumerate(fits)], ignore_index=True)
+    history = history[["fold", *[c for c in history.columns if c != "fold"]]]
+    return Draw(name, draw, seed, oof, test, [f.info for f in fits], history)
+
+
+def cross_validate(name: str, cfg: Config, inputs: Any, folds: np.ndarray, n_test: int, seed: int, draw_dir: Path, draw: int = 0) -> Draw:
+    """One draw of a model over every fold, in this process; fold models saved in ``draw_dir``."""
+    m = model(name)
+    fits = [m.fit_fold(cfg, inputs, folds, k, seed, draw_dir) for k in range(int(folds.max()) + 1)]
+    return draw_from_folds(name, draw, seed, folds, n_test, fits)
+
+
+@functools.lru_cache(maxsize=2)
+def _worker_inputs(name: str, cfg: Config, features_dir: str, device: str) -> tuple[Any, np.ndarray]:
+    """A worker's inputs of a model: loaded from the feature folder once per process."""
+    data = load_training_data(cfg, Path(features_dir))
+    return model(name).prepare(cfg, data, device), data.folds
+
+
+def _fit_task(name: str, cfg: Config, features_dir: str, device: str, k: int, seed: int, fold_dir: str) -> FoldFit:
+    """A fold as a cluster task: paths and numbers in, the fold's predictions out."""
+    inputs, folds = _worker_inputs(name, cfg, features_dir, device)
+    return model(name).fit_fold(cfg, inputs, folds, k, seed, Path(fold_dir))
+
+
+def _fit_draws(
+    name: str, cfg: Config, data: TrainingData, inputs: Any, draws: list[int], model_dir: Path, device: str, scheduler: str | None
+) -> list[Draw]:
+    """Train the draws not finished yet (all folds of each), save each; load the finished ones."""
+    m = model(name)
+    n_folds = int(data.folds.max()) + 1
+    done = {d: load_draw(name, model_dir / f"draw{d:02d}", d, m.seed(cfg, d)) for d in draws if (model_dir / f"draw{d:02d}" / "folds.json").is_file()}
+    todo = [d for d in draws if d not in done]
+    if todo:
+        with contextlib.ExitStack() as stack:
+            tmp = {d: stack.enter_context(atomic_path(model_dir / f"draw{d:02d}")) for d in todo}
+            for t in tmp.values():
+                t.mkdir(parents=True)
+            tasks = [(d, k) for d in todo for k in range(n_folds)]
+            if scheduler is None:
+                fits = [m.fit_fold(cfg, inputs, data.folds, k, m.seed(cfg, d), tmp[d]) for d, k in tasks]
+            else:
+                from joblib import Parallel, delayed
+
+                from labquake.cluster import joblib_backend
+
+                with joblib_backend(scheduler):
+                    call = delayed(_fit_task)
+                    fits = Parallel(n_jobs=-1)(call(name, cfg, str(data.features_dir), device, k, m.seed(cfg, d), str(tmp[d])) for d, k in tasks)
+            for i, d in enumerate(todo):
+                res = draw_from_folds(name, d, m.seed(cfg, d), data.folds, len(data.test), fits[i * n_folds : (i + 1) * n_folds])
+                save_draw(res, tmp[d])
+                done[d] = res
+                log.info(f"{name} draw {d} (seed {res.seed}): OOF MAE {mae(data.train['target'], res.oof):.4f}")
+    return [done[d] for d in draws]
+
+
+def save_draw(res: Draw, draw_dir: Path) -> None:
+    save_npz(draw_dir / "result.npz", oof=res.oof, test=res.test)
+    res.history.to_csv(draw_dir / "history.csv", index=False)
+    (draw_dir / "folds.json").write_text(json.dumps(res.folds, indent=1, default=float) + "\n")
+
+
+def load_draw(name: str, draw_dir: Path, draw: int, seed: int) -> Draw:
+    arrays = load_npz(draw_dir / "result.npz")
+    return Draw(name, draw, seed, arrays["oof"], arrays["test"], read_json(draw_dir / "folds.json"), pd.read_csv(draw_dir / "history.csv"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Draws: every seed, or redrawn when rejected
+
+
+def reject_bound(ratio: float, y: np.ndarray, folds: np.ndarray, reference: np.ndarray | None) -> tuple[float, str]:
+    """The OOF MAE at which a draw is rejected, and what it is relative to (see NNConfig.reject_ratio).
+
+    ``reference``: LightGBM's OOF predictions on the same folds; without it, predict-the-mean's.
+    """
+    if reference is not None:
+        return ratio * mae(y, reference), "lgbm"
+    return MEAN_REJECT_RATIO * mae(y, fold_baseline(y, folds, np.mean)), "mean"
+
+
+def reject_reason(y: np.ndarray, oof: np.ndarray, folds: np.ndarray, bound: float) -> str | None:
+    """Why a draw failed to learn, or None: non-finite or (near) constant predictions, or OOF MAE >= bound."""
+    score = mae(y, oof)
+    if not np.isfinite(score):
+        return "non-finite predictions"
+    spread = min(float(np.std(oof[folds == k])) for k in np.unique(folds))
+    if spread < DEAD_STD * float(np.std(y)):
+        return f"constant predictions (std {spread:.3g} in a fold)"
+    if score >= bound:
+        return f"OOF MAE {score:.4f} >= bound {bound:.4f}"
+    return None
+
+
+def run_draws(draw: Callable[[list[int]], list[str | None]], runs: int, max_redraws: int) -> list[bool]:
+    """Draw until ``runs`` are accepted or ``runs + max_redraws`` were drawn.
+
+    ``draw(ds)`` trains (or loads) the draws ``ds`` and returns why each is rejected, or None. Draws
+    are asked for in batches of as many as are still missing, so a batch can run in parallel and no
+    draw is trained that one at a time would not have trained. Returns whether each draw was accepted.
+    """
+    accepted: list[bool] = []
+    while sum(accepted) < runs and len(accepted) < runs + max_redraws:
+        n = min(runs - sum(accepted), runs + max_redraws - len(accepted))
+        batch = list(range(len(accepted), len(accepted) + n))
+        for d, reason in zip(batch, draw(batch)):
+            if sum(accepted) >= runs:
+                break  # enough already: later draws of the batch are not counted
+            if reason is not None:
+                log.info(f"draw {d}: rejected, {reason}")
+            accepted.append(reason is None)
+    return accepted
+
+
+def keep_runs(scores: list[float], accepted: list[bool], runs: int, on_reject: str, name: str = "nn") -> tuple[list[bool], str | None]:
+    """The draws whose predictions make the model's column, and the fallback taken (None: the accepted ones).
+
+    Every draw rejected: "error" raises; "drop" and "best" keep the ``runs`` best draws by OOF MAE
+    ("drop" for inspection only: the blend leaves them out).
+    """
+    if any(accepted):
+        return list(accepted), None
+    if on_reject == "error":
+        raise LabquakeError(
+            f"{name}: all {len(accepted)} draws rejected (best OOF MAE {np.nanmin(scores):.4f}; {name}/runs.json says why); "
+            f"without --strict, {name}.on_reject=drop or best submits anyway; or raise {name}.max_redraws or {name}.reject_ratio (--set)"
+        )
+    best = set(np.argsort(np.asarray(scores, np.float64), kind="stable")[:runs].tolist())  # NaN last
+    return [d in best for d in range(len(scores))], on_reject
+
+
+@dataclass
+class ModelRun:
+    """Every draw of one model, which were accepted and which make its column."""
+
+    name: str
+    draws: list[Draw]
+    accepted: list[bool]
+    kept: list[bool]
+    fallback: str | None  # None, or on_reject's "drop"/"best" when every draw was rejected
+    bound: float | None
+    relative_to: str | None  # what the bound is relative to: "lgbm" or "mean"
+
+    @property
+    def oof(self) -> np.ndarray:
+        return np.mean([d.oof for d, keep in zip(self.draws, self.kept) if keep], axis=0)
+
+    @property
+    def test(self) -> np.ndarray:
+        return np.mean([d.test for d, keep in zip(self.draws, self.kept) if keep], axis=0)
+
+
+def train_model(
+    name: str,
+    cfg: Config,
+    data: TrainingData,
+    run_dir: Path,
+    device: str = "auto",
+    reference: np.ndarray | None = None,
+    on_reject: str | None = None,
+    scheduler: str | None = None,
+) -> ModelRun:
+    """Every draw of one model; writes RUN/NAME/runs.json and history.csv (and the model's extras).
+
+    ``reference``: LightGBM's OOF predictions, for the networks' reject bound. ``on_reject`` overrides
+    the section's on_reject for this call (``train --strict``).
+    """
+    m = model(name)
+    c = m.SECTION(cfg)
+    y = data.train["target"].to_numpy(np.float64)
+    model_dir = run_dir / name
+    inputs = m.prepare(cfg, data, device)
+    if not m.REJECTS:
+        draws = _fit_draws(name, cfg, data, inputs, list(range(len(c.seeds))), model_dir, device, scheduler)
+        result = ModelRun(name, draws, [True] * len(draws), [True] * len(draws), None, None, None)
+        _record(name, model_dir, y, data.folds, draws, result.accepted, result.kept, [None] * len(draws), {})
+    else:
+        bound, relative_to = reject_bound(c.reject_ratio, y, data.folds, reference)
+        draws, reasons = [], []
+
+        def draw(batch: list[int]) -> list[str | None]:
+            new = _fit_draws(name, cfg, data, inputs, batch, model_dir, device, scheduler)
+            why = [reject_reason(y, r.oof, data.folds, bound) for r in new]
+            draws.extend(new)
+            reasons.extend(why)
+            return why
+
+        accepted = run_draws(draw, c.runs, c.max_redraws)
+        draws, reasons = draws[: len(accepted)], reasons[: len(accepted)]
+        scores = [mae(y, r.oof) for r in draws]
+        try:
+            kept, fallback = keep_runs(scores, accepted, c.runs, on_reject or c.on_reject, name)
+        except LabquakeError:
+            _record(name, model_dir, y, data.folds, draws, accepted, [False] * len(draws), reasons, {"reject_bound": bound, "fallback": None})
+            raise
+        result = ModelRun(name, draws, accepted, kept, fallback, bound, relative_to)
+        meta = {
+            "reject_bound": bound,
+            "reject_ratio": c.reject_ratio if relative_to == "lgbm" else MEAN_REJECT_RATIO,
+            "reject_relative_to": relative_to,
+            "fallback": fallback,
+        }
+        _record(name, model_dir, y, data.folds, draws, accepted, kept, reasons, meta)
+    if hasattr(m, "write_extras"):
+        m.write_extras(result.draws, model_dir, data)
+    return result
+
+
+def _record(name, model_dir: Path, y, folds, draws: list[Draw], accepted, kept, reasons, meta: dict) -> None:
+    """RUN/NAME/runs.json (per draw: seed, OOF MAE, per-fold MAE and info, accepted, why not, kept) and history.csv."""
+    from labquake.models.run import write_csv
+    from labquake.util import write_json
+
+    runs = [
+        {
+            "run": r.draw,
+            "seed": r.seed,
+            "oof_mae": mae(y, r.oof),
+            "fold_mae": [mae(y[folds == k], r.oof[folds == k]) for k in range(len(r.folds))],
+            "accepted": ok,
+            "rejected_because": why,
+            "kept": keep,
+            "dir": f"{name}/draw{r.draw:02d}",
+            # the folds' scalar facts (best epoch or iteration, batch size, ...), one list entry per fold
+            **{key: [f[key] for f in r.folds] for key in (r.folds[0] if r.folds else {}) if isinstance(r.folds[0][key], (int, float, str))},
+        }
+        for r, ok, why, keep in zip(draws, accepted, reasons, kept)
+    ]
+    write_json(model_dir / "runs.json", {**meta, "runs": runs})
+    history = [r.history.assign(run=r.draw, seed=r.seed, accepted=ok) for r, ok in zip(draws, accepted)]
+    if history:
+        write_csv(model_dir / "history.csv", pd.concat(history, ignore_index=True))
