@@ -23,7 +23,7 @@ CFG      := --preset $(PRESET) $(LQFLAGS)
 RUNFLAG  := $(if $(RUN),--run $(RUN))
 
 .DEFAULT_GOAL := help
-.PHONY: help install run data features train submit report score kernel kernel-push test lint bench bench-difficulty clean
+.PHONY: help install run data features train submit predict report score kernel kernel-push test lint bench bench-difficulty clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -63,6 +63,10 @@ train: features ## LightGBM + network, cross-validated (PRESET=fast for a quick 
 submit: train ## blend and write the submission files, then the report
 	$(LQ) submit $(RUNFLAG) --data $(RAW) --out $(SUBS) $(CFG)
 	$(LQ) report $(RUNFLAG) $(CFG)
+
+predict: $(STAMP) ## time to failure along a recording: make predict RECORDING=file.csv OUT=dir [STEP=150000] (RUN= as for submit)
+	@[ -n "$(RECORDING)" ] && [ -n "$(OUT)" ] || { echo "predict: give RECORDING=FILE and OUT=DIR" >&2; exit 2; }
+	$(LQ) predict $(RUNFLAG) --recording $(RECORDING) --out $(OUT) $(if $(STEP),--step $(STEP)) --jobs $(JOBS) $(CFG)
 
 report: $(STAMP) ## plots and report.md in the run folder
 	$(LQ) report $(RUNFLAG) $(CFG)
