@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from labquake import models
 from labquake.features import FEATURE_NAMES
 
 
@@ -49,22 +48,23 @@ def write_feature_dir(path: Path, key: str = "k1", **kw) -> Path:
 
 
 def fake_network(monkeypatch, quality: dict[int, float] | None = None) -> list[dict]:
-    """Train without TensorFlow: ``models.cv_nn`` becomes OOF = truth + noise (sd ``quality[draw]``,
-    default 0.1), test = the draw's seed. Returns the list of its calls."""
+    """Train without TensorFlow: the network's ``fit_fold`` becomes valid = truth + noise (sd
+    ``quality[draw]``, default 0.1), test = the draw's seed. Returns one record per draw trained."""
+    from labquake.models import cv, nn
+
     calls: list[dict] = []
 
-    def cv_nn(cfg, X, y, folds, X_test, seed, out_dir, draw=0, network=None):
-        calls.append({"seed": seed, "draw": draw, "folds": folds.copy(), "out_dir": out_dir})
-        rng = np.random.default_rng(seed)
-        noise = (quality or {}).get(draw, 0.1)
-        oof = y["ttf"] + rng.normal(0, noise, len(X))
-        n_folds = int(folds.max()) + 1
-        for k in range(n_folds):
-            (out_dir / f"fold{k}.weights.h5").write_bytes(b"")
-        hist = pd.DataFrame({"fold": np.repeat(np.arange(n_folds), 2), "epoch": [1, 2] * n_folds, "val_ttf_mae": 1.0})
-        return models.NNResult(draw, seed, oof, np.full(len(X_test), float(seed)), np.ones(n_folds, np.int64), np.full(n_folds, 2), hist)
+    def fit_fold(cfg, inputs, folds, k, seed, fold_dir):
+        draw = seed - cfg.nn.seed
+        if k == 0:
+            calls.append({"seed": seed, "draw": draw, "folds": folds.copy(), "out_dir": fold_dir})
+        rng = np.random.default_rng([seed, k])
+        va = folds == k
+        (fold_dir / f"fold{k}.weights.h5").write_bytes(b"")
+        hist = pd.DataFrame({"epoch": [1, 2], "val_ttf_mae": 1.0})
+        valid = inputs.y["ttf"][va] + rng.normal(0, (quality or {}).get(draw, 0.1), int(va.sum()))
+        info = {"best_epoch": 1, "epochs": 2, "batch_size": 16}
+        return cv.FoldFit(valid, np.full(len(inputs.X_test), float(seed)), info, hist)
 
-    monkeypatch.setattr(models, "cv_nn", cv_nn)
-    monkeypatch.setattr(models, "setup_tensorflow", lambda device="auto": "cpu")
-    monkeypatch.setattr(models, "ReusedNetwork", lambda cfg, n_features: None)
+    monkeypatch.setattr(nn, "fit_fold", fit_fold)
     return calls

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from fakes import fake_network, write_feature_dir
 
 from labquake import models, targets
 from labquake.blend import mae
+from labquake.models import cv, lgbm, network, nn
 from labquake.config import load_config
 from labquake.features import FEATURE_NAMES
 from labquake.util import LabquakeError
@@ -134,12 +136,19 @@ def test_features_of_another_version_or_configuration_are_refused(tmp_path):
 # LightGBM
 
 
-def test_lgbm_gets_the_recipe_parameters(data):
+def _lgbm(cfg, data, seed, draw_dir):
+    return cv.cross_validate("lgbm", cfg, lgbm.prepare(cfg, data), data.folds, len(data.test), seed, draw_dir)
+
+
+def test_lgbm_gets_the_recipe_parameters(data, tmp_path, monkeypatch):
+    import lightgbm as lgb
+
+    seen: list[dict] = []
+    real_train = lgb.train
+    monkeypatch.setattr(lgb, "train", lambda params, *a, **kw: seen.append(params) or real_train(params, *a, **kw))
     cfg = load_config("recipe", None, ["lgbm.num_boost_round=50", "lgbm.early_stopping_rounds=10"])
-    cols = models.feature_columns(data.train.columns, "LGBM")
-    res = models.cv_lgbm(cfg, data.train[cols], data.train["target"].to_numpy(), data.folds, data.test[cols], seed=7)
-    assert len(res.boosters) == 3
-    params = res.boosters[0].params
+    res = _lgbm(cfg, data, 7, tmp_path)
+    assert len(seen) == 3
     expected = {
         "objective": "fair",
         "metric": "mae",
@@ -161,12 +170,13 @@ def test_lgbm_gets_the_recipe_parameters(data):
         "force_row_wise": True,
         "verbosity": -1,
     }
-    assert {k: params.get(k) for k in expected} == expected
-    assert "[max_bin: 500]" in res.boosters[0].model_to_string()  # reached the Dataset
-    assert res.importance.shape == (3, 6) and (res.importance >= 0).all()
+    assert {k: seen[0].get(k) for k in expected} == expected
+    assert "[max_bin: 500]" in (tmp_path / "fold0.txt").read_text()  # reached the Dataset
+    gains = np.array([f["gain"] for f in res.folds])
+    assert gains.shape == (3, 6) and (gains >= 0).all()
 
 
-def test_lgbm_oof_rows_come_from_boosters_that_did_not_see_them(data, monkeypatch):
+def test_lgbm_oof_rows_come_from_boosters_that_did_not_see_them(data, monkeypatch, tmp_path):
     import lightgbm as lgb
 
     seen: list[np.ndarray] = []
@@ -180,19 +190,19 @@ def test_lgbm_oof_rows_come_from_boosters_that_did_not_see_them(data, monkeypatc
     cfg = load_config("fast", None, QUICK_LGBM)
     cols = models.feature_columns(data.train.columns, "LGBM")
     X = data.train[cols]
-    res = models.cv_lgbm(cfg, X, data.train["target"].to_numpy(), data.folds, data.test[cols], seed=0)
+    res = _lgbm(cfg, data, 0, tmp_path)
     for k, rows in enumerate(seen):
         valid = np.flatnonzero(data.folds == k)
         assert not np.intersect1d(rows, valid).size and len(rows) + len(valid) == len(X)
-        assert np.array_equal(res.oof[valid], res.boosters[k].predict(X.iloc[valid], num_iteration=res.best_iteration[k]))
+        booster = lgb.Booster(model_file=str(tmp_path / f"fold{k}.txt"))  # saved at its best iteration
+        assert booster.current_iteration() == res.folds[k]["best_iteration"]
+        assert np.array_equal(res.oof[valid], booster.predict(X.iloc[valid]))
     assert np.isfinite(res.oof).all()
 
 
-def test_lgbm_is_deterministic_per_seed(data):
+def test_lgbm_is_deterministic_per_seed(data, tmp_path):
     cfg = load_config("fast", None, QUICK_LGBM)
-    cols = models.feature_columns(data.train.columns, "LGBM")
-    args = (cfg, data.train[cols], data.train["target"].to_numpy(), data.folds, data.test[cols])
-    a, b, c = models.cv_lgbm(*args, seed=3), models.cv_lgbm(*args, seed=3), models.cv_lgbm(*args, seed=4)
+    a, b, c = _lgbm(cfg, data, 3, tmp_path / "a"), _lgbm(cfg, data, 3, tmp_path / "b"), _lgbm(cfg, data, 4, tmp_path / "c")
     assert np.array_equal(a.oof, b.oof) and np.array_equal(a.test, b.test)
     assert not np.array_equal(a.oof, c.oof)
 
@@ -205,9 +215,9 @@ def test_network_architecture():
     import keras
 
     cfg = load_config("recipe")
-    model = models.build_network(cfg, 21)
+    model = nn.build_network(cfg, 21)
     assert tuple(model.input_shape) == (None, 1, 21)
-    body = [(type(x).__name__, getattr(x, "units", getattr(x, "filters", None))) for x in model.layers if x.name not in models.HEADS]
+    body = [(type(x).__name__, getattr(x, "units", getattr(x, "filters", None))) for x in model.layers if x.name not in network.HEADS]
     assert body == [
         ("InputLayer", None),
         ("BatchNormalization", None),
@@ -223,7 +233,7 @@ def test_network_architecture():
     assert lstm.return_sequences
     for conv in [x for x in model.layers if isinstance(x, keras.layers.Conv1D)]:
         assert conv.kernel_size == (2,) and conv.padding == "same" and conv.activation.__name__ == "relu"
-    heads = {h: (model.get_layer(h).units, model.get_layer(h).activation.__name__) for h in models.HEADS}
+    heads = {h: (model.get_layer(h).units, model.get_layer(h).activation.__name__) for h in network.HEADS}
     assert heads == {"ttf": (1, "relu"), "tsf": (1, "linear"), "binary": (1, "sigmoid")}
     assert sorted(model.output_names) == ["binary", "tsf", "ttf"]
     compiled = model.get_compile_config()
@@ -234,43 +244,40 @@ def test_network_architecture():
     assert compiled["optimizer"]["config"]["learning_rate"] == pytest.approx(0.008)
 
 
-def _nn_inputs(data):
-    cols = models.feature_columns(data.train.columns, "NN")
-    X = data.train[cols].to_numpy(np.float64)
-    y = {"ttf": data.train["target"].to_numpy(), "tsf": data.train["tsf"].to_numpy(), "binary": data.train["binary"].to_numpy(np.float64)}
-    return X, y, data.test[cols].to_numpy(np.float64)
-
-
 def test_fit_monitors_a_logged_metric_and_is_reproducible(data, tmp_path):
-    models.setup_tensorflow("cpu")
+    network.setup_tensorflow("cpu")
     cfg = load_config("fast", None, QUICK_NN)
-    X, y, _ = _nn_inputs(data)
-    x = models._shape(X[:100] / np.abs(X).max(axis=0))
-    yy = {h: v[:100].astype(np.float32) for h, v in y.items()}
+    inputs = nn.prepare(cfg, data)
+    X = inputs.X[:100]
+    x = (X / np.abs(X).max(axis=0)).astype(np.float32).reshape(100, 1, -1)
+    yy = {h: v[:100] for h, v in inputs.y.items()}
 
-    def fit(name, seed, **kw):
-        model, hist = models.fit_network(cfg, x, yy, x, yy, tmp_path / name, seed=seed, **kw)
-        return models.predict_ttf(model, x), hist
+    def build(compile):
+        return nn.build_network(cfg, x.shape[-1], compile)
+
+    def fit(name, seed, net=None, **kw):
+        model, hist = network.fit_network(cfg.nn, net or network.ReusedNetwork(build), x, yy, x, yy, tmp_path / name, seed=seed, **kw)
+        return network.predict_ttf(model, x), hist
 
     a, hist = fit("a.weights.h5", 0)
-    assert models.MONITOR in hist.columns and len(hist) == 3 and (tmp_path / "a.weights.h5").is_file()
+    assert network.MONITOR in hist.columns and len(hist) == 3 and (tmp_path / "a.weights.h5").is_file()
     # the weights kept (and saved) are those of the best epoch, not the last
-    assert mae(yy["ttf"], a) == pytest.approx(hist[models.MONITOR].min(), rel=1e-5)
-    fresh = models.build_network(cfg, x.shape[-1])
+    assert mae(yy["ttf"], a) == pytest.approx(hist[network.MONITOR].min(), rel=1e-5)
+    fresh = nn.build_network(cfg, x.shape[-1])
     fresh.load_weights(str(tmp_path / "a.weights.h5"))
-    np.testing.assert_allclose(models.predict_ttf(fresh, x), a, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(network.predict_ttf(fresh, x), a, rtol=0, atol=1e-6)
     b, _ = fit("b.weights.h5", 0)
     np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)  # same seed, same network
     c, _ = fit("c.weights.h5", 1)
     assert np.abs(a - c).max() > 1e-4  # another seed, another network
     # a compiled network reused after another fit (and a learning rate cut) starts like a new one
-    net = models.ReusedNetwork(cfg, x.shape[-1])
-    c2, _ = fit("c2.weights.h5", 1, network=net)
+    net = network.ReusedNetwork(build)
+    c2, _ = fit("c2.weights.h5", 1, net)
     np.testing.assert_allclose(c2, c, rtol=0, atol=1e-6)
     net.model.optimizer.learning_rate.assign(1e-6)
-    a2, hist2 = fit("a2.weights.h5", 0, network=net)
+    a2, hist2 = fit("a2.weights.h5", 0, net)
     np.testing.assert_allclose(a2, a, rtol=0, atol=1e-6)
-    np.testing.assert_allclose(hist2[models.MONITOR], hist[models.MONITOR], rtol=1e-6)
+    np.testing.assert_allclose(hist2[network.MONITOR], hist[network.MONITOR], rtol=1e-6)
     with pytest.raises(RuntimeError, match="'val_ttf_mean_absolute_error' is not logged"):
         fit("d.weights.h5", 0, monitor="val_ttf_mean_absolute_error")
     with pytest.raises(ValueError, match=r"\.weights\.h5"):
@@ -278,27 +285,58 @@ def test_fit_monitors_a_logged_metric_and_is_reproducible(data, tmp_path):
 
 
 def test_network_oof_rows_come_from_networks_that_did_not_see_them(data, tmp_path, monkeypatch):
-    models.setup_tensorflow("cpu")
-    cfg = load_config("fast", None, QUICK_NN)
-    X, y, X_test = _nn_inputs(data)
-    seen: list[tuple] = []
-    real_fit = models.fit_network
+    from sklearn.preprocessing import MinMaxScaler
 
-    def spy(cfg, x_train, y_train, x_valid, y_valid, weights_path, seed, **kw):
-        model, hist = real_fit(cfg, x_train, y_train, x_valid, y_valid, weights_path, seed, **kw)
-        seen.append((y_train["ttf"].copy(), y_valid["ttf"].copy(), x_train.shape, models.predict_ttf(model, x_valid)))
+    network.setup_tensorflow("cpu")
+    cfg = load_config("fast", None, QUICK_NN)
+    inputs = nn.prepare(cfg, data, "cpu")
+    seen: list[tuple] = []
+    real_fit = network.fit_network
+
+    def spy(c, net, x_train, y_train, x_valid, y_valid, weights_path, seed, **kw):
+        model, hist = real_fit(c, net, x_train, y_train, x_valid, y_valid, weights_path, seed, **kw)
+        seen.append((y_train["ttf"].copy(), y_valid["ttf"].copy(), x_train.copy(), network.predict_ttf(model, x_valid)))
         return model, hist
 
-    monkeypatch.setattr(models, "fit_network", spy)
-    res = models.cv_nn(cfg, X, y, data.folds, X_test, seed=5, out_dir=tmp_path)
-    for k, (ytr, yva, shape, pred) in enumerate(seen):
-        assert np.array_equal(yva, y["ttf"][data.folds == k].astype(np.float32))  # validated on fold k
-        assert np.array_equal(ytr, y["ttf"][data.folds != k].astype(np.float32))  # trained on the rest
-        assert shape == (int((data.folds != k).sum()), 1, 21)
+    monkeypatch.setattr(network, "fit_network", spy)
+    res = cv.cross_validate("nn", cfg, inputs, data.folds, len(data.test), 5, tmp_path)
+    y = inputs.y["ttf"]
+    for k, (ytr, yva, xtr, pred) in enumerate(seen):
+        assert np.array_equal(yva, y[data.folds == k]) and np.array_equal(ytr, y[data.folds != k])  # validated on fold k, trained on the rest
+        # min-max scaled on the training fold alone, as sklearn's MinMaxScaler does it
+        expected = MinMaxScaler().fit(inputs.X[data.folds != k]).transform(inputs.X[data.folds != k]).astype(np.float32)
+        assert xtr.shape == (int((data.folds != k).sum()), 1, 21) and np.array_equal(xtr[:, 0], expected)
         assert np.array_equal(res.oof[data.folds == k], pred)  # OOF of fold k from that network
     assert len(seen) == 3 and np.isfinite(res.oof).all() and np.isfinite(res.test).all()
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"fold{k}.weights.h5" for k in range(3)]
-    assert list(res.best_epoch) == [int(np.argmin(h)) + 1 for h in res.history.groupby("fold")[models.MONITOR].apply(list)]
+    assert [f["best_epoch"] for f in res.folds] == [int(np.argmin(h)) + 1 for h in res.history.groupby("fold")[network.MONITOR].apply(list)]
+    # predict from the saved folds gives the test predictions of training
+    saved = nn.predict_saved(cfg, tmp_path, res.folds, data.test, None, "cpu")
+    np.testing.assert_allclose(saved, res.test, rtol=0, atol=1e-6)
+
+
+def test_recipe_conv1d_on_one_step_is_a_dense_layer_of_its_first_tap():
+    """The recipe's Conv1D (kernel 2, "same") on its one-step input: the output of a Dense layer made of
+    the kernel's first tap. On a real sequence the second tap is used: it is not a dense layer."""
+    import keras
+
+    network.setup_tensorflow("cpu")
+    keras.utils.set_random_seed(0)
+    conv = keras.layers.Conv1D(8, 2, padding="same", activation="relu")
+    x1 = np.random.default_rng(0).normal(size=(5, 1, 6)).astype(np.float32)
+    out1 = np.asarray(conv(x1))
+    kernel, bias = (np.asarray(w) for w in conv.get_weights())  # kernel: (taps, in, out)
+    dense = keras.layers.Dense(8, activation="relu")
+    dense.build((None, 6))
+    dense.set_weights([kernel[0], bias])
+    np.testing.assert_allclose(out1[:, 0], np.asarray(dense(x1[:, 0])), rtol=1e-6, atol=1e-6)
+    # padding "same" with kernel 2 pads one zero step at the end: the second tap only ever sees it
+    x = np.random.default_rng(1).normal(size=(5, 4, 6)).astype(np.float32)
+    out = np.asarray(conv(x))
+    by_first_tap = np.asarray(dense(x.reshape(-1, 6))).reshape(5, 4, 8)
+    assert np.abs(out[:, :-1] - by_first_tap[:, :-1]).max() > 1e-2  # the next step's tap counts
+    both = np.maximum(x[:, :-1] @ kernel[0] + x[:, 1:] @ kernel[1] + bias, 0)
+    np.testing.assert_allclose(out[:, :-1], both, rtol=1e-5, atol=1e-5)
 
 
 def test_device_gpu_without_gpu_is_a_clear_error():
@@ -307,8 +345,8 @@ def test_device_gpu_without_gpu_is_a_clear_error():
     if tf.config.list_physical_devices("GPU"):
         pytest.skip("a GPU is visible")
     with pytest.raises(LabquakeError, match="--device gpu: TensorFlow sees no GPU"):
-        models.setup_tensorflow("gpu")
-    assert models.setup_tensorflow("auto") == "cpu"
+        network.setup_tensorflow("gpu")
+    assert network.setup_tensorflow("auto") == "cpu"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -317,25 +355,27 @@ def test_device_gpu_without_gpu_is_a_clear_error():
 
 def test_run_draws_rejects_and_redraws_up_to_a_limit():
     bad = {0, 2}  # draws that fail
-    drawn: list[int] = []
+    batches: list[list[int]] = []
 
-    def draw(d):
-        drawn.append(d)
-        return "failed" if d in bad else None
+    def draw(ds):
+        batches.append(ds)
+        return ["failed" if d in bad else None for d in ds]
 
-    assert models.run_draws(draw, runs=2, max_redraws=3) == [False, True, False, True]
-    assert drawn == [0, 1, 2, 3]  # stops once enough are accepted
-    assert models.run_draws(draw, runs=3, max_redraws=1) == [False, True, False, True]  # 4 draws at most
-    assert models.run_draws(lambda d: "failed", runs=1, max_redraws=1) == [False, False]  # no error here
+    assert cv.run_draws(draw, runs=2, max_redraws=3) == [False, True, False, True]
+    assert batches == [[0, 1], [2], [3]]  # batches of as many as are missing: none a one-by-one loop would skip
+    batches.clear()
+    assert cv.run_draws(draw, runs=3, max_redraws=1) == [False, True, False, True]  # 4 draws at most
+    assert batches == [[0, 1, 2], [3]]
+    assert cv.run_draws(lambda ds: ["failed"] * len(ds), runs=1, max_redraws=1) == [False, False]  # no error here
 
 
 def test_keep_runs_when_every_draw_is_rejected():
-    assert models.keep_runs([2.0, 1.0, 3.0], [False, True, True], runs=2, on_reject="error") == ([False, True, True], None)
+    assert cv.keep_runs([2.0, 1.0, 3.0], [False, True, True], runs=2, on_reject="error") == ([False, True, True], None)
     scores = [2.0, float("nan"), 1.0, 1.5]
-    assert models.keep_runs(scores, [False] * 4, runs=2, on_reject="drop") == ([False, False, True, True], "drop")
-    assert models.keep_runs(scores, [False] * 4, runs=2, on_reject="best") == ([False, False, True, True], "best")
+    assert cv.keep_runs(scores, [False] * 4, runs=2, on_reject="drop") == ([False, False, True, True], "drop")
+    assert cv.keep_runs(scores, [False] * 4, runs=2, on_reject="best") == ([False, False, True, True], "best")
     with pytest.raises(LabquakeError, match=r"all 4 draws rejected \(best OOF MAE 1\.0000; nn/runs.json says why\); without --strict") as err:
-        models.keep_runs(scores, [False] * 4, runs=2, on_reject="error")
+        cv.keep_runs(scores, [False] * 4, runs=2, on_reject="error")
     assert "\n" not in str(err.value)
     with pytest.raises(LabquakeError, match="nn.on_reject must be one of drop, best, error"):
         load_config("recipe", None, ["nn.on_reject=maybe"])
@@ -354,18 +394,18 @@ def test_reject_rule_rejects_what_failed_to_learn_relative_to_lightgbm():
     cfg = load_config("recipe")
     constant = mae(y, models.fold_baseline(y, folds, np.mean))
     lgbm = _mixed(y, folds, 0.8)  # LightGBM at 0.8 x the constant: hard data
-    bound, relative_to = models.reject_bound(cfg, y, folds, lgbm)
+    bound, relative_to = cv.reject_bound(cfg.nn.reject_ratio, y, folds, lgbm)
     assert relative_to == "lgbm" and bound == pytest.approx(1.1 * 0.8 * constant)
-    assert models.reject_reason(y, _mixed(y, folds, 0.85), folds, bound) is None  # 0.85 x the constant: learned
-    assert models.reject_reason(y, _mixed(y, folds, 0.9), folds, bound).startswith("OOF MAE")  # 1.125 x LightGBM
+    assert cv.reject_reason(y, _mixed(y, folds, 0.85), folds, bound) is None  # 0.85 x the constant: learned
+    assert cv.reject_reason(y, _mixed(y, folds, 0.9), folds, bound).startswith("OOF MAE")  # 1.125 x LightGBM
     # dead ReLU output (zeros), and a network that collapsed to its fold's mean: constant in a fold
-    assert models.reject_reason(y, np.zeros_like(y), folds, 100.0).startswith("constant predictions")
-    assert models.reject_reason(y, models.fold_baseline(y, folds, np.mean), folds, 100.0).startswith("constant predictions")
+    assert cv.reject_reason(y, np.zeros_like(y), folds, 100.0).startswith("constant predictions")
+    assert cv.reject_reason(y, models.fold_baseline(y, folds, np.mean), folds, 100.0).startswith("constant predictions")
     dead_fold = np.where(folds == 1, 7.0, y)  # perfect elsewhere, dead in one fold
-    assert models.reject_reason(y, dead_fold, folds, 100.0).startswith("constant predictions")
-    assert models.reject_reason(y, np.full_like(y, np.nan), folds, 100.0) == "non-finite predictions"
+    assert cv.reject_reason(y, dead_fold, folds, 100.0).startswith("constant predictions")
+    assert cv.reject_reason(y, np.full_like(y, np.nan), folds, 100.0) == "non-finite predictions"
     # without LightGBM: 0.7 x predict-the-mean, as before
-    assert models.reject_bound(cfg, y, folds, None) == (pytest.approx(0.7 * constant), "mean")
+    assert cv.reject_bound(cfg.nn.reject_ratio, y, folds, None) == (pytest.approx(0.7 * constant), "mean")
     # the recipe's absolute bound on the real data: the winners' LightGBM CV was about 1.83
     assert cfg.nn.reject_ratio * 1.83 == pytest.approx(2.0, abs=0.02)
 
@@ -374,12 +414,12 @@ def test_batch_keeps_the_recipe_at_real_size_and_steps_on_small_folds():
     cfg = load_config("recipe")
     assert cfg.nn.batch_size == 256 and cfg.nn.min_steps_per_epoch == 6
     for n_train in (1536, 1700, 2800, 100_000):  # real-data folds: the recipe's batch, unchanged
-        assert models.batch_size(cfg, n_train) == 256
-    assert models.batch_size(cfg, 1535) == 255
-    assert models.batch_size(cfg, 170) == 28  # ~170 training rows: 6 steps an epoch, not 1
-    assert models.batch_size(cfg, 40) == 16  # never below 16
+        assert network.batch_size(cfg.nn, n_train) == 256
+    assert network.batch_size(cfg.nn, 1535) == 255
+    assert network.batch_size(cfg.nn, 170) == 28  # ~170 training rows: 6 steps an epoch, not 1
+    assert network.batch_size(cfg.nn, 40) == 16  # never below 16
     off = load_config("recipe", None, ["nn.min_steps_per_epoch=0"])
-    assert models.batch_size(off, 170) == 256
+    assert network.batch_size(off.nn, 170) == 256
     with pytest.raises(LabquakeError, match="min_steps_per_epoch must be >= 0"):
         load_config("recipe", None, ["nn.min_steps_per_epoch=-1"])
 
@@ -416,7 +456,7 @@ def test_every_draw_rejected_still_ends_with_a_submission(feat_dir, tmp_path, no
     flags = ["--fast", *[a for s in QUICK_LGBM + ["nn.runs=2", "nn.max_redraws=1", "nn.reject_ratio=0.0001"] for a in ("--set", s)]]
     assert main(["train", "--features", str(feat_dir), "--run", str(run), *flags]) == 0
     err = capsys.readouterr().err
-    assert "network: all 3 draws rejected" in err and "nn.on_reject=drop: the blend is LightGBM alone" in err
+    assert "nn: all 3 draws rejected" in err and "nn.on_reject=drop: the blend is lgbm" in err
     summary = json.loads((run / "summary.json").read_text())
     assert (summary["nn_fallback"], summary["nn_accepted"], summary["nn_draws"], summary["nn_runs"]) == ("drop", 0, 3, 2)
     runs = json.loads((run / "nn" / "runs.json").read_text())
@@ -426,14 +466,15 @@ def test_every_draw_rejected_still_ends_with_a_submission(feat_dir, tmp_path, no
     assert main(["submit", "--run", str(run), "--data", str(data_dir), "--out", str(subs), *flags]) == 0
     out = capsys.readouterr().out
     warnings = [line for line in out.splitlines() if line.startswith("warning:")]
-    assert len(warnings) == 1 and "all 3 draws rejected" in warnings[0] and "blend (LightGBM)" in out
+    assert len(warnings) == 1 and "all 3 draws rejected" in warnings[0] and "blend (lgbm)" in out
     sub = pd.read_csv(subs / "submission_geomean.csv")
     lgbm = pd.read_csv(subs / "submission_lgbm.csv")
     assert list(sub.columns) == ["seg_id", "time_to_failure"] and list(sub["seg_id"]) == ids
     assert np.isfinite(sub["time_to_failure"]).all() and (sub["time_to_failure"] >= 0.1).all()
     pd.testing.assert_frame_equal(sub, lgbm)  # the blend is LightGBM alone
     assert (subs / "submission_nn.csv").is_file()
-    assert json.loads((run / "blend.json").read_text())["nn_fallback"] == "drop"
+    record = json.loads((run / "blend.json").read_text())
+    assert record["fallbacks"] == {"nn": "drop"} and record["weights"] == {"lgbm": 1.0}
 
 
 def test_on_reject_best_blends_the_best_draws(feat_dir, tmp_path, no_tf):
@@ -453,7 +494,7 @@ def test_strict_is_a_one_line_error_exit_2(feat_dir, tmp_path, no_tf, capsys):
     args += [a for s in QUICK_LGBM + ["nn.runs=1", "nn.max_redraws=1", "nn.reject_ratio=0.0001"] for a in ("--set", s)]
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("labquake train: error: network: all 2 draws rejected") and len(err.splitlines()) == 1
+    assert err.startswith("labquake train: error: nn: all 2 draws rejected") and len(err.splitlines()) == 1
     assert "Traceback" not in err
     assert not (run / "summary.json").exists()  # no finished run to submit
     assert [r["rejected_because"] is not None for r in json.loads((run / "nn" / "runs.json").read_text())["runs"]] == [True, True]
@@ -485,13 +526,14 @@ def test_tiny_run_records_batch_and_best_epochs(tiny_run):
 
 def test_train_fills_the_run_folder_and_shares_folds(feat_dir, tmp_path, no_tf, monkeypatch):
     lgbm_folds: list[np.ndarray] = []
-    real_cv = models.cv_lgbm
+    real_fit = lgbm.fit_fold
 
-    def spy(cfg, X, y, folds, *a, **kw):
-        lgbm_folds.append(folds.copy())
-        return real_cv(cfg, X, y, folds, *a, **kw)
+    def spy(cfg, inputs, folds, k, *a, **kw):
+        if k == 0:
+            lgbm_folds.append(folds.copy())
+        return real_fit(cfg, inputs, folds, k, *a, **kw)
 
-    monkeypatch.setattr(models, "cv_lgbm", spy)
+    monkeypatch.setattr(lgbm, "fit_fold", spy)
     cfg = load_config("fast", None, QUICK_LGBM + ["lgbm.seeds=[0, 1]", "nn.runs=2"])
     run = tmp_path / "run"
     summary = models.train(cfg, feat_dir, run, device="cpu")
@@ -513,10 +555,11 @@ def test_train_fills_the_run_folder_and_shares_folds(feat_dir, tmp_path, no_tf, 
         "lgbm/curves.csv",
         "nn/runs.json",
         "nn/history.csv",
-        "lgbm/seed00_fold0.txt",
-        "nn/run01/fold2.weights.h5",
-        "parts/lgbm_seed01.npz",
-        "parts/nn_run01.npz",
+        "lgbm/runs.json",
+        "lgbm/draw00/fold0.txt",
+        "lgbm/draw01/result.npz",
+        "nn/draw01/fold2.weights.h5",
+        "nn/draw01/folds.json",
     } <= names
     assert not [n for n in names if ".tmp" in n]
     assert all(n.endswith(".weights.h5") for n in names if n.endswith(".h5"))
@@ -540,7 +583,7 @@ def test_partial_run_resumes_where_it_stopped(feat_dir, tmp_path, no_tf):
     run = tmp_path / "run"
     models.train(cfg, feat_dir, run, device="cpu")
     first = pd.read_parquet(run / "oof.parquet")
-    (run / "parts" / "nn_run01.npz").unlink()  # as if killed during the second network run
+    shutil.rmtree(run / "nn" / "draw01")  # as if killed during the second network run (a draw's folder appears whole)
     (run / "summary.json").unlink()
     no_tf.clear()
     models.train(cfg, feat_dir, run, device="cpu")
