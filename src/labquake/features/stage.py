@@ -1,10 +1,14 @@
 """The features stage (`labquake features`): one feature table for train and one for test, cached.
 
 ``build_features`` writes one table for train (a row per 150,000-row segment) and one for test (a
-row per test segment, in sample_submission.csv order). Segments are read from the memory-mapped
-binary cache of ``labquake.data``; workers get chunks of segment indices and open the cache
-themselves. Finished chunks are kept beside the output, in ``.FEATDIR.parts/<key>/`` (key: inputs
-and settings), so an interrupted run resumes; the output folder (both tables and ``features.json``)
+row per test segment, in sample_submission.csv order), and beside them each segment's sequence for
+the networks that see time (``features.sequences``; ``train_seq.npy``, ``test_seq.npy``, rows in
+table order; ``load_sequences`` reads them). Segments are read from the memory-mapped binary cache
+of ``labquake.data``; workers (local processes, or a Dask cluster's through ``labquake.cluster``)
+get chunks of segment starts with the cache's file name and open it themselves, computing features
+and sequences from one read of each segment. Finished chunks are kept beside the output, in
+``.FEATDIR.parts/<key>/`` (key: inputs and settings), so an interrupted run resumes and a task
+retried by Dask writes the same part; the output folder (tables, sequences and ``features.json``)
 is swapped in whole only when everything succeeded.
 """
 
@@ -13,6 +17,8 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -50,17 +56,21 @@ def tune_malloc() -> bool:
         return False
 
 
-FEATURES_VERSION = 2  # bump when a feature's computation changes: invalidates every cached table
+FEATURES_VERSION = 3  # bump when a feature's computation changes: invalidates every cached table (3: tables include sequences)
+
+SEQ_FILES = {"train": "train_seq.npy", "test": "test_seq.npy", "train_extra": "train_seq_extra.npy"}
 
 
 def tables_key(cfg: Config, train_fingerprint: str, test_fingerprint: str) -> str:
     """Cache key of the feature tables: everything they depend on, and nothing else."""
     from labquake import __version__
+    from labquake.features.sequences import SEQ_CHANNELS
 
     payload = {
         "version": FEATURES_VERSION,
         "labquake": __version__,
         "features": cfg.features.table_settings(),
+        "seq_channels": list(SEQ_CHANNELS),
         "segment_rows": SEGMENT_ROWS,
         "binary_threshold": cfg.data.binary_threshold,
         "train": train_fingerprint,
@@ -76,23 +86,44 @@ def n_jobs(jobs: int) -> int:
     return usable_cpus()
 
 
-def _chunk_features(fc: FeatureConfig, source: tuple[str, int], starts: np.ndarray, rows: int, part: str) -> str:
-    """Features of the segments ``signal[start:start + rows]`` of an int16 cache file, saved to ``part``.
+def seq_shape(fc: FeatureConfig, rows: int = SEGMENT_ROWS) -> tuple[int, int]:
+    """(steps, channels) of one segment's sequence."""
+    return _seq_shape(fc, rows)
 
-    Runs in a worker: it opens the memory-mapped cache itself (``source``: file name and byte
-    offset), so only names cross processes, never the signal.
+
+@functools.lru_cache(maxsize=4)
+def _seq_shape(fc: FeatureConfig, rows: int) -> tuple[int, int]:
+    from labquake.features.sequences import segment_sequence
+
+    steps, channels = segment_sequence(np.zeros(rows, np.int16), fc).shape
+    return int(steps), int(channels)
+
+
+def _chunk_features(fc: FeatureConfig, source: tuple[str, int], starts: np.ndarray, rows: int, part: str, features: bool = True) -> str:
+    """Features and sequences of the segments ``signal[start:start + rows]`` of an int16 cache file, saved to ``part``.
+
+    Runs in a worker (a local process or a Dask worker): it opens the memory-mapped cache itself
+    (``source``: file name and byte offset), so only names cross processes, never the signal. Each
+    segment is read once for both. ``part`` (an .npz: ``features`` (n, 24) float64, or (n, 0) when
+    ``features`` is False, and ``sequences`` (n, steps, channels) float32) is written atomically, so a
+    task retried after its worker died writes the same bytes.
     """
+    from labquake.features.sequences import segment_sequence
     from labquake.util import atomic_path
 
     tune_malloc()
     signal = np.memmap(source[0], dtype=np.int16, mode="r", offset=source[1])
-    f = featurizer(fc, rows)
-    values = np.empty((len(starts), len(FEATURE_NAMES)))
+    f = featurizer(fc, rows) if features else None
+    values = np.empty((len(starts), len(FEATURE_NAMES) if features else 0))
+    seqs = np.empty((len(starts), *seq_shape(fc, rows)), np.float32)
     for i, s in enumerate(starts):
-        row = f(np.asarray(signal[s : s + rows]))
-        values[i] = [row[name] for name in FEATURE_NAMES]
+        x = np.asarray(signal[s : s + rows])
+        if f is not None:
+            row = f(x)
+            values[i] = [row[name] for name in FEATURE_NAMES]
+        seqs[i] = segment_sequence(x, fc)
     with atomic_path(part) as tmp, open(tmp, "wb") as fh:
-        np.save(fh, values)
+        np.savez(fh, features=values, sequences=seqs)
     return part
 
 
@@ -106,53 +137,105 @@ def _cache_file(signal: np.ndarray) -> tuple[str, int]:
     return where
 
 
-def _load_part(path: Path, n: int) -> np.ndarray | None:
-    """A finished chunk, or None if it is missing or damaged (then it is computed again)."""
+Task = tuple[str, tuple[str, int], np.ndarray, bool]  # name, cache file and offset, segment starts, features too (else sequences only)
+
+
+def _load_part(path: Path, shape: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray] | None:
+    """A finished chunk (features, sequences), or None if it is missing or damaged (then it is computed again).
+
+    ``shape``: segments, feature columns, steps, channels.
+    """
+    n, n_feat, steps, channels = shape
     try:
-        values = np.load(path)
-    except (OSError, ValueError, EOFError):
+        with np.load(path) as npz:
+            values, seqs = npz["features"], npz["sequences"]
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
         return None
-    return values if values.shape == (n, len(FEATURE_NAMES)) else None
+    if values.shape != (n, n_feat) or seqs.shape != (n, steps, channels) or seqs.dtype != np.float32:
+        return None
+    return values, seqs
 
 
-def _compute(cfg: Config, workers: int, parts: Path, tasks: list[tuple[str, tuple[str, int], np.ndarray]], total: int) -> dict[str, np.ndarray]:
-    """Features of every task (name, source file, segment starts in it), resuming from ``parts``."""
+SHARED_FS = (
+    "with a remote cluster the data, its cache (--interim) and the output folder's parent must be on a filesystem every worker and this machine share"
+)
+
+
+def _shared_fs_error(part: str) -> LabquakeError:
+    return LabquakeError(f"{part}: a Dask worker wrote this chunk but it cannot be read here: {SHARED_FS}")
+
+
+def _compute(
+    cfg: Config, workers: int, parts: Path, tasks: list[Task], total: int, cluster_threads: int = 0
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Features and sequences of every task, resuming from ``parts``: name -> (features, sequences), rows in task order.
+
+    ``cluster_threads`` > 0: inside ``cluster.joblib_backend``, the chunks run on its Dask cluster;
+    else on ``workers`` local processes (1: in this process).
+    """
     from joblib import Parallel, delayed
 
     from labquake.util import progress
 
     rows = SEGMENT_ROWS
+    fc = cfg.features
+    steps, channels = seq_shape(fc, rows)
     chunk = int(os.environ.get("LABQUAKE_FEATURE_CHUNK", DEFAULT_CHUNK))
-    done: dict[str, np.ndarray] = {}
+    done: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     todo = []
     order: dict[str, list[str]] = {}  # each task's part files, in segment order
-    for name, source, starts in tasks:
+    for name, source, starts, with_features in tasks:
         order[name] = []
+        n_feat = len(FEATURE_NAMES) if with_features else 0
         for c, lo in enumerate(range(0, len(starts), chunk)):
-            part = str(parts / f"{name}_{c:05d}.npy")
+            part = str(parts / f"{name}_{c:05d}.npz")
             order[name].append(part)
-            values = _load_part(Path(part), len(starts[lo : lo + chunk]))
-            if values is None:
-                todo.append((source, starts[lo : lo + chunk], part))
+            sub = np.asarray(starts[lo : lo + chunk], dtype=np.int64)
+            found = _load_part(Path(part), (len(sub), n_feat, steps, channels))
+            if found is None:
+                todo.append((source, sub, part, with_features))
             else:
-                done[part] = values
-    resumed = sum(len(v) for v in done.values())
+                done[part] = found
+    resumed = sum(len(v[0]) for v in done.values())
     if resumed:
         log.info(f"features: resuming, {resumed} of {total} segments already done")
     bar = progress(None, total=total, desc="features")
     bar.update(resumed)
     workers = min(workers, max(1, len(todo)))
-    if workers == 1:  # in this process: no start-up cost, and the featurizer stays warm for the next call
-        results = (_chunk_features(cfg.features, src, st, rows, p) for src, st, p in todo)
+    if cluster_threads:  # joblib's Dask backend (cluster.joblib_backend): one task per chunk
+        call = delayed(_chunk_features)
+        results = Parallel(n_jobs=-1, batch_size=1, return_as="generator_unordered")(call(fc, src, st, rows, p, w) for src, st, p, w in todo)
+    elif workers == 1:  # in this process: no start-up cost, and the featurizer stays warm for the next call
+        results = (_chunk_features(fc, src, st, rows, p, w) for src, st, p, w in todo)
     else:
         call = delayed(_chunk_features)
-        results = Parallel(n_jobs=workers, return_as="generator_unordered")(call(cfg.features, src, st, rows, p) for src, st, p in todo)
-    sizes = {p: len(st) for _, st, p in todo}
-    for part in results:
-        done[part] = np.load(part)
-        bar.update(sizes[part])
-    bar.close()
-    return {name: np.concatenate([done[p] for p in paths]) if paths else np.empty((0, len(FEATURE_NAMES))) for name, paths in order.items()}
+        results = Parallel(n_jobs=workers, return_as="generator_unordered")(call(fc, src, st, rows, p, w) for src, st, p, w in todo)
+    expected = {p: (len(st), len(FEATURE_NAMES) if w else 0, steps, channels) for _, st, p, w in todo}
+    try:
+        for part in results:
+            found = _load_part(Path(part), expected[part])
+            if found is None:
+                raise _shared_fs_error(part) if cluster_threads else LabquakeError(f"{part}: chunk written but unreadable")
+            done[part] = found
+            bar.update(expected[part][0])
+    except FileNotFoundError as exc:  # a worker did not find the cache file
+        if not cluster_threads:
+            raise
+        raise LabquakeError(f"{exc.filename or exc}: not found on a Dask worker: {SHARED_FS}") from None
+    finally:
+        bar.close()
+        with warnings.catch_warnings():  # on an error: cancel the chunks still running, without joblib's warning about it
+            warnings.simplefilter("ignore", UserWarning)
+            getattr(results, "close", lambda: None)()
+    out = {}
+    for name, _, _, with_features in tasks:
+        paths = order[name]
+        n_feat = len(FEATURE_NAMES) if with_features else 0
+        if paths:
+            out[name] = (np.concatenate([done[p][0] for p in paths]), np.concatenate([done[p][1] for p in paths]))
+        else:
+            out[name] = (np.empty((0, n_feat)), np.empty((0, steps, channels), np.float32))
+    return out
 
 
 def compute_windows(
@@ -161,22 +244,44 @@ def compute_windows(
     """Features (n, 24) and sequences (n, steps, channels) of the SEGMENT_ROWS-row windows at ``starts``.
 
     ``source``: an int16 cache file and byte offset (``_cache_file``); finished chunks are kept in
-    ``parts`` (named ``name``_NNNNN) so an interrupted call resumes. (Sequences: first cut, in process.)
+    ``parts`` (named ``name``_NNNNN) so an interrupted call resumes. Chunks run on ``jobs`` local
+    processes, or on the Dask cluster at ``scheduler`` (then ``parts`` and ``source`` must be on a
+    filesystem the workers share; a caller may hold ``cluster.joblib_backend(scheduler)`` open around
+    many calls to connect once).
     """
-    from labquake.features.sequences import segment_sequence
+    from labquake.cluster import joblib_backend
 
     parts.mkdir(parents=True, exist_ok=True)
-    values = _compute(cfg, n_jobs(jobs), parts, [(name, source, np.asarray(starts, np.int64))], len(starts))[name]
-    signal = np.memmap(source[0], dtype=np.int16, mode="r", offset=source[1])
-    seqs = [segment_sequence(np.asarray(signal[s : s + SEGMENT_ROWS]), cfg.features) for s in starts]
-    return values, np.stack(seqs) if seqs else np.empty((0, SEGMENT_ROWS // cfg.features.seq_window, 1), np.float32)
+    with joblib_backend(scheduler) as threads:
+        return _compute(cfg, n_jobs(jobs), parts, [(name, source, np.asarray(starts, np.int64), True)], len(starts), threads)[name]
 
 
-def _up_to_date(out_dir: Path, key: str) -> bool:
+def load_sequences(features_dir: Path, which: str) -> np.ndarray:
+    """The sequences of a feature folder, memory-mapped: (n, steps, channels) float32, rows in table order.
+
+    ``which``: "train", "test" (the rows of train.parquet and test.parquet) or "train_extra" (the
+    extra windows of ``features.seq_overlap``, rows of train_seq_extra.parquet).
+    """
+    if which not in SEQ_FILES:
+        raise ValueError(f"load_sequences: which must be one of {sorted(SEQ_FILES)}, got {which!r}")
+    path = Path(features_dir) / SEQ_FILES[which]
+    if not path.is_file():
+        hint = " with --set features.seq_overlap=true" if which == "train_extra" else ""
+        raise LabquakeError(f"{path}: no sequences here: run `labquake features`{hint}")
+    try:
+        return np.load(path, mmap_mode="r")
+    except (OSError, ValueError) as exc:
+        raise LabquakeError(f"{path}: unreadable sequences ({exc}): run `labquake features`") from None
+
+
+def _up_to_date(out_dir: Path, key: str, seq_overlap: bool) -> bool:
     from labquake.util import read_json
 
     meta_path = out_dir / "features.json"
-    if not (meta_path.is_file() and (out_dir / "train.parquet").is_file() and (out_dir / "test.parquet").is_file()):
+    needed = ["train.parquet", "test.parquet", SEQ_FILES["train"], SEQ_FILES["test"]]
+    if seq_overlap:
+        needed += [SEQ_FILES["train_extra"], "train_seq_extra.parquet"]
+    if not (meta_path.is_file() and all((out_dir / name).is_file() for name in needed)):
         return False
     try:
         return read_json(meta_path).get("key") == key
@@ -185,31 +290,45 @@ def _up_to_date(out_dir: Path, key: str) -> bool:
 
 
 def build_features(cfg: Config, data_dir: Path, out_dir: Path, interim: Path, jobs: int = 0, scheduler: str | None = None) -> dict[str, Any]:
-    """Write ``out_dir/train.parquet``, ``test.parquet`` and ``features.json`` (see the module docstring).
+    """Write the feature folder ``out_dir`` (see the module docstring); returns the stage record.
 
-    Returns the stage record. Unchanged inputs and configuration: nothing is computed.
+    ``train.parquet``, ``test.parquet``, their sequences ``train_seq.npy`` and ``test_seq.npy``
+    ((n, steps, channels) float32, rows in table order), with ``features.seq_overlap`` also
+    ``train_seq_extra.npy`` and its rows ``train_seq_extra.parquet``, and ``features.json``.
+    Chunks of segments run on ``jobs`` local processes, or on the Dask cluster at ``scheduler``
+    (connected first, so an address that does not answer fails before any work). Unchanged inputs
+    and configuration: nothing is computed.
     """
+    from labquake.cluster import joblib_backend
+
+    with joblib_backend(scheduler) as threads:
+        return _build(cfg, Path(data_dir), Path(out_dir), Path(interim), jobs, scheduler, threads)
+
+
+def _build(cfg: Config, data_dir: Path, out_dir: Path, interim: Path, jobs: int, scheduler: str | None, threads: int) -> dict[str, Any]:
     import pandas as pd
 
     from labquake import data, targets
+    from labquake.features.sequences import SEQ_CHANNELS
     from labquake.util import Timer, atomic_path, read_json, stage_record, write_json
 
     timer = Timer()
-    out_dir = Path(out_dir)
     with timer.step("cache"):
-        train = data.load_train(Path(data_dir), Path(interim))
-        test = data.load_test(Path(data_dir), Path(interim))
+        train = data.load_train(data_dir, interim)
+        test = data.load_test(data_dir, interim)
     rows = SEGMENT_ROWS
+    overlap = cfg.features.seq_overlap
     key = tables_key(cfg, train.fingerprint, test.fingerprint)
-    if _up_to_date(out_dir, key):
+    if _up_to_date(out_dir, key, overlap):
         log.info(f"features: {out_dir} is up to date (key {key})")
         return read_json(out_dir / "features.json")
 
     with timer.step("targets"):
         meta = targets.segment_targets(train.ttf, cfg)
+        extra = targets.overlap_segments(train.ttf, cfg) if overlap else None
     n_cycles = int(meta["cycle"].max()) + 1 if len(meta) else 0
     if n_cycles <= 1:
-        log.warning(f"{Path(data_dir) / 'train.csv'}: no quake (time_to_failure never jumps up): one cycle")
+        log.warning(f"{data_dir / 'train.csv'}: no quake (time_to_failure never jumps up): one cycle")
     parts_root = out_dir.parent / f".{out_dir.name}.parts"
     parts = parts_root / key
     for stale in parts_root.glob("*") if parts_root.is_dir() else []:
@@ -217,22 +336,30 @@ def build_features(cfg: Config, data_dir: Path, out_dir: Path, interim: Path, jo
             shutil.rmtree(stale, ignore_errors=True)
     parts.mkdir(parents=True, exist_ok=True)
     test_starts = np.arange(len(test.seg_ids), dtype=np.int64) * rows
-    tasks = [
-        ("train", _cache_file(train.signal), meta["start"].to_numpy()),
-        ("test", _cache_file(test.signal), test_starts),
-    ]
-    workers = n_jobs(jobs)
-    log.info(f"features: {len(meta)} train segments in {n_cycles} cycles, {len(test_starts)} test segments, {workers} jobs")
+    train_source = _cache_file(train.signal)
+    tasks: list[Task] = [("train", train_source, meta["start"].to_numpy(), True), ("test", _cache_file(test.signal), test_starts, True)]
+    if extra is not None:
+        tasks.append(("train_extra", train_source, extra["start"].to_numpy(), False))  # sequences only
+    workers = threads or n_jobs(jobs)
+    where = f"Dask cluster {scheduler}, {threads} threads" if threads else f"{workers} jobs"
+    n_extra = 0 if extra is None else len(extra)
+    more = f", {n_extra} extra train windows (sequences)" if extra is not None else ""
+    log.info(f"features: {len(meta)} train segments in {n_cycles} cycles, {len(test_starts)} test segments{more}, {where}")
     with timer.step("compute"):
-        values = _compute(cfg, workers, parts, tasks, len(meta) + len(test_starts))
-    train_table = pd.concat([meta, pd.DataFrame(values["train"], columns=FEATURE_NAMES)], axis=1)
-    test_table = pd.concat([pd.DataFrame({"seg_id": test.seg_ids}), pd.DataFrame(values["test"], columns=FEATURE_NAMES)], axis=1)
+        values = _compute(cfg, workers, parts, tasks, len(meta) + len(test_starts) + n_extra, threads)
+    train_table = pd.concat([meta, pd.DataFrame(values["train"][0], columns=FEATURE_NAMES)], axis=1)
+    test_table = pd.concat([pd.DataFrame({"seg_id": test.seg_ids}), pd.DataFrame(values["test"][0], columns=FEATURE_NAMES)], axis=1)
     with atomic_path(out_dir) as tmp:
         # the folder is swapped whole: old tables or new ones, never a mix of the two
         tmp.mkdir()
         with timer.step("write"):
             train_table.to_parquet(tmp / "train.parquet", index=False)
             test_table.to_parquet(tmp / "test.parquet", index=False)
+            np.save(tmp / SEQ_FILES["train"], values["train"][1])
+            np.save(tmp / SEQ_FILES["test"], values["test"][1])
+            if extra is not None:
+                np.save(tmp / SEQ_FILES["train_extra"], values["train_extra"][1])
+                extra.reset_index(drop=True).to_parquet(tmp / "train_seq_extra.parquet", index=False)
         record = stage_record(
             "features",
             cfg.to_dict(),
@@ -241,12 +368,19 @@ def build_features(cfg: Config, data_dir: Path, out_dir: Path, interim: Path, jo
             n_rows=train.n_rows,
             n_train=len(train_table),
             n_test=len(test_table),
+            n_train_extra=n_extra,
             n_cycles=n_cycles,
             jobs=workers,
+            scheduler=scheduler,
+            seq_channels=list(SEQ_CHANNELS),
+            seq_shape=list(seq_shape(cfg.features, rows)),
             data_dir=str(data_dir),
-            segments_per_s=round((len(train_table) + len(test_table)) / max(timer.timings["compute"], 1e-9), 2),
+            segments_per_s=round((len(train_table) + len(test_table) + n_extra) / max(timer.timings["compute"], 1e-9), 2),
         )
         write_json(tmp / "features.json", record)
     shutil.rmtree(parts_root, ignore_errors=True)
-    log.info(f"features: wrote {out_dir}/train.parquet ({len(train_table)} rows) and test.parquet ({len(test_table)} rows) in {timer.total():.1f} s")
+    log.info(
+        f"features: wrote {out_dir}/train.parquet ({len(train_table)} rows), test.parquet ({len(test_table)} rows)"
+        f" and their sequences ({'x'.join(map(str, seq_shape(cfg.features, rows)))} each) in {timer.total():.1f} s"
+    )
     return record
