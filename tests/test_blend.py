@@ -23,9 +23,29 @@ def test_clip_then_geometric_mean_on_known_numbers():
     nn = np.array([1.0, 2.0, 3.0, 0.0, 0.1])
     assert np.array_equal(blend.clip(lgbm, 0.1), [4.0, 0.1, 0.1, 9.0, 0.1])  # below only
     np.testing.assert_allclose(blend.geomean(lgbm, nn, 0.1), [2.0, np.sqrt(0.2), np.sqrt(0.3), np.sqrt(0.9), 0.1])
-    preds = blend.predictions(lgbm, nn, 0.1)
+    preds = blend.predictions({"lgbm": lgbm, "nn": nn}, {"lgbm": 0.5, "nn": 0.5}, 0.1)
     assert list(preds) == ["geomean", "lgbm", "nn"] and preds["nn"].min() == 0.1
+    assert np.array_equal(preds["geomean"], blend.geomean(lgbm, nn, 0.1))  # the recipe's pair: sqrt(lgbm * nn), bit for bit
     assert blend.mae([1.0, 2.0, 4.0], [2.0, 2.0, 1.0]) == pytest.approx(4 / 3)
+
+
+def test_weighted_geometric_mean_on_known_numbers():
+    p = {"lgbm": np.array([8.0, 1.0]), "nn": np.array([1.0, 27.0]), "seq": np.array([1.0, 1.0])}
+    third = {m: 1 / 3 for m in p}
+    np.testing.assert_allclose(blend.weighted_geomean(p, third, 0.1), [2.0, 3.0])  # cube roots of 8 and 27
+    np.testing.assert_allclose(blend.weighted_geomean(p, {"lgbm": 0.25, "nn": 0.75}, 0.1), [8**0.25, 27**0.75])
+    assert np.array_equal(blend.weighted_geomean(p, {"nn": 1.0}, 0.1), p["nn"])  # one model: itself, clipped
+
+
+def test_fitted_weights_favour_the_better_model_and_never_lose_to_equal_weights():
+    rng = np.random.default_rng(0)
+    y = rng.uniform(0.5, 12, 400)
+    preds = {"lgbm": y * np.exp(rng.normal(0, 0.05, 400)), "nn": y * np.exp(rng.normal(0, 0.6, 400))}
+    w = blend.fit_weights(preds, y, 0.1)
+    assert set(w) == {"lgbm", "nn"} and sum(w.values()) == pytest.approx(1.0) and w["lgbm"] > 0.8
+    fitted = blend.mae(y, blend.weighted_geomean(preds, w, 0.1))
+    assert fitted < blend.mae(y, blend.weighted_geomean(preds, {"lgbm": 0.5, "nn": 0.5}, 0.1))
+    assert blend.fit_weights(preds, y, 0.1) == w  # deterministic
 
 
 def make_run(tmp_path: Path, n_test: int = 6, truth: bool = True) -> tuple[Path, Path]:
@@ -68,23 +88,28 @@ def test_submit_writes_three_checked_files_and_scores(tmp_path, capsys):
     assert saved["test_mae"] == {"geomean": 0.0, "lgbm": pytest.approx(3.5), "nn": pytest.approx(7.0), "median_baseline": pytest.approx(baseline)}
     assert saved["stage"] == "blend" and saved["truth"].endswith("test_truth.csv") and record["oof_mae"] == saved["oof_mae"]
     out = capsys.readouterr().out
-    assert "OOF MAE" in out and "test MAE" in out and "blend (geomean)" in out and "median baseline" in out
+    assert "OOF MAE" in out and "test MAE" in out and "blend (lgbm+nn)" in out and "median baseline" in out
 
 
 def test_network_note_says_what_the_rejections_did():
     ok = {"nn_runs": 8, "nn_accepted": 8, "nn_draws": 9, "nn_seeds": list(range(8)), "nn_fallback": None}
     assert blend.network_note(ok) is None and blend.network_note({}) is None  # a run of an older version
     assert blend.network_note({**ok, "nn_accepted": 5, "nn_draws": 16}) == (
-        "network: only 5 of 8 runs accepted after 16 draws; the blend uses those (nn.max_redraws allows more draws)"
+        "nn: only 5 of 8 runs accepted after 16 draws; the blend uses those (nn.max_redraws allows more draws)"
     )
     dropped = blend.network_note({**ok, "nn_accepted": 0, "nn_draws": 16, "nn_fallback": "drop"})
-    assert dropped.startswith("network: all 16 draws rejected") and "LightGBM alone" in dropped and "best 8" in dropped
+    assert dropped.startswith("nn: all 16 draws rejected") and "the blend is lgbm," in dropped and "best 8" in dropped
+    seq = {"models": ["lgbm", "nn", "seq"], "seq_runs": 3, "seq_accepted": 0, "seq_draws": 6, "seq_seeds": [0, 1, 2], "seq_fallback": "drop"}
+    assert blend.network_notes({**ok, **seq}) == [
+        "seq: all 6 draws rejected (seq/runs.json says why); seq.on_reject=drop: the blend is lgbm+nn, the seq column holds the best 3 for inspection"
+    ]
     assert "uses the best 8 anyway" in blend.network_note({**ok, "nn_accepted": 0, "nn_draws": 16, "nn_fallback": "best"})
 
 
 def test_submit_blends_lightgbm_alone_when_the_network_was_dropped(tmp_path, capsys):
     run, data = make_run(tmp_path)
     summary = {"baseline_median_mae": 3.0, "oof_mae": {}, "nn_fallback": "drop", "nn_runs": 2, "nn_accepted": 0, "nn_draws": 4, "nn_seeds": [1, 3]}
+    summary["blend_weights"] = {"lgbm": 1.0}  # as train records it when the network was dropped
     (run / "summary.json").write_text(json.dumps(summary))
     record = blend.submit(CFG, run, data, tmp_path / "subs")
     sub = pd.read_csv(tmp_path / "subs" / "submission_geomean.csv")
@@ -92,11 +117,11 @@ def test_submit_blends_lightgbm_alone_when_the_network_was_dropped(tmp_path, cap
     assert list(sub["seg_id"]) == list(pd.read_csv(data / "sample_submission.csv")["seg_id"])
     np.testing.assert_allclose(sub["time_to_failure"], k)  # LightGBM's, not sqrt(k * 4k)
     np.testing.assert_allclose(pd.read_csv(tmp_path / "subs" / "submission_nn.csv")["time_to_failure"], 4.0 * k)  # still written
-    assert record["blend"] == "lgbm" and record["nn_fallback"] == "drop"
+    assert record["blend"] == "lgbm" and record["fallbacks"] == {"nn": "drop"}
     assert record["oof_mae"]["geomean"] == record["oof_mae"]["lgbm"] and record["test_mae"]["geomean"] == pytest.approx(3.5)
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("warning: network: all 4 draws rejected") and sum(line.startswith("warning") for line in out) == 1
-    assert any(line.startswith("blend (LightGBM)") for line in out)
+    assert out[0].startswith("warning: nn: all 4 draws rejected") and sum(line.startswith("warning") for line in out) == 1
+    assert any(line.startswith("blend (lgbm)") for line in out)
 
 
 def test_submit_refuses_a_run_of_another_configuration(tmp_path):
