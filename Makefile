@@ -23,7 +23,7 @@ CFG      := --preset $(PRESET) $(LQFLAGS)
 RUNFLAG  := $(if $(RUN),--run $(RUN))
 
 .DEFAULT_GOAL := help
-.PHONY: help install run data features train submit predict report score kernel kernel-push test lint bench bench-difficulty clean
+.PHONY: help install run data features train submit predict report score kernel kernel-push test lint bench bench-difficulty bench-seq clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -91,6 +91,9 @@ bench: $(STAMP) ## benchmarks at full scale (long; writes bench/out/)
 
 bench-difficulty: $(STAMP) ## how hard the synthetic data is: recipe on demo and full, two seeds (about an hour)
 	$(BIN)/python bench/difficulty.py
+
+bench-seq: $(STAMP) ## lgbm, nn and seq side by side on demo and full (same folds), and their blends (about an hour)
+	$(BIN)/python bench/difficulty.py --presets demo full --seeds 0 --name seq --set 'blend.models=["lgbm","nn","seq"]' $(BENCHFLAGS)
 
 clean: ## remove derived data, models and submissions (keeps data/raw and .venv)
 	rm -rf $(INTERIM) $(FEATURES) models build $(SUBS)/*.csv

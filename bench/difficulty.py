@@ -72,17 +72,23 @@ def prepare(preset: str, seed: int, reuse: bool, flags: list[str], name: str) ->
 
 def grouped_lgbm(feats: Path, seeds: tuple[int, ...]) -> tuple[float, float, int]:
     """Leave-cycles-out OOF MAE of the recipe's LightGBM (3 groups of whole cycles) and its baseline."""
+    import tempfile
+
     from labquake.config import load_config
-    from labquake.models import LGBM_TAG, cv_lgbm, feature_columns
+    from labquake.models import LGBM_TAG, feature_columns
+    from labquake.models.cv import cross_validate
+    from labquake.models.lgbm import Inputs
+    from labquake.util import usable_cpus
 
     cfg = load_config("recipe")
     train = pd.read_parquet(feats / "train.parquet")
     y = train["target"].to_numpy()
     cycles = np.unique(train["cycle"])
     folds = np.searchsorted(cycles, train["cycle"].to_numpy()) % 3  # cycles dealt round-robin
-    cols = feature_columns(train.columns, LGBM_TAG)
-    X = train[cols]
-    oof = np.mean([cv_lgbm(cfg, X, y, folds, X.iloc[:1], seed).oof for seed in seeds], axis=0)
+    X = train[feature_columns(train.columns, LGBM_TAG)]
+    inputs = Inputs(X, y, X.iloc[:1], usable_cpus())
+    with tempfile.TemporaryDirectory() as tmp:
+        oof = np.mean([cross_validate("lgbm", cfg, inputs, folds, 1, seed, Path(tmp) / str(seed)).oof for seed in seeds], axis=0)
     return mae(oof, y), mae(fold_median(y, folds), y), len(cycles)
 
 
@@ -97,9 +103,9 @@ def emission_segments(preset: str, seed: int, starts: np.ndarray, rows: int = 15
     return hit
 
 
-def network_stats(run: Path) -> dict:
-    """Accepted draws, best epochs and batch sizes, from the run folder's nn/runs.json."""
-    record = json.loads((run / "nn" / "runs.json").read_text())
+def network_stats(run: Path, name: str = "nn") -> dict:
+    """Accepted draws, best epochs and batch sizes, from the run folder's NAME/runs.json."""
+    record = json.loads((run / name / "runs.json").read_text())
     runs = record["runs"]
     best = [e for r in runs for e in r["best_epoch"]]
     ran = [e for r in runs for e in r["epochs"]]
@@ -116,8 +122,6 @@ def network_stats(run: Path) -> dict:
 
 
 def evaluate(preset: str, seed: int, raw: Path, case: Path, grouped_seeds: tuple[int, ...], name: str) -> dict:
-    from labquake.blend import geomean
-
     run, feats = case / name, case / "features"
     summary = json.loads((run / "summary.json").read_text())
     oof = pd.read_parquet(run / "oof.parquet")
@@ -128,15 +132,25 @@ def evaluate(preset: str, seed: int, raw: Path, case: Path, grouped_seeds: tuple
     res: dict = {"preset": preset, "seed": seed, "train_segments": len(oof), "test_segments": len(test)}
     base_oof, base_test = mae(fold_median(y, folds), y), mae(np.full(len(truth), np.median(y)), truth)
     res["baseline_oof"], res["baseline_test"] = round(base_oof, 4), round(base_test, 4)
-    models = {"lgbm": "lgbm", "nn": "nn"}
-    pred_oof = {m: np.maximum(oof[c], clip) for m, c in models.items() if c in oof}
-    pred_test = {m: np.maximum(test[c], clip) for m, c in models.items() if c in test}
-    pred_oof["blend"] = geomean(oof["lgbm"], oof["nn"], clip)
-    pred_test["blend"] = geomean(test["lgbm"], test["nn"], clip)
+    from labquake.blend import weighted_geomean
+
+    names = summary["models"]
+    pred_oof = {m: np.maximum(oof[m], clip) for m in names}
+    pred_test = {m: np.maximum(test[m], clip) for m in names}
+    # the blend as submitted, and the recipe's pair and all three beside it (equal weights, same folds)
+    blends = {"blend": summary["blend_weights"], "blend_lgbm+nn": {"lgbm": 0.5, "nn": 0.5}}
+    if len(names) > 2:
+        blends["blend_" + "+".join(names)] = {m: 1 / len(names) for m in names}
+    for b, w in blends.items():
+        pred_oof[b] = weighted_geomean({m: oof[m] for m in w}, w, clip)
+        pred_test[b] = weighted_geomean({m: test[m] for m in w}, w, clip)
     for m in pred_oof:
         res[f"oof_{m}"] = round(mae(pred_oof[m], y), 4)
         res[f"test_{m}"] = round(mae(pred_test[m], truth), 4)
-    res["nn_fallback"] = summary["nn_fallback"]
+    res["blend_weights"] = summary["blend_weights"]
+    res["nn_fallback"] = summary.get("nn_fallback")
+    timings = json.loads((run / "train.json").read_text())["timings_s"]
+    res["train_seconds"] = {m: timings.get(m) for m in names}
     res["shuffled"] = round(res["oof_lgbm"] / base_oof, 3)
     res["test"] = round(res["test_lgbm"] / base_test, 3)
     g, gb, n_cycles = grouped_lgbm(feats, grouped_seeds)
@@ -148,6 +162,9 @@ def evaluate(preset: str, seed: int, raw: Path, case: Path, grouped_seeds: tuple
     res["r_peaks_clean"] = round(abs(float(np.corrcoef(peaks[clean], target[clean])[0, 1])), 3)
     res["emission_segments"] = int((~clean).sum())
     res["network"] = network_stats(run)
+    if "seq" in names:
+        res["seq"] = network_stats(run, "seq")
+        res["seq_seconds_per_fold"] = round(timings["seq"] / (res["seq"]["drawn"] * len(np.unique(folds))), 1)
     return res
 
 
@@ -206,7 +223,9 @@ def main() -> None:
                 f"|r| peaks {res['r_peaks_clean']} ({res['r_peaks_all']} with emissions); "
                 f"OOF lgbm {res['oof_lgbm']} nn {res['oof_nn']} blend {res['oof_blend']} (baseline {res['baseline_oof']}); "
                 f"test lgbm {res['test_lgbm']} nn {res['test_nn']} blend {res['test_blend']} (baseline {res['baseline_test']}); "
-                f"network {n['accepted']}/{n['drawn']} accepted, median best epoch {n['median_best_epoch']}",
+                f"network {n['accepted']}/{n['drawn']} accepted, median best epoch {n['median_best_epoch']}"
+                + "".join(f"; {k} OOF {res[k]} test {res[k.replace('oof_', 'test_')]}" for k in res if k.startswith("oof_blend_"))
+                + (f"; seq OOF {res['oof_seq']} test {res['test_seq']}, {res['seq_seconds_per_fold']} s per fold" if "seq" in res else ""),
                 flush=True,
             )
     path.write_text(json.dumps(results, indent=2) + "\n")

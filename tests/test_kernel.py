@@ -180,7 +180,7 @@ def test_script_carries_the_current_sources(built):
     assert sha(kernel.bundled_files(script)) == sha(on_disk)
     assert "labquake/kernel_template.py" in on_disk and "labquake/cli.py" in on_disk
     # the subpackages travel too, every module of them
-    for package in ("features", "report"):
+    for package in ("features", "models", "report"):
         modules = {f"labquake/{package}/{p.name}" for p in (SRC / package).glob("*.py")}
         assert f"labquake/{package}/__init__.py" in modules and len(modules) >= 4 and modules <= set(on_disk)
 
@@ -302,8 +302,10 @@ def test_find_competition_data(tmp_path):
 
 
 def test_kernel_runs_end_to_end_like_on_kaggle(tiny_raw, tmp_path):
-    """The built script, run by a bare interpreter in a Kaggle-like layout, writes a valid submission."""
-    cfg = load_config("fast", sets=["nn.runs=1", "lgbm.seeds=[0]", "nn.epochs=30"])
+    """The built script, run by a bare interpreter in a Kaggle-like layout, writes a valid submission:
+    with the sequence network in the blend, which the bundle carries and its features stage feeds."""
+    sets = ["nn.runs=1", "lgbm.seeds=[0]", "nn.epochs=30", 'blend.models=["lgbm","nn","seq"]', "seq.runs=1", "seq.epochs=15", "seq.max_redraws=0"]
+    cfg = load_config("fast", sets=sets)
     out = tmp_path / "build"
     kernel.build_kernel(out, cfg, KID)
     (tmp_path / "input").mkdir()
@@ -328,4 +330,6 @@ def test_kernel_runs_end_to_end_like_on_kaggle(tiny_raw, tmp_path):
     assert np.isfinite(values).all() and (values >= 0).all()
     assert (working / "submission.csv").read_bytes() == (working / "submissions" / "submission_geomean.csv").read_bytes()
     assert (working / "models" / "fast").is_dir() and (working / "features").is_dir()
+    assert (working / "submissions" / "submission_seq.csv").is_file() and (working / "features" / "train_seq.npy").is_file()
+    assert "seq" in pd.read_parquet(working / "models" / "fast" / "test.parquet").columns
     assert not (working / "interim").exists()  # caches stay in the scratch folder
