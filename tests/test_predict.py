@@ -208,3 +208,31 @@ def test_real_run(tiny_raw, tiny_run, tmp_path, capsys):
     for name in [*cfg.blend.models, "blend"]:
         assert record["mae"][name] == pytest.approx(np.mean(np.abs(table[name] - table["time_to_failure"])), rel=1e-9)
     assert "blend" in capsys.readouterr().out
+
+
+def test_recording_readers_refuse_bad_files(tmp_path):
+    cache = tmp_path / "out" / ".cache"
+    odd = tmp_path / "odd.i16"
+    odd.write_bytes(b"\x00" * (2 * SEGMENT_ROWS + 1))
+    short = tmp_path / "short.i16"
+    short.write_bytes(b"\x00" * (2 * SEGMENT_ROWS - 2))
+    header = tmp_path / "header.csv"
+    header.write_text("acoustic_data,ttf\n1,2\n")
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(b"")
+    cases = {
+        odd: "not a whole number of int16 samples",
+        short: "149,999 samples, fewer than one window",
+        header: "line 1: header is 'acoustic_data,ttf', expected 'acoustic_data,time_to_failure' or 'acoustic_data'",
+        empty: "empty file",
+        tmp_path / "x.wav": "not found",
+        tmp_path: "not a file",
+    }
+    for path, expected in cases.items():
+        with pytest.raises(LabquakeError) as info:
+            data.load_recording(path, cache)
+        assert expected in str(info.value) and "\n" not in str(info.value)
+    assert not cache.exists()  # nothing left behind
+    (tmp_path / "ok.wav").write_bytes(b"")
+    with pytest.raises(LabquakeError, match=r"unknown recording format '.wav'; known: .csv \(kaggle-csv\), .i16 \(int16\)"):
+        data.load_recording(tmp_path / "ok.wav", cache)
