@@ -38,11 +38,23 @@ def synthetic_tables(n_cycles: int = 4, per_cycle: int = 60, n_test: int = 40, s
     return train, test.assign(_truth=test_ttf)
 
 
-def write_feature_dir(path: Path, key: str = "k1", **kw) -> Path:
+def fake_sequences(ttf: np.ndarray, seed: int, steps: int = 150, channels: int = 5) -> np.ndarray:
+    """(n, steps, channels) float32 like the features stage's: channel 0 rises towards the failure."""
+    rng = np.random.default_rng(seed)
+    seq = rng.normal(0, 1, (len(ttf), steps, channels)).astype(np.float32)
+    seq[:, :, 0] += (-np.asarray(ttf, np.float32) / 3)[:, None]
+    return seq
+
+
+def write_feature_dir(path: Path, key: str = "k1", sequences: bool = False, **kw) -> Path:
+    """A feature folder like the features stage's (``sequences``: with train_seq.npy and test_seq.npy)."""
     train, test = synthetic_tables(**kw)
     path.mkdir(parents=True, exist_ok=True)
     train.to_parquet(path / "train.parquet", index=False)
     test.drop(columns="_truth").to_parquet(path / "test.parquet", index=False)
+    if sequences:
+        np.save(path / "train_seq.npy", fake_sequences(train["target"].to_numpy(), 1))
+        np.save(path / "test_seq.npy", fake_sequences(test["_truth"].to_numpy(), 2))
     (path / "features.json").write_text(json.dumps({"n_rows": int(len(train) * 150_000 + 1234), "key": key}))
     return path
 

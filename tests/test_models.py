@@ -350,6 +350,102 @@ def test_device_gpu_without_gpu_is_a_clear_error():
 
 
 # ---------------------------------------------------------------------------------------------
+# The sequence network
+
+QUICK_SEQ = ["seq.runs=1", "seq.epochs=4", "seq.patience=2", "seq.max_redraws=0", "seq.reject_ratio=100.0"]
+
+
+def test_seq_architectures_are_the_two_standard_patterns():
+    from labquake.models import seq
+
+    def body(model):
+        return [type(x).__name__ for x in model.layers if x.name not in network.HEADS]
+
+    gru = seq.build_network(load_config("recipe"), 150, 5)
+    assert tuple(gru.input_shape) == (None, 150, 5)
+    assert body(gru) == ["InputLayer", "Conv1D", "MaxPooling1D", "Conv1D", "MaxPooling1D", "GRU", "Dropout", "Dense"]
+    assert gru.get_layer(index=5).input.shape[1] == 150 // 4  # the pooling shortened the sequence before the GRU
+    lstm = seq.build_network(load_config("recipe", None, ["seq.arch=causal_lstm"]), 150, 5)
+    assert body(lstm) == ["InputLayer", "Conv1D", "LSTM", "LSTM", "Dropout", "Dense"]
+    assert lstm.get_layer(index=1).padding == "causal" and lstm.get_layer(index=2).return_sequences
+    for model in (gru, lstm):  # the recipe's heads and loss
+        compiled = model.get_compile_config()
+        assert compiled["loss"] == {"ttf": "mae", "tsf": "mae", "binary": "binary_crossentropy"}
+        assert compiled["loss_weights"] == {"ttf": 8.0, "tsf": 1.0, "binary": 1.0}
+
+
+def test_train_with_seq_adds_its_column_and_predicts_from_saved_folds(tmp_path):
+    feat = write_feature_dir(tmp_path / "features", sequences=True)
+    cfg = load_config("fast", None, [*QUICK_LGBM, *QUICK_NN, "nn.reject_ratio=100.0", *QUICK_SEQ, 'blend.models=["lgbm","nn","seq"]'])
+    summary = models.train(cfg, feat, tmp_path / "run", device="cpu")
+    assert summary["models"] == ["lgbm", "nn", "seq"] and set(summary["blend_weights"]) == {"lgbm", "nn", "seq"}
+    assert summary["seq_draws"] == 1 and summary["seq_reject_relative_to"] == "lgbm"
+    oof, test = pd.read_parquet(tmp_path / "run" / "oof.parquet"), pd.read_parquet(tmp_path / "run" / "test.parquet")
+    assert list(oof.columns[-3:]) == ["lgbm", "nn", "seq"] and list(test.columns) == ["seg_id", "lgbm", "nn", "seq"]
+    assert np.isfinite(oof["seq"]).all() and (tmp_path / "run" / "seq" / "draw00" / "fold2.weights.h5").is_file()
+    runs = json.loads((tmp_path / "run" / "seq" / "runs.json").read_text())["runs"]
+    assert len(runs[0]["best_epoch"]) == 3 and runs[0]["n_train"] == [160, 160, 160]
+    sequences = np.load(feat / "test_seq.npy")
+    saved = models.predict_saved(cfg, tmp_path / "run", pd.read_parquet(feat / "test.parquet"), sequences, "cpu")
+    np.testing.assert_allclose(saved["seq"], test["seq"], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(saved["nn"], test["nn"], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(saved["lgbm"], test["lgbm"], rtol=1e-12)
+
+
+def test_overlapping_windows_train_only_folds_they_do_not_leak_into(tmp_path, monkeypatch):
+    """seq_overlap: a shifted window joins fold k's training only if it shares no row with fold k's validation."""
+    from labquake.models import seq
+
+    feat = write_feature_dir(tmp_path / "features", sequences=True)
+    cfg = load_config("fast", None, [*QUICK_SEQ, "features.seq_overlap=true"])
+    train = pd.read_parquet(feat / "train.parquet")
+    # half-segment windows inside each cycle (the fake tables put one segment every 150,000 rows)
+    extra = train.groupby("cycle").apply(lambda t: t.iloc[:-1], include_groups=False).reset_index(level=0)
+    extra = extra.assign(start=extra["start"] + 75_000)[["start", "cycle", "target", "tsf", "binary"]].reset_index(drop=True)
+    extra["target"] = 1000.0 + np.arange(len(extra))  # each window's row number, recoverable from what training got
+    extra.to_parquet(feat / "train_seq_extra.parquet")
+    np.save(feat / "train_seq_extra.npy", np.ones((len(extra), 150, 5), np.float32))
+    data = models.load_training_data(cfg, feat)
+    inputs = seq.prepare(cfg, data, "cpu")
+    seen = {}
+
+    def fake_fit(c, net, x_tr, y_tr, x_va, y_va, path, seed, **kw):
+        seen[path.name] = (x_tr, y_tr["ttf"])
+        raise StopIteration
+
+    monkeypatch.setattr(network, "fit_network", fake_fit)
+    monkeypatch.setattr(seq, "network", lambda *a: None)
+    starts = data.train["start"].to_numpy()
+    for k in range(3):
+        with pytest.raises(StopIteration):
+            seq.fit_fold(cfg, inputs, data.folds, k, 0, tmp_path)
+        x_tr, y_tr = seen[f"fold{k}.weights.h5"]
+        n_own = int((data.folds != k).sum())
+        assert len(x_tr) == len(y_tr) and np.array_equal(y_tr[:n_own], inputs.y["ttf"][data.folds != k])
+        used = np.rint(y_tr[n_own:] - 1000).astype(int)  # the extra windows' row numbers
+        valid = starts[data.folds == k]
+        leak_free = [i for i, s in enumerate(extra["start"]) if not ((valid < s + 150_000) & (valid + 150_000 > s)).any()]
+        assert sorted(used) == leak_free  # by brute force: every window sharing no row with a validation segment, and only those
+        assert 0 < len(used) < len(extra)
+
+
+def test_bad_model_settings_are_one_line_exit_2(tmp_path, capsys):
+    from labquake.cli import main
+
+    feat = write_feature_dir(tmp_path / "features")
+    for setting, message in [
+        ('blend.models=["lgbm","xgb"]', "blend.models: unknown model 'xgb' (known: lgbm, nn, seq)"),
+        ("seq.arch=transformer", "seq.arch must be one of conv_gru, causal_lstm"),
+        ("features.seq_window=7", "features.seq_window must divide the segment's 150000 rows"),
+        ("blend.weights=magic", "blend.weights must be one of equal, fitted"),
+    ]:
+        assert main(["train", "--features", str(feat), "--run", str(tmp_path / "run"), "--fast", "--set", setting]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "run").exists()  # nothing written
+
+
+# ---------------------------------------------------------------------------------------------
 # Rejection and redraws
 
 
