@@ -13,9 +13,9 @@ from fakes import fake_network, write_feature_dir
 
 from labquake import models, targets
 from labquake.blend import mae
-from labquake.models import cv, lgbm, network, nn
 from labquake.config import load_config
 from labquake.features import FEATURE_NAMES
+from labquake.models import cv, lgbm, network, nn
 from labquake.util import LabquakeError
 
 # A network small in epochs (not in architecture): enough to check plumbing quickly.
