@@ -94,6 +94,9 @@ def test_cli_with_a_dead_scheduler_exits_2_and_leaves_outputs(tiny_raw, tmp_path
     assert cli.main(argv) == 2
     assert [p.name for p in out.iterdir()] == ["train.parquet"] and (out / "train.parquet").read_bytes() == b"old"
     assert not (tmp_path / "interim").exists()  # refused before any work
+    with pytest.raises(LabquakeError, match="no Dask scheduler answers"):  # predict's windows likewise, before their parts folder
+        stage.compute_windows(load_config("fast"), ("unused.i16", 0), np.arange(2), tmp_path / "parts", "w", scheduler=DEAD)
+    assert not (tmp_path / "parts").exists()
 
 
 def test_joblib_backend_runs_parallel_on_the_cluster_and_nests(dask_cluster):

@@ -251,8 +251,8 @@ def compute_windows(
     """
     from labquake.cluster import joblib_backend
 
-    parts.mkdir(parents=True, exist_ok=True)
     with joblib_backend(scheduler) as threads:
+        parts.mkdir(parents=True, exist_ok=True)
         return _compute(cfg, n_jobs(jobs), parts, [(name, source, np.asarray(starts, np.int64), True)], len(starts), threads)[name]
 
 
