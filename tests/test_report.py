@@ -1,7 +1,8 @@
 """The report of a run: plots exist, are valid PNGs of sensible size, and report.md embeds them.
 
-Every run here is written by the real writers: the shared tiny run (``models.train``), blended by
-``blend.submit``, so the report is tested on exactly the files and columns they write.
+Every run here is written by the real writers: the shared tiny run (``models.train`` of lgbm and nn),
+blended by ``blend.submit``, so the report is tested on exactly the files and columns they write. Runs
+of other models are that run with a ``seq`` model added by hand (``with_seq``), as training writes it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from labquake import blend, models, report
 from labquake.config import load_config
 from labquake.util import LabquakeError
 
-ALL_PLOTS = set(report.PLOTS)
+ALL_PLOTS = set(report.PLOTS) - {"seq_history.png"}  # of the tiny run's models, lgbm and nn
 UNSUBMITTED = ALL_PLOTS - {"test_vs_truth.png"}  # no truth file named: trained, not blended
 
 
@@ -36,6 +37,28 @@ def submitted(tiny_run: Path, tiny_raw: Path, dest: Path, *sets: str) -> Path:
     """A copy of the tiny run, blended by `labquake submit` against the tiny data (its truth included)."""
     run = copy_run(tiny_run, dest)
     blend.submit(load_config("fast", None, list(sets)), run, tiny_raw, dest / "subs")
+    return run
+
+
+def with_seq(run: Path, weights: dict[str, float]) -> Path:
+    """``run`` with a third model ``seq`` as training writes one (a column in oof and test, its
+    summary.json entries, seq/runs.json and seq/history.csv: the network's, copied), blended with ``weights``."""
+    for name in ("oof", "test"):
+        table = pd.read_parquet(run / f"{name}.parquet")
+        table["seq"] = 0.8 * table["nn"] + 0.5  # unlike either model
+        table.to_parquet(run / f"{name}.parquet", index=False)
+    summary = json.loads((run / "summary.json").read_text())
+    summary.update({k.replace("nn_", "seq_", 1): v for k, v in summary.items() if k.startswith("nn_")})
+    oof = pd.read_parquet(run / "oof.parquet")
+    summary["oof_mae"]["seq"] = blend.mae(oof["target"], oof["seq"])
+    summary["models"], summary["blend_weights"] = ["lgbm", "nn", "seq"], weights
+    (run / "summary.json").write_text(json.dumps(summary))
+    config = json.loads((run / "config.json").read_text())
+    config["config"]["blend"].update(models=summary["models"], weights="fitted")
+    (run / "config.json").write_text(json.dumps(config))
+    (run / "seq").mkdir()
+    for name in ("runs.json", "history.csv"):
+        shutil.copy(run / "nn" / name, run / "seq" / name)
     return run
 
 
@@ -128,12 +151,47 @@ def test_report_flags_a_dropped_network(tiny_features, tmp_path, monkeypatch):
     assert summary["nn_fallback"] == "drop"
     md = report.build_report(run).read_text()
     flag = [line for line in md.splitlines() if line.startswith("> **Warning:**")]
-    assert len(flag) == 1 and "all 2 draws rejected" in flag[0] and "LightGBM alone" in flag[0]
+    assert len(flag) == 1 and "nn: all 2 draws rejected" in flag[0] and "the blend is lgbm" in flag[0]
     assert md.index("> **Warning:**") < md.index("## Scores")  # before any number
-    assert "The blend is LightGBM alone" in md
+    assert "The blend is LightGBM alone, `clip(lgbm, 0.1)` (nn left out: see the warning above)" in md
+    assert "| network | " in md and "| — |" in md  # the network's row, without a blend weight
     data = report.load_run(run)  # the blend reported is the one submitted: LightGBM, clipped
     np.testing.assert_allclose(data.oof["blend"], np.clip(pd.read_parquet(run / "oof.parquet")["lgbm"], 0.1, None))
     np.testing.assert_allclose(data.test["blend"], np.clip(pd.read_parquet(run / "test.parquet")["lgbm"], 0.1, None))
+
+
+def test_report_of_three_models(tiny_run, tiny_raw, tmp_path):
+    """Every per-model table and plot covers seq too; the blend is the weighted geometric mean of the three."""
+    weights = {"lgbm": 0.5, "nn": 0.3, "seq": 0.2}
+    run = with_seq(copy_run(tiny_run, tmp_path), weights)
+    data = report.load_run(run, truth=tiny_raw / "test_truth.csv")
+    assert data.models == ["lgbm", "nn", "seq"] and list(data.runs) == list(data.history) == ["nn", "seq"]
+    for table in (data.oof, data.test):
+        expected = np.exp(sum(w * np.log(np.clip(table[m], 0.1, None)) for m, w in weights.items()))
+        np.testing.assert_allclose(table["blend"], expected, rtol=1e-12)
+    md = check_report(report.build_report(run, truth=tiny_raw / "test_truth.csv"), ALL_PLOTS | {"seq_history.png"})
+    scores = md[md.index("## Scores") : md.index("<details>")]
+    row = [line for line in scores.splitlines() if line.startswith("| sequence network | ")]
+    assert len(row) == 1 and row[0].endswith(" | 0.2 |") and f"{data.summary['oof_mae']['seq']:.4g}" in row[0]
+    assert "| LightGBM |" in scores and "| network |" in scores and "| blend (geometric mean) |" in scores
+    assert "The blend is the weighted geometric mean of lgbm, nn, seq, `clip(lgbm, 0.1)^0.5 * clip(nn, 0.1)^0.3 * clip(seq, 0.1)^0.2`" in scores
+    assert "weights fitted on the out-of-fold predictions" in scores
+    for text in ("## Network (`nn`)", "### Network runs (nn/runs.json)", "## Sequence network (`seq`)", "### Sequence network runs (seq/runs.json)"):
+        assert text in md
+    assert "| seq.arch | conv_gru |" in md and "**Warning:**" not in md
+
+
+def test_report_without_lightgbm(tiny_run, tmp_path):
+    """Two networks and no LightGBM: no LightGBM section, the blend is sqrt(nn * seq)."""
+    run = with_seq(copy_run(tiny_run, tmp_path), {"nn": 0.5, "seq": 0.5})
+    summary = json.loads((run / "summary.json").read_text())
+    summary["models"] = ["nn", "seq"]
+    (run / "summary.json").write_text(json.dumps(summary))
+    shutil.rmtree(run / "lgbm")
+    lgbm_plots = {"lgbm_importance.png", "lgbm_features.png", "lgbm_curves.png"}
+    md = check_report(report.build_report(run), (UNSUBMITTED | {"seq_history.png"}) - lgbm_plots)
+    assert "## LightGBM" not in md and "| LightGBM |" not in md and "| lgbm.seeds |" not in md
+    assert "The blend is `sqrt(clip(nn, 0.1) * clip(seq, 0.1))`" in md
 
 
 def test_ttf_bins():

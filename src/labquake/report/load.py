@@ -4,8 +4,9 @@ What is read is what ``models.train`` and ``blend.submit`` write (see the docstr
 ``labquake.models`` for the run folder):
 
 - required, from ``train`` (a finished run: ``summary.json`` is written last): ``config.json``,
-  ``oof.parquet``, ``test.parquet``, ``summary.json``, ``train.json``, ``lgbm/importance.csv``,
-  ``lgbm/curves.csv``, ``nn/history.csv``, ``nn/runs.json``;
+  ``oof.parquet`` and ``test.parquet`` (a column per model of summary.json's ``models``),
+  ``summary.json``, ``train.json``; ``lgbm/importance.csv`` and ``lgbm/curves.csv`` when LightGBM is
+  one of the models; ``NAME/runs.json`` and ``NAME/history.csv`` of each network NAME (nn, seq);
 - optional: ``blend.json`` (after ``submit``; it names the truth file, if there was one, and the
   ``clip_min`` the submission used), the feature folder ``train.json`` names (for the feature plots;
   it may have been moved or rebuilt since), and the truth file.
@@ -23,10 +24,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from labquake.blend import predictions, read_submission
+from labquake.blend import BLEND, predictions, read_submission
 from labquake.util import LabquakeError, read_json, read_table
 
-MODELS = ("lgbm", "nn", "blend")  # the prediction columns of oof and test, the blend computed here
+
+def networks(names: list[str] | tuple[str, ...]) -> list[str]:
+    """The networks among the models: those whose bad draws are rejected (nn, seq), with runs.json and history.csv."""
+    from labquake.models.cv import model
+
+    return [n for n in names if model(n).REJECTS]
 
 
 @dataclass
@@ -36,14 +42,16 @@ class RunData:
     run: Path
     config: dict[str, Any]  # the configuration the run was trained with (config.json)
     clip_min: float  # of the blend: blend.json's when submitted, else the run's configuration's
-    oof: pd.DataFrame  # start, cycle, target, fold, lgbm, nn, blend
-    test: pd.DataFrame  # seg_id, lgbm, nn, blend
+    models: list[str]  # summary.json's models: a prediction column each in oof and test
+    weights: dict[str, float]  # summary.json's blend_weights: the models the blend uses and their weights
+    oof: pd.DataFrame  # start, cycle, target, fold, one column per model, blend
+    test: pd.DataFrame  # seg_id, one column per model, blend
     summary: dict[str, Any]
     records: dict[str, dict[str, Any]]  # stage -> stage record: train, and blend when submitted
-    runs: dict[str, Any]  # nn/runs.json
-    importance: pd.DataFrame  # feature, gain (per seed and fold)
-    curves: pd.DataFrame  # seed, fold, iteration, valid_mae
-    history: pd.DataFrame  # run, fold, epoch and Keras' loss and val_* columns
+    runs: dict[str, dict[str, Any]]  # network -> NAME/runs.json
+    history: dict[str, pd.DataFrame]  # network -> NAME/history.csv: run, fold, epoch and Keras' loss and val_* columns
+    importance: pd.DataFrame | None = None  # feature, gain (per seed and fold); None without LightGBM
+    curves: pd.DataFrame | None = None  # seed, fold, iteration, valid_mae; None without LightGBM
     features_record: dict[str, Any] | None = None  # FEATDIR/features.json
     feature_table: pd.DataFrame | None = None  # FEATDIR/train.parquet
     lgbm_features: list[str] | None = None  # the LightGBM features to plot, most important first
@@ -51,6 +59,11 @@ class RunData:
     drift: pd.DataFrame | None = None  # feature, ks_stat, p_value: trained segments against test
     truth: pd.DataFrame | None = None  # test rows with their true target
     truth_note: str = ""  # which truth file, or why there is none
+
+    @property
+    def columns(self) -> list[str]:
+        """The prediction columns of oof and test: the models, then the blend."""
+        return [*self.models, "blend"]
 
     @property
     def x(self) -> np.ndarray:
@@ -110,28 +123,34 @@ def load_run(run_dir: Path, features_dir: Path | None = None, truth: Path | None
         records["blend"] = _object(run / "blend.json", *STAGE_KEYS, "clip_min", "truth")
     # the blend as submitted: submit's clip_min (a setting that does not change the run) if it ran
     clip_min = float(records.get("blend", config["blend"])["clip_min"])
-    summary = _object(run / "summary.json", "oof_mae", "baseline_median_mae", "nn_fallback")
-    oof = read_table(run / "oof.parquet", ("start", "cycle", "target", "fold", "lgbm", "nn"))
-    test = read_table(run / "test.parquet", ("seg_id", "lgbm", "nn"))
+    summary = _object(run / "summary.json", "models", "blend_weights", "oof_mae", "baseline_median_mae")
+    names, weights = summary["models"], summary["blend_weights"]
+    if not isinstance(names, list) or not names or not isinstance(weights, dict) or not weights or not set(weights) <= set(names):
+        raise LabquakeError(f"{run / 'summary.json'}: models must be a list of model names and blend_weights weights of some of them")
+    nets = networks(names)
+    oof = read_table(run / "oof.parquet", ("start", "cycle", "target", "fold", *names))
+    test = read_table(run / "test.parquet", ("seg_id", *names))
     if oof.empty:
         raise LabquakeError(f"{run / 'oof.parquet'}: no rows")
-    use_nn = summary.get("nn_fallback") != "drop"  # as submit blends: LightGBM alone when the network was dropped
-    for table in (oof, test):
-        table["blend"] = predictions(table["lgbm"], table["nn"], clip_min, use_nn)["geomean"]
-    imp = read_csv(run / "lgbm" / "importance.csv", ("feature", "gain"))
+    for table in (oof, test):  # as submit blends: the models and weights training chose
+        table["blend"] = predictions({m: table[m] for m in weights}, weights, clip_min)[BLEND]
     d = RunData(
         run=run,
         config=config,
         clip_min=clip_min,
+        models=list(names),
+        weights={m: float(w) for m, w in weights.items()},
         oof=oof,
         test=test,
         summary=summary,
         records=records,
-        runs=_object(run / "nn" / "runs.json", "runs"),
-        importance=pd.DataFrame({"feature": imp["feature"].astype(str), "gain": imp["gain"].astype(np.float64)}),
-        curves=read_csv(run / "lgbm" / "curves.csv", ("seed", "fold", "iteration", "valid_mae")),
-        history=read_csv(run / "nn" / "history.csv", ("run", "fold", "epoch")),
+        runs={n: _object(run / n / "runs.json", "runs") for n in nets},
+        history={n: read_csv(run / n / "history.csv", ("run", "fold", "epoch")) for n in nets},
     )
+    if "lgbm" in names:
+        imp = read_csv(run / "lgbm" / "importance.csv", ("feature", "gain"))
+        d.importance = pd.DataFrame({"feature": imp["feature"].astype(str), "gain": imp["gain"].astype(np.float64)})
+        d.curves = read_csv(run / "lgbm" / "curves.csv", ("seed", "fold", "iteration", "valid_mae"))
     _load_features(d, Path(features_dir) if features_dir is not None else None)
     _load_truth(d, Path(truth) if truth is not None else None)
     return d
@@ -149,10 +168,12 @@ def _load_features(d: RunData, features_dir: Path | None) -> None:
         return
     if (features_dir / "features.json").is_file():
         d.features_record = _object(features_dir / "features.json", *STAGE_KEYS)
-    # the features LightGBM used, most important first, as in the importance plot
-    ranked = d.importance.groupby("feature")["gain"].mean().sort_values(ascending=False, kind="stable")
-    d.feature_table = read_table(path, ("cycle", "target", *ranked.index))
-    d.lgbm_features = list(ranked.index[:9])
+    if d.importance is not None:  # the features LightGBM used, most important first, as in the importance plot
+        ranked = d.importance.groupby("feature")["gain"].mean().sort_values(ascending=False, kind="stable")
+        d.feature_table = read_table(path, ("cycle", "target", *ranked.index))
+        d.lgbm_features = list(ranked.index[:9])
+    else:
+        d.feature_table = read_table(path, ("cycle", "target"))
     if (features_dir / "test.parquet").is_file():
         from labquake.drift import ks_table
         from labquake.models import model_features

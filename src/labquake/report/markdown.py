@@ -1,4 +1,4 @@
-"""report.md: the scores, every plot, the network's draws, timings and configuration of a run.
+"""report.md: the scores, every plot, each network's draws, timings and configuration of a run.
 
 ``build_report`` reads the run (``report.load``), draws the plots (``report.plots``) and writes
 ``RUN/report/report.md`` last, so an unreadable input fails the report before it writes anything.
@@ -13,10 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from labquake.blend import mae, network_note
+from labquake.blend import mae, network_notes
 from labquake.config import Config, flatten
+from labquake.models import MODELS
 from labquake.report import plots
-from labquake.report.load import MODELS, RunData, load_run
+from labquake.report.load import RunData, load_run
 from labquake.util import log, write_text
 
 _KEY_SETTINGS = (
@@ -40,6 +41,14 @@ _KEY_SETTINGS = (
     "nn.reject_ratio",
     "nn.on_reject",
     "nn.min_steps_per_epoch",
+    "seq.arch",
+    "seq.learning_rate",
+    "seq.batch_size",
+    "seq.epochs",
+    "seq.runs",
+    "seq.on_reject",
+    "blend.models",
+    "blend.weights",
     "blend.clip_min",
 )
 
@@ -66,20 +75,33 @@ def _scheme_words(scheme: str) -> str:
     return "of shuffled segments (`cv.scheme=kfold`, the recipe's: neighbours of a held-out segment were trained on, so out-of-fold scores are optimistic)"
 
 
+def blend_line(d: RunData) -> str:
+    """What the blend is: its models and weights, as submit blends them."""
+    c, w = d.clip_min, d.weights
+    names = list(w)
+    left_out = [m for m in d.models if m not in w]
+    why = f" ({', '.join(left_out)} left out: see the warning above)" if left_out else ""
+    if len(names) == 1:
+        return f"The blend is {plots.label(names[0])} alone, `clip({names[0]}, {c:g})`{why}."
+    if len(names) == 2 and w[names[0]] == w[names[1]]:
+        return f"The blend is `sqrt(clip({names[0]}, {c:g}) * clip({names[1]}, {c:g}))`{why}, computed here from oof.parquet."
+    formula = " * ".join(f"clip({m}, {c:g})^{v:.3g}" for m, v in w.items())
+    fitted = (d.config.get("blend") or {}).get("weights") == "fitted"
+    kind = "weights fitted on the out-of-fold predictions (`blend.weights=fitted`)" if fitted else "equal weights"
+    return f"The blend is the weighted geometric mean of {', '.join(names)}, `{formula}`, {kind}{why}, computed here from oof.parquet."
+
+
 def _scores_section(d: RunData) -> list[str]:
     oof, summary = d.oof, d.summary
     reported = {**summary["oof_mae"], "blend": None}  # summary.json has no blend: submit scores it
-    rows = [[plots.LABELS[m], round(mae(oof["target"], oof[m]), 4), reported[m]] for m in MODELS]
+    weight = {m: d.weights.get(m, "—") for m in d.models}  # "—": left out of the blend
+    rows = [[plots.label(m), round(mae(oof["target"], oof[m]), 4), reported.get(m), weight.get(m, "")] for m in d.columns]
     baseline = mae(oof["target"], np.full(len(oof), float(np.median(oof["target"]))))
-    rows.append(["constant: median of the target", round(baseline, 4), summary["baseline_median_mae"]])
+    rows.append(["constant: median of the target", round(baseline, 4), summary["baseline_median_mae"], ""])
     lines = ["## Scores", ""]
-    lines += _table(["model", "OOF MAE (s), computed here", "in summary.json"], rows)
-    if summary.get("nn_fallback") == "drop":
-        blend_line = f"The blend is LightGBM alone, `clip(lgbm, {d.clip_min:g})`: the network was dropped (see the warning above)."
-    else:
-        blend_line = f"The blend is `sqrt(clip(lgbm, {d.clip_min:g}) * clip(nn, {d.clip_min:g}))`, computed here from oof.parquet."
+    lines += _table(["model", "OOF MAE (s), computed here", "in summary.json", "blend weight"], rows)
     lines += [
-        blend_line + " The constant baseline here is the median of all trained targets (summary.json's uses each fold's training median).",
+        blend_line(d) + " The constant baseline here is the median of all trained targets (summary.json's uses each fold's training median).",
         "",
         "<details><summary>summary.json</summary>",
         "",
@@ -93,8 +115,8 @@ def _scores_section(d: RunData) -> list[str]:
     return lines
 
 
-def _runs_section(runs: dict[str, Any]) -> list[str]:
-    lines = ["### Network runs (nn/runs.json)", ""]
+def _runs_section(name: str, runs: dict[str, Any]) -> list[str]:
+    lines = [f"### {plots.label(name).capitalize()} runs ({name}/runs.json)", ""]
     extra = [f"{k} {_fmt(v)}" for k, v in runs.items() if k != "runs" and _cell_ok(v)]
     if extra:
         lines += ["; ".join(extra) + " (a run is rejected when its predictions are constant or its OOF MAE reaches the bound).", ""]
@@ -132,8 +154,12 @@ def _timings_section(d: RunData) -> list[str]:
 def _config_section(d: RunData) -> list[str]:
     flat = flatten(d.config)
     default = flatten(Config().to_dict())
-    rows = [[k, flat[k], "" if _same(flat[k], default.get(k)) else _fmt(default.get(k))] for k in _KEY_SETTINGS if k in flat]
-    changed = [k for k in flat if k not in _KEY_SETTINGS and k != "preset" and k in default and not _same(flat[k], default[k])]
+
+    def used(key: str) -> bool:  # no settings of a model the run did not train
+        return key.split(".")[0] not in MODELS or key.split(".")[0] in d.models
+
+    rows = [[k, flat[k], "" if _same(flat[k], default.get(k)) else _fmt(default.get(k))] for k in _KEY_SETTINGS if k in flat and used(k)]
+    changed = [k for k in flat if k not in _KEY_SETTINGS and k != "preset" and k in default and not _same(flat[k], default[k]) and used(k)]
     rows += [[k, flat[k], _fmt(default[k])] for k in changed]
     lines = ["## Configuration", ""]
     lines += _table(["setting", "value", "recipe default (where different)"], rows)
@@ -185,8 +211,7 @@ def build_report(run_dir: Path, features_dir: Path | None = None, truth: Path | 
         + ".",
         "",
     ]
-    note = network_note(d.summary)
-    if note:  # the blend is not the recipe's: say so before any number
+    for note in network_notes(d.summary):  # the blend is not the one configured: say so before any number
         md += [f"> **Warning:** {note}.", ""]
     md += _scores_section(d)
 
@@ -196,13 +221,14 @@ def build_report(run_dir: Path, features_dir: Path | None = None, truth: Path | 
     md += [plot("mae_by_cycle.png", plots.plot_mae_by_cycle, d), ""]
     md += [plot("mae_by_ttf.png", plots.plot_mae_by_ttf, d), ""]
 
-    md += ["## LightGBM", ""]
-    md += [plot("lgbm_importance.png", plots.plot_lgbm_importance, d.importance), ""]
-    if d.feature_table is not None:
-        md += [plot("lgbm_features.png", plots.plot_lgbm_features, d.feature_table, d.lgbm_features), ""]
-    else:
-        md += [skipped(d.features_note), ""]
-    md += [plot("lgbm_curves.png", plots.plot_lgbm_curves, d.curves), ""]
+    if d.importance is not None and d.curves is not None:
+        md += ["## LightGBM", ""]
+        md += [plot("lgbm_importance.png", plots.plot_lgbm_importance, d.importance), ""]
+        if d.feature_table is not None:
+            md += [plot("lgbm_features.png", plots.plot_lgbm_features, d.feature_table, d.lgbm_features), ""]
+        else:
+            md += [skipped(d.features_note), ""]
+        md += [plot("lgbm_curves.png", plots.plot_lgbm_curves, d.curves), ""]
 
     if d.drift is not None:
         low = d.drift[d.drift["p_value"] < 0.05]
@@ -218,9 +244,10 @@ def build_report(run_dir: Path, features_dir: Path | None = None, truth: Path | 
         )
         md += ["", plot("drift_ks.png", plots.plot_drift, d.drift), ""]
 
-    md += ["## Network", ""]
-    md += [plot("nn_history.png", plots.plot_nn_history, d.history, d.runs), ""]
-    md += _runs_section(d.runs)
+    for name, runs in d.runs.items():
+        md += [f"## {plots.label(name).capitalize()} (`{name}`)", ""]
+        md += [plot(plots.history_plot(name), plots.plot_network_history, d.history[name], runs, name), ""]
+        md += _runs_section(name, runs)
 
     md += ["## Test predictions", ""]
     md += [plot("test_distribution.png", plots.plot_test_distribution, d), ""]
@@ -233,7 +260,7 @@ def build_report(run_dir: Path, features_dir: Path | None = None, truth: Path | 
         "",
     ]
     if d.truth is not None:
-        md += [f"Truth: {d.truth_note}.", "", plot("test_vs_truth.png", plots.plot_test_vs_truth, d.truth), ""]
+        md += [f"Truth: {d.truth_note}.", "", plot("test_vs_truth.png", plots.plot_test_vs_truth, d.truth, d.columns), ""]
     else:
         md += [skipped(d.truth_note), ""]
 

@@ -17,14 +17,29 @@ import numpy as np
 import pandas as pd
 
 from labquake.blend import mae
-from labquake.report.load import MODELS, RunData
+from labquake.models import MODELS
+from labquake.report.load import RunData, networks
 from labquake.util import atomic_path
 
 DPI = 100
 SIZE = (12.0, 6.0)  # inches: 1200 x 600 pixels at DPI
 TTF_BIN_S = 2.0
-COLORS = {"truth": "black", "lgbm": "#1f77b4", "nn": "#ff7f0e", "blend": "#2ca02c"}
-LABELS = {"lgbm": "LightGBM", "nn": "network", "blend": "blend (geometric mean)"}
+COLORS = {"truth": "black", "lgbm": "#1f77b4", "nn": "#ff7f0e", "seq": "#d62728", "blend": "#2ca02c"}
+LABELS = {"lgbm": "LightGBM", "nn": "network", "seq": "sequence network", "blend": "blend (geometric mean)"}
+
+
+def label(m: str) -> str:
+    return LABELS.get(m, m)
+
+
+def color(m: str) -> str:
+    return COLORS.get(m, "#9467bd")
+
+
+def history_plot(name: str) -> str:
+    """The training-curves plot of a network: nn_history.png, seq_history.png."""
+    return f"{name}_history.png"
+
 
 # Every plot this module may write; files of these names that a run no longer produces are removed.
 PLOTS = (
@@ -34,7 +49,7 @@ PLOTS = (
     "lgbm_importance.png",
     "lgbm_features.png",
     "lgbm_curves.png",
-    "nn_history.png",
+    *(history_plot(n) for n in networks(list(MODELS))),
     "test_distribution.png",
     "oof_vs_test.png",
     "drift_ks.png",
@@ -116,18 +131,19 @@ def plot_oof_timeline(d: RunData, path: Path) -> None:
     oof = d.oof
     cycle = oof["cycle"].to_numpy()
     breaks = _segments_break(d.x, cycle)
-    fig, axes = _figure(len(MODELS), 1, size=(12.0, max(6.0, 2.0 + 1.6 * len(MODELS))), sharex=True, sharey=True)
+    models = d.columns
+    fig, axes = _figure(len(models), 1, size=(12.0, max(6.0, 2.0 + 1.6 * len(models))), sharex=True, sharey=True)
     xt, yt = _with_breaks(d.x, oof["target"], breaks)
     marker = "." if len(oof) < 400 else None
-    for ax, m in zip(axes[:, 0], MODELS):
+    for ax, m in zip(axes[:, 0], models):
         _shade_cycles(ax, d.x, cycle, label_top=ax is axes[0, 0])
         ax.plot(xt, yt, color=COLORS["truth"], lw=1.2, zorder=4, label="true time\nto failure")
         xm, ym = _with_breaks(d.x, oof[m], breaks)
-        label = f"{LABELS[m]}\n(OOF MAE {mae(oof['target'], oof[m]):.3f} s)".replace(" (geometric mean)", "")
-        ax.plot(xm, ym, color=COLORS[m], lw=0.9, marker=marker, ms=3, alpha=0.9, label=label)
+        text = f"{label(m)}\n(OOF MAE {mae(oof['target'], oof[m]):.3f} s)".replace(" (geometric mean)", "")
+        ax.plot(xm, ym, color=color(m), lw=0.9, marker=marker, ms=3, alpha=0.9, label=text)
         ax.set_ylabel("time to failure (s)")
         ax.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), framealpha=0.85)
-        ax.set_ylim(bottom=min(0.0, float(np.nanmin(oof[list(MODELS)].to_numpy()))))
+        ax.set_ylim(bottom=min(0.0, float(np.nanmin(oof[models].to_numpy()))))
     axes[-1, 0].set_xlabel(d.x_label)
     fig.suptitle(f"Out-of-fold predictions against the true time to failure ({len(oof)} segments; shaded bands: quake cycles, numbered on top)")
     _save(fig, path)
@@ -138,7 +154,7 @@ def _grouped_bars(ax: Any, groups: list[str], values: dict[str, list[float]], mo
     width = 0.8 / n
     pos = np.arange(len(groups))
     for i, m in enumerate(models):
-        ax.bar(pos + (i - (n - 1) / 2) * width, values[m], width=width, color=COLORS[m], label=LABELS[m])
+        ax.bar(pos + (i - (n - 1) / 2) * width, values[m], width=width, color=color(m), label=label(m))
     ax.set_xticks(pos, groups)
     ax.set_xlim(-0.6, len(groups) - 0.4)
     top = max((v for vs in values.values() for v in vs if np.isfinite(v)), default=1.0)
@@ -149,10 +165,10 @@ def _grouped_bars(ax: Any, groups: list[str], values: dict[str, list[float]], mo
 
 def _mae_per_group(d: RunData, parts: Iterable[tuple[Any, pd.DataFrame]]) -> tuple[list[str], dict[str, list[float]]]:
     """Bar labels ("<label>\\nn=<rows>") and each model's OOF MAE for (label, rows) pairs."""
-    groups, values = [], {m: [] for m in MODELS}
-    for label, g in parts:
-        groups.append(f"{label}\nn={len(g)}")
-        for m in MODELS:
+    groups, values = [], {m: [] for m in d.columns}
+    for text, g in parts:
+        groups.append(f"{text}\nn={len(g)}")
+        for m in d.columns:
             values[m].append(mae(g["target"], g[m]))
     return groups, values
 
@@ -163,9 +179,9 @@ def plot_mae_by_cycle(d: RunData, path: Path) -> None:
     groups, values = _mae_per_group(d, oof.groupby("cycle", sort=True))
     fig, axes = _figure()
     ax = axes[0, 0]
-    _grouped_bars(ax, groups, values, MODELS)
-    for m in MODELS:
-        ax.axhline(mae(oof["target"], oof[m]), color=COLORS[m], lw=1, ls="--")
+    _grouped_bars(ax, groups, values, d.columns)
+    for m in d.columns:
+        ax.axhline(mae(oof["target"], oof[m]), color=color(m), lw=1, ls="--")
     ax.set_xlabel("quake cycle (n = trained segments in the cycle)")
     ax.set_ylabel("mean absolute error (s)")
     ax.set_title("Out-of-fold MAE per quake cycle (dashed: overall MAE of each model)")
@@ -185,7 +201,7 @@ def plot_mae_by_ttf(d: RunData, path: Path) -> None:
     groups, values = _mae_per_group(d, parts)
     fig, axes = _figure()
     ax = axes[0, 0]
-    _grouped_bars(ax, groups, values, MODELS)
+    _grouped_bars(ax, groups, values, d.columns)
     ax.set_xlabel(f"true time to failure (s), bins of {TTF_BIN_S:g} s (n = segments in the bin)")
     ax.set_ylabel("mean absolute error (s)")
     ax.set_title("Out-of-fold MAE per time-to-failure bin")
@@ -289,7 +305,8 @@ def _history_rows(hist: pd.DataFrame) -> list[tuple[str, str, str | None]]:
 
 
 @_styled
-def plot_nn_history(hist: pd.DataFrame, runs: Any, path: Path) -> None:
+def plot_network_history(hist: pd.DataFrame, runs: Any, name: str, path: Path) -> None:
+    """The training curves of network ``name`` (NAME/history.csv), a column of panels per fold, a line per run."""
     folds = sorted(hist["fold"].unique())
     rows = _history_rows(hist)
     run_ids = sorted(hist["run"].unique())
@@ -305,16 +322,16 @@ def plot_nn_history(hist: pd.DataFrame, runs: Any, path: Path) -> None:
             g = g.sort_values("epoch")
             bad = r in rejected
             style = {"color": "0.6" if bad else colors[r], "lw": 1.0, "alpha": 0.9}
-            label = f"run {r}" + (" (rejected)" if bad else "")
+            tag = f"run {r}" + (" (rejected)" if bad else "")
             for i, (_, _, col) in enumerate(rows):
                 ax = axes[i, j]
                 if col is None:
                     if "loss" in g.columns:
-                        ax.plot(g["epoch"], g["loss"], ls="-", label=label, **style)
+                        ax.plot(g["epoch"], g["loss"], ls="-", label=tag, **style)
                     if "val_loss" in g.columns:
                         ax.plot(g["epoch"], g["val_loss"], ls="--", **style)
                 else:
-                    ax.plot(g["epoch"], g[col], ls="-", label=label, **style)
+                    ax.plot(g["epoch"], g[col], ls="-", label=tag, **style)
                     if "ttf" in col and g[col].notna().any():
                         k = g[col].idxmin()  # the epoch whose weights are kept
                         ax.plot(g.loc[k, "epoch"], g.loc[k, col], marker="o", ms=4, color=style["color"])
@@ -326,13 +343,13 @@ def plot_nn_history(hist: pd.DataFrame, runs: Any, path: Path) -> None:
         axes[i, 0].set_ylabel(unit)
     if len(run_ids) <= 12:
         axes[0, -1].legend(loc="upper right", fontsize=8, ncols=2 if len(run_ids) > 4 else 1)
-    fig.suptitle("Network training curves per fold, a line per run (dot: best validation TTF MAE, the kept weights)")
+    fig.suptitle(f"{label(name).capitalize()} ({name}) training curves per fold, a line per run (dot: best validation TTF MAE, the kept weights)")
     _save(fig, path)
 
 
 @_styled
 def plot_test_distribution(d: RunData, path: Path) -> None:
-    models = MODELS
+    models = d.columns
     y = d.oof["target"].to_numpy(dtype=np.float64)
     allv = np.concatenate([y] + [d.test[m].to_numpy(dtype=np.float64) for m in models])
     lo, hi = float(np.nanmin(allv)), float(np.nanmax(allv))
@@ -342,7 +359,7 @@ def plot_test_distribution(d: RunData, path: Path) -> None:
     ax.hist(y, bins=edges, density=True, color="0.6", alpha=0.6, label=f"train target (n={len(y)})")
     for m in models:
         v = d.test[m].to_numpy(dtype=np.float64)
-        ax.hist(v, bins=edges, density=True, histtype="step", lw=2, color=COLORS[m], label=f"test, {LABELS[m]} (mean {np.mean(v):.2f} s)")
+        ax.hist(v, bins=edges, density=True, histtype="step", lw=2, color=color(m), label=f"test, {label(m)} (mean {np.mean(v):.2f} s)")
     ax.axvline(np.mean(y), color="0.3", ls="--", lw=1, label=f"train target mean {np.mean(y):.2f} s")
     ax.set_xlabel("time to failure (s)")
     ax.set_ylabel("density (1/s)")
@@ -371,14 +388,14 @@ def oof_test_ks(d: RunData, model: str = "blend") -> tuple[float, float]:
 
 @_styled
 def plot_oof_vs_test(d: RunData, path: Path) -> None:
-    fig, axes = _figure(1, len(MODELS), sharex=True)
-    for ax, m in zip(axes[0], MODELS):
+    fig, axes = _figure(1, len(d.columns), sharex=True)
+    for ax, m in zip(axes[0], d.columns):
         oof, test = d.oof[m].to_numpy(np.float64), d.test[m].to_numpy(np.float64)
         edges = np.linspace(min(oof.min(), test.min()), max(oof.max(), test.max()) + 1e-9, 31)
         ax.hist(oof, bins=edges, density=True, color="0.6", alpha=0.6, label=f"out of fold (n={len(oof)})")
-        ax.hist(test, bins=edges, density=True, histtype="step", lw=2, color=COLORS[m], label=f"test (n={len(test)})")
+        ax.hist(test, bins=edges, density=True, histtype="step", lw=2, color=color(m), label=f"test (n={len(test)})")
         ks, p = oof_test_ks(d, m)
-        ax.set_title(f"{LABELS[m]}: KS {ks:.3f} (p {p:.2g})")
+        ax.set_title(f"{label(m)}: KS {ks:.3f} (p {p:.2g})")
         ax.set_xlabel("predicted time to failure (s)")
         ax.legend(loc="upper right", fontsize=8)
     axes[0, 0].set_ylabel("density (1/s)")
@@ -387,17 +404,16 @@ def plot_oof_vs_test(d: RunData, path: Path) -> None:
 
 
 @_styled
-def plot_test_vs_truth(merged: pd.DataFrame, path: Path) -> None:
-    models = MODELS
+def plot_test_vs_truth(merged: pd.DataFrame, models: list[str], path: Path) -> None:
     fig, axes = _figure(1, len(models), sharex=True, sharey=True)
     y = merged["target"].to_numpy(dtype=np.float64)
     hi = float(np.nanmax(np.concatenate([y] + [merged[m].to_numpy(dtype=np.float64) for m in models]))) * 1.05
     for ax, m in zip(axes[0], models):
-        ax.scatter(y, merged[m], s=12, alpha=0.6, color=COLORS[m], lw=0)
+        ax.scatter(y, merged[m], s=12, alpha=0.6, color=color(m), lw=0)
         ax.plot([0, hi], [0, hi], color="black", lw=1, ls="--", label="y = x")
         ax.set_xlim(0, hi)
         ax.set_ylim(0, hi)
-        ax.set_title(f"{LABELS[m]}: test MAE {mae(y, merged[m]):.3f} s")
+        ax.set_title(f"{label(m)}: test MAE {mae(y, merged[m]):.3f} s")
         ax.set_xlabel("true time to failure (s)")
         ax.legend(loc="upper left")
     axes[0, 0].set_ylabel("predicted time to failure (s)")
