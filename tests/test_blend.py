@@ -228,3 +228,26 @@ def test_tiny_end_to_end_train_and_submit(tiny_run, tiny_raw, tmp_path, capsys):
     for name in ("lgbm", "nn"):
         assert summary["oof_mae"][name] < base
     assert record["oof_mae"]["geomean"] < base
+
+
+def test_tiny_train_and_submit_with_seq_through_the_cli(tiny_features, tiny_raw, tmp_path, capsys):
+    """`labquake train --set blend.models=[...seq]` then `submit`: a seq column and submission_seq.csv."""
+    from labquake.cli import main
+
+    sets = ["lgbm.seeds=[0]", "nn.runs=1", "nn.epochs=20", 'blend.models=["lgbm","nn","seq"]', "seq.runs=1", "seq.epochs=20", "seq.max_redraws=0"]
+    flags = ["--fast", *[a for s in sets for a in ("--set", s)]]
+    run, subs = tmp_path / "run", tmp_path / "subs"
+    assert main(["train", "--features", str(tiny_features), "--run", str(run), *flags]) == 0
+    assert main(["submit", "--run", str(run), "--data", str(tiny_raw), "--out", str(subs), *flags]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads((run / "summary.json").read_text())
+    blended = "+".join(summary["blend_weights"])
+    assert "sequence network" in out and f"blend ({blended})" in out
+    assert blended == "lgbm+nn+seq" or "seq: all" in out  # seq in the blend, or dropped and said so
+    oof, test = pd.read_parquet(run / "oof.parquet"), pd.read_parquet(run / "test.parquet")
+    assert "seq" in oof.columns and "seq" in test.columns and np.isfinite(oof["seq"]).all()
+    assert sorted(p.name for p in subs.iterdir()) == [f"submission_{m}.csv" for m in ("geomean", "lgbm", "nn", "seq")]
+    seq_sub = pd.read_csv(subs / "submission_seq.csv")
+    assert list(seq_sub["seg_id"]) == list(pd.read_csv(tiny_raw / "sample_submission.csv")["seg_id"])
+    sequences = np.load(tiny_features / "test_seq.npy")
+    assert sequences.shape[:2] == (len(test), 150)
