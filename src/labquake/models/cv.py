@@ -23,6 +23,7 @@ worker process.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import importlib
 import json
@@ -106,10 +107,50 @@ def _worker_inputs(name: str, cfg: Config, features_dir: str, device: str) -> tu
     return model(name).prepare(cfg, data, device), data.folds
 
 
-def _fit_task(name: str, cfg: Config, features_dir: str, device: str, k: int, seed: int, fold_dir: str) -> FoldFit:
-    """A fold as a cluster task: paths and numbers in, the fold's predictions out."""
+def _fit_task(name: str, cfg: Config, features_dir: str, device: str, k: int, seed: int, fold_dir: str, pinned: dict) -> FoldFit:
+    """A fold as a cluster task: paths and numbers in, the fold's predictions out.
+
+    ``pinned``: inputs the planning process fixed (LightGBM's thread count, on which its results
+    depend), so a worker with other cores computes the same bytes.
+    """
+    if getattr(model(name), "ISOLATE", False):
+        return _isolated(name, cfg, features_dir, device, k, seed, fold_dir, pinned)
     inputs, folds = _worker_inputs(name, cfg, features_dir, device)
-    return model(name).fit_fold(cfg, inputs, folds, k, seed, Path(fold_dir))
+    return model(name).fit_fold(cfg, dataclasses.replace(inputs, **pinned), folds, k, seed, Path(fold_dir))
+
+
+def _isolated(*args: Any) -> FoldFit:
+    """A fold in a fresh Python process of its own (the networks, on a cluster).
+
+    A Keras fit inside a Dask worker was not reproducible from one task to the next (the worker's
+    own threads run beside TensorFlow's), while a fit in a fresh process always gives the local
+    run's bytes. So a network's fold runs in a child process: TensorFlow's start-up (about 10 s)
+    is the price of results identical to a local run.
+    """
+    import pickle
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="labquake-fold-") as tmp:
+        job, out = Path(tmp) / "job.pkl", Path(tmp) / "fit.pkl"
+        job.write_bytes(pickle.dumps(args))
+        code = "import sys; from labquake.models.cv import _child; _child(sys.argv[1], sys.argv[2])"
+        proc = subprocess.run([sys.executable, "-c", code, str(job), str(out)], capture_output=True, text=True)
+        if proc.returncode != 0 or not out.is_file():
+            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise LabquakeError(f"{args[0]} fold {args[4]} (seed {args[5]}): its process failed ({last})")
+        return pickle.loads(out.read_bytes())
+
+
+def _child(job: str, out: str) -> None:
+    """The child process of ``_isolated``: load the fold's inputs, fit, pickle the FoldFit."""
+    import pickle
+
+    name, cfg, features_dir, device, k, seed, fold_dir, pinned = pickle.loads(Path(job).read_bytes())
+    inputs, folds = _worker_inputs(name, cfg, features_dir, device)
+    fit = model(name).fit_fold(cfg, dataclasses.replace(inputs, **pinned), folds, k, seed, Path(fold_dir))
+    Path(out).write_bytes(pickle.dumps(fit))
 
 
 def _fit_draws(
@@ -133,9 +174,11 @@ def _fit_draws(
 
                 from labquake.cluster import joblib_backend
 
+                pinned = {"threads": inputs.threads} if hasattr(inputs, "threads") else {}
                 with joblib_backend(scheduler):
                     call = delayed(_fit_task)
-                    fits = Parallel(n_jobs=-1)(call(name, cfg, str(data.features_dir), device, k, m.seed(cfg, d), str(tmp[d])) for d, k in tasks)
+                    args = [(name, cfg, str(data.features_dir.resolve()), device, k, m.seed(cfg, d), str(tmp[d].resolve()), pinned) for d, k in tasks]
+                    fits = Parallel(n_jobs=-1, batch_size=1)(call(*a) for a in args)
             for i, d in enumerate(todo):
                 res = draw_from_folds(name, d, m.seed(cfg, d), data.folds, len(data.test), fits[i * n_folds : (i + 1) * n_folds])
                 save_draw(res, tmp[d])

@@ -23,6 +23,7 @@ from labquake.models.network import fold_fit, heads, predict_ttf, reused, target
 from labquake.models.run import NN_TAG, TrainingData, feature_columns
 
 REJECTS = True
+ISOLATE = True  # on a cluster, each fold in a fresh process (models.cv._isolated says why)
 
 
 def SECTION(cfg: Config):
