@@ -59,8 +59,8 @@ def test_folders_default_from_the_paths_settings(tmp_path, monkeypatch):
     calls = {}
     monkeypatch.setattr(synth, "write_dataset", lambda out, preset, seed, shift: calls.update(synth=out))
     monkeypatch.setattr(data, "build_cache", lambda raw, interim, force: calls.update(cache=(raw, interim)))
-    monkeypatch.setattr(features, "build_features", lambda cfg, raw, out, interim, jobs: calls.update(features=(raw, out, interim)))
-    monkeypatch.setattr(models, "train", lambda cfg, feats, run, device, strict: calls.update(train=(feats, run)))
+    monkeypatch.setattr(features, "build_features", lambda cfg, raw, out, interim, jobs, scheduler: calls.update(features=(raw, out, interim)))
+    monkeypatch.setattr(models, "train", lambda cfg, feats, run, device, strict, scheduler: calls.update(train=(feats, run)))
     monkeypatch.setattr(blend, "submit", lambda cfg, run, raw, out: calls.update(submit=(run, raw, out)))
     monkeypatch.setattr(report, "build_report", lambda run: calls.update(report=run))
     toml = tmp_path / "paths.toml"
