@@ -25,7 +25,13 @@ DEAD = "tcp://127.0.0.1:1"  # nothing listens on port 1
 def dask_cluster():
     """Two worker processes of one thread on the loopback, for the whole module."""
     distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1, host="127.0.0.1", dashboard_address=None) as lc:
+    import dask
+
+    # A task may kill its worker once and be retried; the second time, Dask gives up on it (KilledWorker).
+    with (
+        dask.config.set({"distributed.scheduler.allowed-failures": 1}),
+        distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1, host="127.0.0.1", dashboard_address=None) as lc,
+    ):
         yield lc
 
 
@@ -46,6 +52,13 @@ def _dies_once(fc, source, starts, rows, part, with_features=True):
     marker = Path(part).parents[2] / "killed_a_worker"
     if Path(part).name == "train_00001.npz" and not marker.exists():
         marker.touch()
+        os._exit(1)
+    return _REAL_CHUNK(fc, source, starts, rows, part, with_features)
+
+
+def _always_dies(fc, source, starts, rows, part, with_features=True):
+    """The first test chunk kills every worker that runs it."""
+    if Path(part).name == "test_00000.npz":
         os._exit(1)
     return _REAL_CHUNK(fc, source, starts, rows, part, with_features)
 
@@ -133,6 +146,24 @@ def test_a_worker_killed_mid_run_is_retried_and_the_output_is_identical(dask_clu
         assert (out / name).read_bytes() == (tiny_features / name).read_bytes(), name
     assert (tmp_path / "killed_a_worker").exists()  # a worker did die
     dask_cluster.wait_for_workers(2, timeout=60)  # the nanny restarted the killed worker: the cluster is whole for the next test
+
+
+def test_a_chunk_that_keeps_killing_workers_stops_clearly_and_a_rerun_resumes(dask_cluster, tiny_raw, tiny_features, tmp_path, monkeypatch):
+    monkeypatch.setenv("LABQUAKE_FEATURE_CHUNK", "8")
+    monkeypatch.setattr(stage, "_chunk_features", _always_dies)
+    out = tmp_path / "features"
+    with pytest.raises(LabquakeError, match=r"the Dask cluster failed during the features \(KilledWorker.*rerun to resume") as err:
+        features.build_features(load_config("fast"), tiny_raw, out, _interim(tiny_raw), scheduler=dask_cluster.scheduler_address)
+    assert "\n" not in str(err.value) and not out.exists()
+    kept = list((tmp_path / ".features.parts").glob("*/*.npz"))
+    calls = []
+    monkeypatch.setattr(stage, "_chunk_features", lambda *a: calls.append(a) or _REAL_CHUNK(*a))
+    features.build_features(load_config("fast"), tiny_raw, out, _interim(tiny_raw), jobs=1)  # resumed here, without the cluster
+    n_chunks = -(-len(pd.read_parquet(out / "train.parquet")) // 8) + -(-len(pd.read_parquet(out / "test.parquet")) // 8)
+    assert len(calls) == n_chunks - len(kept)
+    for name in OUTPUTS:
+        assert (out / name).read_bytes() == (tiny_features / name).read_bytes(), name
+    dask_cluster.wait_for_workers(2, timeout=60)
 
 
 def test_a_part_the_client_cannot_read_names_the_shared_filesystem(dask_cluster, tiny_raw, tmp_path, monkeypatch):

@@ -222,6 +222,15 @@ def _compute(
         if not cluster_threads:
             raise
         raise LabquakeError(f"{exc.filename or exc}: not found on a Dask worker: {SHARED_FS}") from None
+    except Exception as exc:
+        from labquake.cluster import cluster_failure, one_line
+
+        if not (cluster_threads and cluster_failure(exc)):
+            raise
+        finished = sum(len(v[0]) for v in done.values())
+        raise LabquakeError(
+            f"the Dask cluster failed during the features ({one_line(exc)}); {finished} of {total} segments are done and kept: rerun to resume"
+        ) from None
     finally:
         bar.close()
         with warnings.catch_warnings():  # on an error: cancel the chunks still running, without joblib's warning about it
