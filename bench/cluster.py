@@ -50,9 +50,15 @@ def features_run(raw: Path, interim: Path, out: Path, log: Path, extra: list[str
     shutil.rmtree(out, ignore_errors=True)
     shutil.rmtree(out.parent / f".{out.name}.parts", ignore_errors=True)
     cmd = [*LQ, "features", "--data", str(raw), "--out", str(out), "--interim", str(interim), *extra]
+    load = os.getloadavg()[0]
     wall = run(cmd, log, env={**os.environ, "OMP_NUM_THREADS": "1"})
     record = json.loads((out / "features.json").read_text())
-    return {"wall_s": round(wall, 1), "compute_s": round(record["timings_s"]["compute"], 1), "segments": record["n_train"] + record["n_test"]}
+    return {
+        "wall_s": round(wall, 1),
+        "compute_s": round(record["timings_s"]["compute"], 1),
+        "segments": record["n_train"] + record["n_test"],
+        "load_before_after": [round(load, 2), round(os.getloadavg()[0], 2)],  # the machine's 1-minute load average: others' work skews the times
+    }
 
 
 def on_cluster(n_workers: int, raw: Path, interim: Path, out: Path) -> dict:
@@ -123,10 +129,11 @@ def main() -> None:
     (OUT / "results.json").write_text(json.dumps(results, indent=2) + "\n")
 
     print(f"features stage, preset {args.preset}, {runs['local']['segments']} segments, {results['cpus']} cpus")
-    print(f"{'run':24} {'wall s':>8} {'compute s':>10} {'cluster start s':>16}")
+    print(f"{'run':24} {'wall s':>8} {'compute s':>10} {'cluster start s':>16} {'load before/after':>18}")
     for name, label in (("local", "local, --jobs 2"), ("dask1", "LocalCluster, 1 worker"), ("dask2", "LocalCluster, 2 workers")):
         r = runs[name]
-        print(f"{label:24} {r['wall_s']:8.1f} {r['compute_s']:10.1f} {r.get('cluster_start_s', ''):>16}")
+        load = "/".join(map(str, r["load_before_after"]))
+        print(f"{label:24} {r['wall_s']:8.1f} {r['compute_s']:10.1f} {r.get('cluster_start_s', ''):>16} {load:>18}")
     s = results["sequences"]
     print(
         f"speed-up 2 workers / 1: {results['speedup_2_over_1']}x; overhead of 2 workers against the local run: "
