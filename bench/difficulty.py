@@ -61,13 +61,25 @@ def prepare(preset: str, seed: int, reuse: bool, flags: list[str], name: str) ->
         marker.write_text(json.dumps({"preset": preset, "seed": seed}))
     case.mkdir(parents=True, exist_ok=True)
     feats, run = case / "features", case / name
-    if not (reuse and (feats / "features.json").is_file()):
-        args = ["features", "--data", str(raw), "--out", str(feats), "--interim", str(DIFF / f"interim_{preset}")]
+    if not (reuse and (feats / "features.json").is_file() and same_features(feats, flags)):
+        # the feature settings of the run (features.seq_window, ...) reach the features stage too
+        feature_flags = [x for i, x in enumerate(flags) if x.startswith("features.") or (x == "--set" and flags[i + 1].startswith("features."))]
+        args = ["features", "--data", str(raw), "--out", str(feats), "--interim", str(DIFF / f"interim_{preset}"), *feature_flags]
         steps["features"] = measure([*lq, *args], case / "features.log")
     if not (reuse and (run / "summary.json").is_file()):
         shutil.rmtree(run, ignore_errors=True)
         steps["train"] = measure([*lq, "train", "--features", str(feats), "--run", str(run), *flags], case / f"{name}.log")
     return raw, case, steps
+
+
+def same_features(feats: Path, flags: list[str]) -> bool:
+    """Whether the feature folder was made with the run's feature settings (else it is rebuilt)."""
+    from labquake.config import load_config
+
+    sets = [flags[i + 1] for i, x in enumerate(flags) if x == "--set"]
+    made = json.loads((feats / "features.json").read_text()).get("config", {}).get("features", {})
+    ours = json.loads(json.dumps(load_config("recipe", None, sets).features.table_settings()))
+    return {k: made.get(k) for k in ours} == ours
 
 
 def grouped_lgbm(feats: Path, seeds: tuple[int, ...]) -> tuple[float, float, int]:
@@ -138,7 +150,9 @@ def evaluate(preset: str, seed: int, raw: Path, case: Path, grouped_seeds: tuple
     pred_oof = {m: np.maximum(oof[m], clip) for m in names}
     pred_test = {m: np.maximum(test[m], clip) for m in names}
     # the blend as submitted, and the recipe's pair and all three beside it (equal weights, same folds)
-    blends = {"blend": summary["blend_weights"], "blend_lgbm+nn": {"lgbm": 0.5, "nn": 0.5}}
+    blends = {"blend": summary["blend_weights"]}
+    if {"lgbm", "nn"} <= set(names):
+        blends["blend_lgbm+nn"] = {"lgbm": 0.5, "nn": 0.5}
     if len(names) > 2:
         blends["blend_" + "+".join(names)] = {m: 1 / len(names) for m in names}
     for b, w in blends.items():
@@ -161,7 +175,8 @@ def evaluate(preset: str, seed: int, raw: Path, case: Path, grouped_seeds: tuple
     res["r_peaks_all"] = round(abs(float(np.corrcoef(peaks, target)[0, 1])), 3)
     res["r_peaks_clean"] = round(abs(float(np.corrcoef(peaks[clean], target[clean])[0, 1])), 3)
     res["emission_segments"] = int((~clean).sum())
-    res["network"] = network_stats(run)
+    if "nn" in names:
+        res["network"] = network_stats(run)
     if "seq" in names:
         res["seq"] = network_stats(run, "seq")
         res["seq_seconds_per_fold"] = round(timings["seq"] / (res["seq"]["drawn"] * len(np.unique(folds))), 1)
@@ -217,15 +232,17 @@ def main() -> None:
             res["steps"], res["seconds"] = steps, round(time.perf_counter() - t0, 1)
             (case / f"difficulty_{args.name}.json").write_text(json.dumps(res, indent=2) + "\n")
             results.append(res)
-            n = res["network"]
+            scores = "; ".join(f"{k[4:]} OOF {res[k]} test {res['test_' + k[4:]]}" for k in res if k.startswith("oof_"))
+            nets = "".join(
+                f"; {m} {res[key]['accepted']}/{res[key]['drawn']} accepted, median best epoch {res[key]['median_best_epoch']}"
+                for m, key in (("nn", "network"), ("seq", "seq"))
+                if key in res
+            )
             print(
                 f"{preset} seed {seed}: shuffled {res['shuffled']}x, leave-cycles-out {res['grouped']}x, test {res['test']}x, "
-                f"|r| peaks {res['r_peaks_clean']} ({res['r_peaks_all']} with emissions); "
-                f"OOF lgbm {res['oof_lgbm']} nn {res['oof_nn']} blend {res['oof_blend']} (baseline {res['baseline_oof']}); "
-                f"test lgbm {res['test_lgbm']} nn {res['test_nn']} blend {res['test_blend']} (baseline {res['baseline_test']}); "
-                f"network {n['accepted']}/{n['drawn']} accepted, median best epoch {n['median_best_epoch']}"
-                + "".join(f"; {k} OOF {res[k]} test {res[k.replace('oof_', 'test_')]}" for k in res if k.startswith("oof_blend_"))
-                + (f"; seq OOF {res['oof_seq']} test {res['test_seq']}, {res['seq_seconds_per_fold']} s per fold" if "seq" in res else ""),
+                f"|r| peaks {res['r_peaks_clean']} ({res['r_peaks_all']} with emissions); {scores} "
+                f"(baselines {res['baseline_oof']} / {res['baseline_test']}){nets}"
+                + (f"; seq {res['seq_seconds_per_fold']} s per fold" if "seq" in res else ""),
                 flush=True,
             )
     path.write_text(json.dumps(results, indent=2) + "\n")
