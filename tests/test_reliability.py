@@ -44,13 +44,13 @@ def test_killed_feature_run_leaves_nothing_partial_and_resumes_identically(tiny_
     args = ["features", "--data", tiny_raw, "--out", out, "--interim", interim, "--jobs", "1", "--preset", "fast"]
     proc = subprocess.Popen([sys.executable, "-m", "labquake", *map(str, args)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and len(list(parts.glob("*/*.npy"))) < 2:
+    while time.monotonic() < deadline and len(list(parts.glob("*/*.npz"))) < 2:
         assert proc.poll() is None, "finished before it could be killed: make the chunks smaller"
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not out.exists()  # no table, not even a partial one
-    finished = len(list(parts.glob("*/*.npy")))
+    finished = len(list(parts.glob("*/*.npz")))
     assert finished >= 2
     rerun = cli(*args, env=env)
     assert rerun.returncode == 0, rerun.stderr
