@@ -374,6 +374,29 @@ def test_seq_architectures_are_the_two_standard_patterns():
         assert compiled["loss_weights"] == {"ttf": 8.0, "tsf": 1.0, "binary": 1.0}
 
 
+def test_seq_fits_do_not_depend_on_the_fits_before_them(tmp_path):
+    """A reused network starts every fit from all of a fresh network's variables, the state of its
+    Dropout's seed generator included: otherwise the masks, and the results, depend on history."""
+    from fakes import fake_sequences
+
+    from labquake.models import seq
+
+    network.setup_tensorflow("cpu")
+    cfg = load_config("fast", None, ["seq.epochs=3", "seq.patience=3", "seq.dropout=0.5"])
+    y_ttf = np.linspace(0.1, 10, 64)
+    x = fake_sequences(y_ttf, 0, steps=40, channels=3)
+    y = {"ttf": y_ttf.astype(np.float32), "tsf": (10 - y_ttf).astype(np.float32), "binary": (y_ttf < 0.5).astype(np.float32)}
+
+    def fit(net, seed, name):
+        model, _ = network.fit_network(cfg.seq, net, x, y, x, y, tmp_path / f"{name}.weights.h5", seed)
+        return network.predict_ttf(model, x)
+
+    first = fit(network.ReusedNetwork(lambda compile: seq.build_network(cfg, 40, 3, compile)), 1, "a")
+    reused = network.ReusedNetwork(lambda compile: seq.build_network(cfg, 40, 3, compile))
+    fit(reused, 0, "b")
+    assert np.array_equal(fit(reused, 1, "c"), first)  # bit for bit
+
+
 def test_train_with_seq_adds_its_column_and_predicts_from_saved_folds(tmp_path):
     feat = write_feature_dir(tmp_path / "features", sequences=True)
     cfg = load_config("fast", None, [*QUICK_LGBM, *QUICK_NN, "nn.reject_ratio=100.0", *QUICK_SEQ, 'blend.models=["lgbm","nn","seq"]'])

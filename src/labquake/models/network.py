@@ -100,6 +100,7 @@ class ReusedNetwork:
         import keras
 
         keras.backend.clear_session()
+        keras.utils.set_random_seed(0)  # nothing of the compiled model comes from an unseeded draw
         self.build = build
         self.model = build(True)
         self.model.optimizer.build(self.model.trainable_variables)
@@ -110,7 +111,11 @@ class ReusedNetwork:
         import keras
 
         keras.utils.set_random_seed(seed)
-        self.model.set_weights(self.build(False).get_weights())
+        # every variable, not only the weights: the state of a Dropout's seed generator is a
+        # variable too, and left alone its masks would depend on the fits before this one
+        template = self.build(False)
+        for v, start in zip(self.model.variables, template.variables, strict=True):
+            v.assign(start)
         for v, start in zip(self.model.optimizer.variables, self.optimizer_start):
             v.assign(start)
         return self.model
