@@ -166,7 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("predict", cmd_predict, "predict time to failure along a continuous recording with a trained run", [common, configurable, scheduled])
     p.add_argument("--run", help=RUN_HELP)
-    p.add_argument("--recording", required=True, help="CSV in Kaggle's train layout (acoustic_data[,time_to_failure])")
+    p.add_argument(
+        "--recording", required=True, help="the recording: a CSV in Kaggle's train layout (acoustic_data[,time_to_failure]) or raw int16 (.i16)"
+    )
     p.add_argument("--out", required=True, help="output folder: predictions.csv, predictions.png, predict.json")
     p.add_argument("--step", type=int, default=150_000, help="rows between window starts (default 150000: no overlap)")
     p.add_argument("--jobs", type=int, default=0, help="worker processes for the features (default 0: all cores)")
