@@ -76,3 +76,11 @@ def test_run_folder_is_named_by_preset_and_settings(tmp_path):
 def test_network_needs_at_least_one_run():
     with pytest.raises(LabquakeError, match="nn.runs must be >= 1"):
         load_config("recipe", None, ["nn.runs=0"])
+
+
+def test_a_list_of_names_needs_no_quotes():
+    """make and the shell strip the quotes of --set blend.models=["lgbm","nn","seq"]: both spellings work."""
+    quoted = load_config("recipe", None, ['blend.models=["lgbm","nn","seq"]'])
+    bare = load_config("recipe", None, ["blend.models=[lgbm, nn,seq]"])
+    assert quoted.blend.models == bare.blend.models == ("lgbm", "nn", "seq")
+    assert load_config("recipe", None, ["lgbm.seeds=[0, 1]"]).lgbm.seeds == (0, 1)  # numbers still parse as JSON

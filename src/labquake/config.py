@@ -293,6 +293,9 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         hint = next(a for a in args if a not in (type(None), str))
         args = typing.get_args(hint)
     if typing.get_origin(hint) is tuple:
+        if isinstance(value, str) and value.startswith("[") and value.endswith("]") and args[0] is str:
+            # [lgbm,nn,seq]: a list of names whose quotes a shell (or make) removed
+            value = [v.strip().strip("\"'") for v in value[1:-1].split(",") if v.strip()]
         items = value if isinstance(value, (list, tuple)) else [value]
         return tuple(_coerce(v, args[0], key) for v in items)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
