@@ -24,53 +24,13 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import ROOT, tree_rss  # noqa: E402  (bench/run.py: the same memory measure as `make bench`)
+from run import ROOT, measure  # noqa: E402  (bench/run.py: the same measure as `make bench`)
 
 OUT = ROOT / "bench" / "out" / "predict"
 LQ = [sys.executable, "-m", "labquake"]
-
-
-def rss(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/statm") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, IndexError, ValueError):
-        return 0
-
-
-def measure(cmd: list[str], log_path: Path) -> dict:
-    """Run a command: wall time, peak RSS of its process tree and of the process itself."""
-    peak_tree = peak_main = 0
-    t0 = time.perf_counter()
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
-        done = threading.Event()
-
-        def sample() -> None:
-            nonlocal peak_tree, peak_main
-            while not done.is_set():
-                peak_tree, peak_main = max(peak_tree, tree_rss(proc.pid)), max(peak_main, rss(proc.pid))
-                time.sleep(0.2)
-
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        rc = proc.wait()
-        done.set()
-        sampler.join()
-    seconds = time.perf_counter() - t0
-    if rc:
-        sys.exit(f"bench: {' '.join(map(str, cmd))} failed (exit {rc}); see {log_path}")
-    return {
-        "seconds": round(seconds, 1),
-        "peak_rss_tree_gb": round(peak_tree / 1e9, 2),
-        "peak_rss_main_gb": round(peak_main / 1e9, 2),
-        "log": str(log_path),
-    }
 
 
 def ensure_raw(raw: Path) -> None:
@@ -132,7 +92,7 @@ def main() -> None:
     for name, log_name in (("first", "first.log"), ("rerun", "rerun.log"), ("features_from_cache", "features.log")):
         if name == "features_from_cache":
             shutil.rmtree(out / ".parts")
-        results[name] = measure(cmd, OUT / log_name)
+        results[name] = measure(cmd, OUT / log_name, env={"OMP_NUM_THREADS": "1"})
         record = json.loads((out / "predict.json").read_text())
         results[name]["timings_s"] = record["timings_s"]
     results.update(n_windows=record["n_windows"], n_rows=record["n_rows"], mae=record["mae"])
@@ -140,7 +100,7 @@ def main() -> None:
     print(f"predict over {recording} ({results['csv_gb']} GB, {results['n_rows']:,} rows, {results['n_windows']:,} windows, step {args.step:,})")
     for name in ("first", "rerun", "features_from_cache"):
         r = results[name]
-        print(f"  {name:<20} {r['seconds']:>8.1f} s   peak RSS tree {r['peak_rss_tree_gb']:.2f} GB, main process {r['peak_rss_main_gb']:.2f} GB")
+        print(f"  {name:<20} {r['seconds']:>8.1f} s   peak RSS tree {r['peak_rss_gb']:.2f} GB, main process {r['peak_rss_main_gb']:.2f} GB")
     print(f"  MAE {results['mae']}")
 
 

@@ -60,18 +60,28 @@ def tree_rss(pid: int) -> int:
     return total
 
 
-def measure(cmd: list[str], log_path: Path) -> dict:
-    """Run a command; wall time and peak resident memory of its process tree (sampled every 0.2 s)."""
-    peak = 0
+def rss(pid: int) -> int:
+    """Resident bytes of one process (Linux /proc)."""
+    try:
+        with open(f"/proc/{pid}/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def measure(cmd: list[str], log_path: Path, env: dict[str, str] | None = None) -> dict:
+    """Run a command; wall time and peak resident memory of its process tree and of the process
+    itself (sampled every 0.2 s). ``env``: variables added to this process's environment."""
+    peak = peak_main = 0
     t0 = time.perf_counter()
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, **(env or {})})
         done = threading.Event()
 
         def sample() -> None:
-            nonlocal peak
+            nonlocal peak, peak_main
             while not done.is_set():
-                peak = max(peak, tree_rss(proc.pid))
+                peak, peak_main = max(peak, tree_rss(proc.pid)), max(peak_main, rss(proc.pid))
                 time.sleep(0.2)
 
         sampler = threading.Thread(target=sample, daemon=True)
@@ -81,8 +91,13 @@ def measure(cmd: list[str], log_path: Path) -> dict:
         sampler.join()
     seconds = time.perf_counter() - t0
     if rc:
-        sys.exit(f"bench: {' '.join(cmd)} failed (exit {rc}); see {log_path}")
-    return {"seconds": round(seconds, 1), "peak_rss_gb": round(peak / 1e9, 2), "log": str(log_path.relative_to(ROOT))}
+        sys.exit(f"bench: {' '.join(map(str, cmd))} failed (exit {rc}); see {log_path}")
+    return {
+        "seconds": round(seconds, 1),
+        "peak_rss_gb": round(peak / 1e9, 2),
+        "peak_rss_main_gb": round(peak_main / 1e9, 2),
+        "log": str(log_path.relative_to(ROOT)),
+    }
 
 
 def segments(n: int) -> list[np.ndarray]:
