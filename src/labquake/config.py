@@ -135,6 +135,16 @@ class LGBMConfig:
     device_type: str = "cpu"  # "gpu" is LightGBM's OpenCL path
 
 
+def check_draws(section: str, c: Any) -> None:
+    """The settings every network's draws share (NNConfig, SeqConfig): one check, one wording."""
+    if c.on_reject not in ON_REJECT:
+        raise LabquakeError(f"config: {section}.on_reject must be one of {', '.join(ON_REJECT)}, got {c.on_reject!r}")
+    if c.min_steps_per_epoch < 0:
+        raise LabquakeError(f"config: {section}.min_steps_per_epoch must be >= 0, got {c.min_steps_per_epoch}")
+    if c.runs < 1 or c.max_redraws < 0:
+        raise LabquakeError(f"config: {section}.runs must be >= 1 and {section}.max_redraws >= 0, got {c.runs} and {c.max_redraws}")
+
+
 @dataclass(frozen=True)
 class NNConfig:
     lstm_units: int = 128
@@ -168,12 +178,7 @@ class NNConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.on_reject not in ON_REJECT:
-            raise LabquakeError(f"config: nn.on_reject must be one of {', '.join(ON_REJECT)}, got {self.on_reject!r}")
-        if self.min_steps_per_epoch < 0:
-            raise LabquakeError(f"config: nn.min_steps_per_epoch must be >= 0, got {self.min_steps_per_epoch}")
-        if self.runs < 1 or self.max_redraws < 0:
-            raise LabquakeError(f"config: nn.runs must be >= 1 and nn.max_redraws >= 0, got {self.runs} and {self.max_redraws}")
+        check_draws("nn", self)
 
 
 @dataclass(frozen=True)
@@ -212,10 +217,7 @@ class SeqConfig:
     def __post_init__(self) -> None:
         if self.arch not in SEQ_ARCHS:
             raise LabquakeError(f"config: seq.arch must be one of {', '.join(SEQ_ARCHS)}, got {self.arch!r}")
-        if self.on_reject not in ON_REJECT:
-            raise LabquakeError(f"config: seq.on_reject must be one of {', '.join(ON_REJECT)}, got {self.on_reject!r}")
-        if self.runs < 1 or self.max_redraws < 0 or self.min_steps_per_epoch < 0:
-            raise LabquakeError("config: seq.runs must be >= 1, seq.max_redraws and seq.min_steps_per_epoch >= 0")
+        check_draws("seq", self)
 
 
 @dataclass(frozen=True)
