@@ -38,8 +38,8 @@ import pandas as pd
 
 from labquake.blend import mae
 from labquake.config import Config
-from labquake.models.run import TrainingData, fold_baseline, load_npz, load_training_data, save_npz
-from labquake.util import LabquakeError, atomic_path, log, read_json
+from labquake.models.run import TrainingData, fold_baseline, load_npz, load_training_data, save_npz, write_csv
+from labquake.util import LabquakeError, atomic_path, log, read_json, write_json
 
 DEAD_STD = 0.01  # a draw whose OOF predictions in a fold vary less than this x the target's std is dead
 MEAN_REJECT_RATIO = 0.7  # the reject bound x predict-the-mean's OOF MAE, when there is no LightGBM reference
@@ -341,9 +341,6 @@ def train_model(
 
 def _record(name, model_dir: Path, y, folds, draws: list[Draw], accepted, kept, reasons, meta: dict) -> None:
     """RUN/NAME/runs.json (per draw: seed, OOF MAE, per-fold MAE and info, accepted, why not, kept) and history.csv."""
-    from labquake.models.run import write_csv
-    from labquake.util import write_json
-
     runs = [
         {
             "run": r.draw,
