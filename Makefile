@@ -23,7 +23,7 @@ CFG      := --preset $(PRESET) $(LQFLAGS)
 RUNFLAG  := $(if $(RUN),--run $(RUN))
 
 .DEFAULT_GOAL := help
-.PHONY: help install run data features train submit predict report score kernel kernel-push test lint bench bench-difficulty bench-seq bench-cluster clean
+.PHONY: help install run data features train submit predict report score kernel kernel-push test lint bench bench-difficulty bench-seq bench-cluster bench-realism clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -97,6 +97,10 @@ bench-seq: $(STAMP) ## lgbm, nn and seq side by side on demo and full (same fold
 
 bench-cluster: $(STAMP) ## features on a Dask LocalCluster of 1 and 2 workers against the local run (full size, about 8 minutes; BENCHFLAGS=--preset demo)
 	$(if $(shell command -v flock),flock /tmp/labquake-bench.lock) $(BIN)/python bench/cluster.py $(BENCHFLAGS)
+
+REAL ?= ../shared/data/real
+bench-realism: $(STAMP) ## synthetic test segments against the real test features (REAL=folder of the real samples; demo and full, seeds 0 and 1)
+	$(BIN)/python bench/realism.py --real $(REAL) $(BENCHFLAGS)
 
 clean: ## remove derived data, models and submissions (keeps data/raw and .venv)
 	rm -rf $(INTERIM) $(FEATURES) models build $(SUBS)/*.csv

@@ -21,7 +21,7 @@ def heavy_imports(*argv):
 def test_help_lists_every_subcommand():
     out = run_cli("--help")
     assert out.returncode == 0
-    for cmd in ("synth", "cache", "features", "drift", "train", "submit", "score", "report", "kernel"):
+    for cmd in ("synth", "cache", "features", "drift", "compare", "train", "submit", "score", "report", "kernel"):
         assert cmd in out.stdout
         sub = run_cli(cmd, "--help")
         assert sub.returncode == 0 and f"usage: labquake {cmd}" in sub.stdout
@@ -57,7 +57,7 @@ def test_folders_default_from_the_paths_settings(tmp_path, monkeypatch):
     from labquake.cli import main
 
     calls = {}
-    monkeypatch.setattr(synth, "write_dataset", lambda out, preset, seed, shift: calls.update(synth=out))
+    monkeypatch.setattr(synth, "write_dataset", lambda out, preset, seed, shift, test_shift: calls.update(synth=out))
     monkeypatch.setattr(data, "build_cache", lambda raw, interim, force: calls.update(cache=(raw, interim)))
     monkeypatch.setattr(features, "build_features", lambda cfg, raw, out, interim, jobs, scheduler: calls.update(features=(raw, out, interim)))
     monkeypatch.setattr(models, "train", lambda cfg, feats, run, device, strict, scheduler: calls.update(train=(feats, run)))

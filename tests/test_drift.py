@@ -114,3 +114,56 @@ def test_train_cycles_setting_takes_auto_or_a_list():
     assert load_config("recipe", None, ["data.train_cycles=[1, 2]"]).data.train_cycles == (1, 2)
     with pytest.raises(LabquakeError, match='list of cycles or "auto"'):
         load_config("recipe", None, ["data.train_cycles=best"])
+
+
+def compare(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "labquake", "compare", *args], capture_output=True, text=True, timeout=600)
+
+
+def test_compare_two_tables_writes_ks_auc_and_plots(tmp_path):
+    """Two feature tables (parquet files) with a known shift in one column."""
+    train, test = tables(shift=2.0)
+    a, b = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    train.assign(seg_id=[f"s{i}" for i in range(len(train))]).to_parquet(a)
+    test.assign(extra=1.0).to_parquet(b)  # a column only one side has is not compared
+    run = compare(str(a), str(b), "--out", str(tmp_path / "out"))
+    assert run.returncode == 0, run.stderr
+    table = pd.read_csv(tmp_path / "out" / "compare.csv")
+    assert table["feature"].tolist() == ["a", "b"]  # seg_id is no feature; largest statistic first
+    assert table.loc[0, "ks_stat"] == pytest.approx(ks_2samp(train["a"], test["a"]).statistic, abs=1e-6)
+    summary = json.loads((tmp_path / "out" / "compare.json").read_text())["summary"]
+    assert summary["adversarial_auc"] > 0.85 and summary["features"] == 2
+    assert summary["median_ks"] == pytest.approx(table["ks_stat"].median(), abs=1e-6)
+    for name in ("ks.png", "distributions.png"):
+        assert (tmp_path / "out" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_compare_one_folder_is_its_train_against_its_test(tiny_features, tmp_path):
+    run = compare(str(tiny_features), "--out", str(tmp_path / "one"))
+    assert run.returncode == 0, run.stderr
+    record = json.loads((tmp_path / "one" / "compare.json").read_text())
+    assert record["tables"] == ["train", "test"] and record["summary"]["features"] == 24
+    # the same as a folder against itself with the tables named
+    run = compare(str(tiny_features), str(tiny_features), "--tables", "train", "test", "--out", str(tmp_path / "two"))
+    assert run.returncode == 0, run.stderr
+    assert pd.read_csv(tmp_path / "one" / "compare.csv").equals(pd.read_csv(tmp_path / "two" / "compare.csv"))
+
+
+@pytest.mark.parametrize("case", ["missing", "no_common", "one_row", "not_parquet"])
+def test_compare_bad_input_is_one_line_exit_2(tmp_path, case):
+    good = tmp_path / "good.parquet"
+    tables(shift=0.0)[0].to_parquet(good)
+    other = tmp_path / "other.parquet"
+    if case == "missing":
+        other = tmp_path / "nothing"
+    elif case == "no_common":
+        pd.DataFrame({"c": [1.0, 2.0, 3.0]}).to_parquet(other)
+    elif case == "one_row":
+        pd.DataFrame({"a": [1.0], "b": [2.0]}).to_parquet(other)
+    else:
+        other.write_text("not a table")
+    run = compare(str(good), str(other), "--out", str(tmp_path / "out"))
+    assert run.returncode == 2, run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1 and "Traceback" not in run.stderr
+    assert str(other) in run.stderr
+    assert not (tmp_path / "out").exists()  # nothing written

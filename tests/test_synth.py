@@ -261,7 +261,8 @@ def test_sample_submission_and_truth(tiny_raw, real_dir):
     assert [line.split(",")[0] for line in truth[1:-1]] == ids
     values = [line.split(",")[1] for line in truth[1:-1]]
     assert all(re.fullmatch(TIME, v) and v == py_time(float(v)) for v in values)
-    assert all(0 < float(v) < synth.CYCLE_RANGE[1] for v in values)
+    # test cycles are longer than train's (FaultModel.test_drop, then scaled to test_ratio)
+    assert all(0 < float(v) < 1.3 * synth.FAULT.test_drop * synth.CYCLE_RANGE[1] for v in values)
 
 
 def test_truth_matches_the_test_signal(tiny_raw):
@@ -275,7 +276,9 @@ def test_truth_matches_the_test_signal(tiny_raw):
             sd.append(x.std())
             t.append(ttf)
     assert len(sd) >= TINY.test_segments - 2
-    assert stats.spearmanr(sd, t)[0] < -0.7
+    # 10 segments; emission comes in heavy-tailed events, as on the real data, so one segment's sd
+    # scatters more than it did with the old generator's steady bursts (-0.6 over 10 is p < 0.05)
+    assert stats.spearmanr(sd, t)[0] < -0.6
 
 
 # --- the vectorised formatters ---------------------------------------------------------------------
@@ -470,11 +473,13 @@ def test_signal_range_and_emissions(train):
     # the large values form one burst per quake, and only there (the file may end just before a
     # quake too: then its last burst has no jump after it)
     clusters = np.split(big, np.flatnonzero(np.diff(big) > 50_000) + 1)
-    ends = list(jumps) + ([len(u)] if u[-1] <= 0.3 * UNITS else [])
+    ends = list(jumps) + ([len(u)] if u[-1] <= 0.33 * UNITS else [])
     assert len(clusters) == len(ends) >= 4
     for c, j in zip(clusters, ends):
         assert c[-1] - c[0] < 40_000  # one emission, decaying within a few thousand samples
-        assert c[0] < j and 0 < u[c[0]] <= 0.3 * UNITS  # starts within 0.3 s before the quake
+        # about 0.32 s before the labelled failure, as on the real data (docs/data.md: in the segment
+        # that ends 0.28-0.32 s before it); tiny's blocks are 34 ms apart
+        assert c[0] < j and 0.28 * UNITS < u[c[0]] <= 0.33 * UNITS
         assert np.abs(x[c]).max() > 2000
 
 
@@ -491,10 +496,10 @@ def test_far_to_near_trend_in_train_file(windows):
     assert len(windows) >= 25
     # Clearly negative but far from a clock: the signal follows the fault's stress, which reaches
     # failure at a level that varies by cycle (the real peak count correlates at |r| 0.67).
-    # -0.4 over ~30 windows is p < 0.03.
+    # -0.35 over ~30 windows is p < 0.05 (the old generator's steady bursts gave -0.4 and more).
     for col in ("sd", "q99", "s20", "low"):
         rho = stats.spearmanr(windows[col], windows["ttf"])[0]
-        assert -0.9 < rho < -0.4, (col, rho)
+        assert -0.9 < rho < -0.35, (col, rho)
     far, near = windows[windows["ttf"] > 6], windows[windows["ttf"] < 1.5]
     assert len(far) >= 3 and len(near) >= 3
     assert near["sd"].median() > 1.25 * far["sd"].median()  # docs/data.md: 7.0 / 4.4 = 1.6 at > 8 s vs < 2 s
@@ -509,7 +514,7 @@ TABLE = {  # stat: (far, near, relative tolerance)
     "q99": (16, 28, 0.20),  # integer-valued: one step is 4-6% of it
     "q999": (42, 68, 0.25),
     "max": (102, 158, 0.30),
-    "s20": (0.006, 0.019, 0.25),
+    "s20": (0.006, 0.019, 0.35),  # a share of bursts' samples: the heavy-tailed events scatter it
 }
 
 
@@ -529,7 +534,7 @@ def test_far_near_other_statistics(full_windows):
     assert 2e-4 / 3 < med.loc["near", "s100"] < 2e-4 * 3
     assert 10 <= med.loc["far", "kurt"] <= 100 and 10 <= med.loc["near", "kurt"] <= 100  # "in the tens"
     assert full_windows["median"].between(4, 5).all()  # "median 4-5"
-    assert med.loc["near", "low"] > med.loc["far", "low"] + 0.1  # spectrum moves down near failure
+    assert med.loc["near", "low"] > med.loc["far", "low"] + 0.05  # spectrum moves down near failure (real: the direction only)
     # far from failure only bursts, no emission-sized values (a near window may hold the emission)
     assert full_windows.loc[full_windows["kind"] == "far", "max"].max() < 1000
 
@@ -560,9 +565,15 @@ def test_same_seed_same_bytes(tiny_raw, exp_tiny, tmp_path):
     assert info["train_rows"] == TINY.train_rows and info["test_segments"] == TINY.test_segments
     assert info["train_cycle_rows"] == exp_tiny.train.cycle_rows  # the jumps of train.csv (tested above)
     hashes = tree_hashes(again)
-    assert set(hashes) == {"train.csv", "sample_submission.csv", "test_truth.csv"} | {f"test/{p.name}" for p in (again / "test").iterdir()}
-    assert len(hashes) == 3 + TINY.test_segments
-    assert {name: file_sha(tiny_raw / name) for name in hashes} == hashes  # byte-identical
+    files = {"train.csv", "sample_submission.csv", "test_truth.csv", "synth.json"}
+    assert set(hashes) == files | {f"test/{p.name}" for p in (again / "test").iterdir()}
+    assert len(hashes) == 4 + TINY.test_segments
+    record = hashes.pop("synth.json")  # its timing differs; everything else is byte-identical
+    assert {name: file_sha(tiny_raw / name) for name in hashes} == hashes
+    assert record != file_sha(tiny_raw / "synth.json")
+    first, second = (json.loads((d / "synth.json").read_text()) for d in (tiny_raw, again))
+    assert {k: v for k, v in first.items() if k != "seconds"} == {k: v for k, v in second.items() if k != "seconds"}
+    assert first["test_shift"] is True and first["train_mean_ttf"] > 0
 
 
 def test_cli_writes_another_seed(tiny_raw, tmp_path):

@@ -39,7 +39,7 @@ def cmd_synth(args: argparse.Namespace) -> None:
     paths = _config(args, preset="recipe").paths  # synth's own --preset is the dataset's size
     from labquake import synth
 
-    synth.write_dataset(_path(args.out, paths.raw), args.preset, args.seed, shift=args.shift)
+    synth.write_dataset(_path(args.out, paths.raw), args.preset, args.seed, shift=args.shift, test_shift=args.test_shift)
 
 
 def cmd_cache(args: argparse.Namespace) -> None:
@@ -81,6 +81,14 @@ def cmd_drift(args: argparse.Namespace) -> None:
     from labquake import drift
 
     drift.run_drift(cfg, _path(args.features, cfg.paths.features), _path(args.out, f"{cfg.paths.features}/drift"))
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    from labquake import drift
+
+    a, b = Path(args.a), Path(args.b) if args.b else None
+    out = Path(args.out) if args.out else (a if a.is_dir() else a.parent) / "compare"
+    drift.run_compare(a, b, out, which=tuple(args.tables))
 
 
 def cmd_submit(args: argparse.Namespace) -> None:
@@ -146,6 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="demo", choices=["tiny", "demo", "full"], help="size (default: demo)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--shift", action="store_true", help="a known train/test shift: test and some train cycles louder (regime.json)")
+    p.add_argument(
+        "--no-test-shift",
+        dest="test_shift",
+        action="store_false",
+        help="draw the test interval's cycles like train's (default: longer, as in the real test: mean time to failure 1.11x train's)",
+    )
 
     p = add("cache", cmd_cache, "convert train.csv and the test segments into a memory-mappable binary cache", [common, settable])
     p.add_argument("--data", help=f"Kaggle data folder (default: paths.raw, {DEFAULTS.raw})")
@@ -176,6 +190,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("drift", cmd_drift, "compare train and test feature distributions (KS per feature, adversarial AUC)", [common, configurable])
     p.add_argument("--features", help=f"feature folder (default: paths.features, {DEFAULTS.features})")
     p.add_argument("--out", help=f"output folder (default: FEATURES/drift, {DEFAULTS.features}/drift)")
+    p = add("compare", cmd_compare, "do two sets of segments look alike? KS per feature, adversarial AUC, plots", [common])
+    p.add_argument("a", help="a feature folder or a feature table (.parquet)")
+    p.add_argument("b", nargs="?", help="another one (default: A's train against A's test)")
+    p.add_argument(
+        "--tables",
+        nargs=2,
+        default=["test", "test"],
+        choices=["train", "test"],
+        metavar=("A_TABLE", "B_TABLE"),
+        help="which table of a folder (default: test test)",
+    )
+    p.add_argument("--out", help="output folder (default: A/compare, or beside a table)")
     p = add("submit", cmd_submit, "blend the models and write the submission files", [common, configurable])
     p.add_argument("--run", help=RUN_HELP)
     p.add_argument("--data", help=f"Kaggle data folder, for sample_submission.csv (default: paths.raw, {DEFAULTS.raw})")

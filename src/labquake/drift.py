@@ -1,12 +1,15 @@
-"""Train against test: do the feature distributions differ? (`labquake drift`)
+"""Do two sets of segments look alike? (`labquake compare`, and `labquake drift` on top of it)
 
-For each model feature, the two-sample Kolmogorov-Smirnov statistic and p-value between the train
+``compare`` sets any two feature tables side by side (two feature folders, a folder and a parquet
+file, or the train and the test of one folder); ``drift`` compares a feature folder's training
+segments (the selected cycles) with its test segments. For each feature, the two-sample Kolmogorov-Smirnov statistic and p-value between the train
 segments (the selected cycles) and the test segments; and an adversarial-validation AUC: a LightGBM
 classifier that tells train rows from test rows, scored out of fold (0.5: indistinguishable).
 
-Writes to ``out/``: ``drift.csv`` (``feature, ks_stat, p_value``, one row per feature, largest
-statistic first), ``drift.json`` (the AUC, the configuration and timings), ``ks.png`` (the
-statistics) and ``distributions.png`` (train and test histograms of every feature).
+Writes to ``out/``: ``NAME.csv`` (``feature, ks_stat, p_value``, one row per feature, largest
+statistic first), ``NAME.json`` (the AUC, the median and largest KS, the configuration and
+timings), ``ks.png`` (the statistics) and ``distributions.png`` (histograms of every feature), with
+NAME ``compare`` or ``drift``.
 """
 
 from __future__ import annotations
@@ -18,9 +21,11 @@ import numpy as np
 import pandas as pd
 
 from labquake.config import Config
-from labquake.util import LabquakeError, Timer, atomic_path, log, stage_record, write_json
+from labquake.util import LabquakeError, Timer, atomic_path, log, read_table, stage_record, write_json
 
 ADVERSARIAL_FOLDS = 5
+# columns of a feature table that describe a segment rather than measure it
+NOT_FEATURES = ("seg_id", "start", "target", "cycle", "tsf", "binary", "time_to_failure", "segment")
 
 
 def ks_statistic(a_sorted: np.ndarray, b_sorted: np.ndarray) -> float:
@@ -122,26 +127,26 @@ def adversarial_auc(train: pd.DataFrame, test: pd.DataFrame, features: list[str]
     return float(roc_auc_score(y, pred))
 
 
-def draw_ks(ax, table: pd.DataFrame) -> None:
-    """KS statistic of each feature as bars, largest on top, red where p < 0.05 (drift and report)."""
+def draw_ks(ax, table: pd.DataFrame, labels: tuple[str, str] = ("train", "test")) -> None:
+    """KS statistic of each feature as bars, largest on top, red where p < 0.05 (drift, compare and report)."""
     t = table.iloc[::-1]
     ax.barh(t["feature"], t["ks_stat"], color=np.where(t["p_value"] < 0.05, "#cc6677", "#4477aa"))
-    ax.set_xlabel("KS statistic, train vs test (red: p < 0.05)")
+    ax.set_xlabel(f"KS statistic, {labels[0]} vs {labels[1]} (red: p < 0.05)")
     ax.tick_params(axis="y", labelsize=7)
 
 
-def plot_ks(table: pd.DataFrame, path: Path) -> None:
+def plot_ks(table: pd.DataFrame, path: Path, labels: tuple[str, str] = ("train", "test")) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 0.28 * len(table) + 1.2))
-    draw_ks(ax, table)
+    draw_ks(ax, table, labels)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
 
 
-def plot_distributions(train: pd.DataFrame, test: pd.DataFrame, table: pd.DataFrame, path: Path) -> None:
+def plot_distributions(train: pd.DataFrame, test: pd.DataFrame, table: pd.DataFrame, path: Path, labels: tuple[str, str] = ("train", "test")) -> None:
     import matplotlib.pyplot as plt
 
     names = table["feature"].tolist()
@@ -151,8 +156,8 @@ def plot_distributions(train: pd.DataFrame, test: pd.DataFrame, table: pd.DataFr
     for ax, name, ks in zip(axes.ravel(), names, table["ks_stat"]):
         both = np.r_[train[name], test[name]]
         bins = np.histogram_bin_edges(both[np.isfinite(both)], bins=30)
-        ax.hist(train[name], bins=bins, density=True, alpha=0.55, label="train", color="#4477aa")
-        ax.hist(test[name], bins=bins, density=True, alpha=0.55, label="test", color="#ee6677")
+        ax.hist(train[name], bins=bins, density=True, alpha=0.55, label=labels[0], color="#4477aa")
+        ax.hist(test[name], bins=bins, density=True, alpha=0.55, label=labels[1], color="#ee6677")
         ax.set_title(f"{name}\nKS {ks:.3f}", fontsize=7)
         ax.tick_params(labelsize=6)
     for ax in axes.ravel()[len(names) :]:
@@ -164,40 +169,38 @@ def plot_distributions(train: pd.DataFrame, test: pd.DataFrame, table: pd.DataFr
     plt.close(fig)
 
 
-def run_drift(cfg: Config, features_dir: Path, out_dir: Path) -> dict[str, Any]:
-    """The drift stage: read a feature folder, compare train (selected cycles) and test, write ``out_dir``."""
+def compare_tables(
+    a: pd.DataFrame, b: pd.DataFrame, features: list[str], out_dir: Path, name: str, labels: tuple[str, str], record: dict[str, Any], timer: Timer
+) -> dict[str, Any]:
+    """KS per feature and the adversarial AUC of ``a`` against ``b``; writes NAME.csv, NAME.json and the plots."""
     import matplotlib
 
     matplotlib.use("Agg")
-    from labquake.models import load_training_data, model_features
-
-    timer = Timer()
-    out_dir = Path(out_dir)
-    with timer.step("load"):
-        data = load_training_data(cfg, Path(features_dir))
-        features = model_features(data.train.columns)
     with timer.step("ks"):
-        table = ks_table(data.train, data.test, features)
+        table = ks_table(a, b, features)
     with timer.step("adversarial"):
-        auc = adversarial_auc(data.train, data.test, features)
+        auc = adversarial_auc(a, b, features)
     out_dir.mkdir(parents=True, exist_ok=True)
     with timer.step("write"):
-        with atomic_path(out_dir / "drift.csv") as tmp:
+        with atomic_path(out_dir / f"{name}.csv") as tmp:
             table.to_csv(tmp, index=False, float_format="%.6g")
-        plot_ks(table, out_dir / "ks.png")
-        plot_distributions(data.train, data.test, table, out_dir / "distributions.png")
+        plot_ks(table, out_dir / "ks.png", labels)
+        plot_distributions(a, b, table, out_dir / "distributions.png", labels)
     summary = {
         "adversarial_auc": auc,
         "features": len(features),
+        "median_ks": float(table["ks_stat"].median()),
         "p_below_0.05": int((table["p_value"] < 0.05).sum()),
         "largest_ks": table.iloc[0][["feature", "ks_stat", "p_value"]].to_dict(),
-        "train_segments": len(data.train),
-        "test_segments": len(data.test),
+        f"{labels[0]}_segments": len(a),
+        f"{labels[1]}_segments": len(b),
     }
-    write_json(out_dir / "drift.json", stage_record("drift", cfg.to_dict(), timer, features_dir=str(features_dir), summary=summary))
+    write_json(out_dir / f"{name}.json", stage_record(name, record.pop("config", {}), timer, **record, summary=summary))
     log.info(
-        "drift: adversarial AUC %.3f; %d of %d features with KS p < 0.05 (largest: %s, KS %.3f) -> %s",
+        "%s: adversarial AUC %.3f; median KS %.3f; %d of %d features with KS p < 0.05 (largest: %s, KS %.3f) -> %s",
+        name,
         auc,
+        summary["median_ks"],
         summary["p_below_0.05"],
         len(features),
         summary["largest_ks"]["feature"],
@@ -205,3 +208,48 @@ def run_drift(cfg: Config, features_dir: Path, out_dir: Path) -> dict[str, Any]:
         out_dir,
     )
     return summary
+
+
+def run_drift(cfg: Config, features_dir: Path, out_dir: Path) -> dict[str, Any]:
+    """The drift stage: read a feature folder, compare train (selected cycles) and test, write ``out_dir``."""
+    from labquake.models import load_training_data, model_features
+
+    timer = Timer()
+    with timer.step("load"):
+        data = load_training_data(cfg, Path(features_dir))
+        features = model_features(data.train.columns)
+    record = {"config": cfg.to_dict(), "features_dir": str(features_dir)}
+    return compare_tables(data.train, data.test, features, Path(out_dir), "drift", ("train", "test"), record, timer)
+
+
+def read_side(path: Path, which: str) -> pd.DataFrame:
+    """One side of a comparison: a parquet file, or the ``which`` table (train or test) of a feature folder."""
+    path = Path(path)
+    if not path.exists():
+        raise LabquakeError(f"{path}: not found (give a feature folder or a parquet file)")
+    if path.is_dir():
+        path = path / f"{which}.parquet"
+        if not path.exists():
+            raise LabquakeError(f"{path}: not found (is {path.parent} a feature folder? `labquake features` writes one)")
+    return read_table(path)
+
+
+def run_compare(a: Path, b: Path | None, out_dir: Path, which: tuple[str, str] = ("test", "test")) -> dict[str, Any]:
+    """The compare stage: two feature tables side by side (``b`` None: ``a``'s train against its test)."""
+    timer = Timer()
+    with timer.step("load"):
+        if b is None:
+            b, which = a, ("train", "test")
+        left, right = read_side(a, which[0]), read_side(b, which[1])
+    numeric = [c for c in left.columns if c in right.columns and pd.api.types.is_numeric_dtype(left[c]) and pd.api.types.is_numeric_dtype(right[c])]
+    features = [c for c in numeric if c not in NOT_FEATURES]
+    if not features:
+        raise LabquakeError(f"{a} and {b}: no feature column in common")
+    for side, table in ((a, left), (b, right)):
+        if len(table) < 2:
+            raise LabquakeError(f"{side}: {len(table)} row(s); a comparison needs at least 2 segments on each side")
+    labels = (f"{Path(a).name}:{which[0]}" if Path(a).is_dir() else Path(a).stem, f"{Path(b).name}:{which[1]}" if Path(b).is_dir() else Path(b).stem)
+    if labels[0] == labels[1]:
+        labels = ("A: " + labels[0], "B: " + labels[1])
+    record = {"a": str(a), "b": str(b), "tables": list(which)}
+    return compare_tables(left, right, features, Path(out_dir), "compare", labels, record, timer)

@@ -43,22 +43,29 @@ loads linearly from its post-slip stress, at its own rate, up to its own failure
 drops the stress by about a fixed amount. Cycle lengths follow from these, with the real mean, sd
 and lag-1 anti-correlation (a high threshold ends one cycle late and starts the next one high).
 
-Signal model (int16, rounded): ``baseline + background + bursts + emission``.
+Test regime (default; ``--no-test-shift`` turns it off). As in the real competition, the test
+interval's cycles are longer than train's: its slips are larger (so its cycles start lower, and
+quieter, through the memory effect), then its loading rates are scaled until the test recording's
+mean time to failure is 1.11 times the train segments' (real: 6.32 s against 5.68 s). Train is the
+same either way.
 
-- *Activity* ``a`` in [0, 1] rises with the loading state ``u`` (0 at the mean post-slip stress, 1
-  at the mean threshold): ``0.55 u**2``, plus precursors in the last second (``0.3 exp(-ttf/0.6 s)``),
-  plus a state noise shared by every statistic of the signal (a fast part about one segment long, a
-  slow part of a few seconds, a per-cycle offset) and a slow drift over the experiment, so the test
-  interval lies a little beyond train. A per-cycle gain, a slow modulation and the memory effect
-  (a cycle that follows a large slip starts quiet) set the loudness.
-- *Background*: Gaussian noise whose spectrum has the real file's shape (two resonances near 0.068
-  and 0.042 cycles/sample over a white floor); its level rises with ``a``, and its mix shifts
-  towards the low resonance near failure (the spectrum moves to lower frequencies).
-- *Bursts*: impulses at a rate that grows with ``a``, heavy-tailed (Pareto) amplitudes, ringing
-  through the same resonators (+-30 for 20-40 samples), so abs quantiles, rolling-std quantiles,
-  peaks and zero crossings follow the far/near table of docs/data.md.
-- *Emission*: a very large burst (peak +-2,500 to +-5,500) a few tenths of a second before each
-  quake.
+Signal model (int16, rounded), its constants measured on real segments (``synth.measured``,
+``bench/measure_real.py``): ``baseline + wander + floor + tone + low + emission``.
+
+- *Activity* ``a`` rises with the loading state ``u`` (0 at the mean post-slip stress, 1 at the mean
+  threshold): ``0.55 u**2``, plus precursors in the last second (``0.3 exp(-ttf/0.6 s)``), plus a
+  state noise (a fast part about one segment long, a slow part of a few seconds, a per-cycle offset)
+  and a slow drift over the experiment. After the emission, up to the labelled failure, the fault is
+  quiet. A per-cycle gain, a slow modulation and the memory effect (a cycle that follows a large
+  slip starts quiet) set the loudness; the power state ``v = a * loudness`` is mapped through its
+  quantiles (``STATE_KNOTS``) to the real test segments' quantiles of the tone's weight.
+- *Floor*: Gaussian noise with the measured floor spectrum, the same in every segment.
+- *Tone* and *low* part: Gaussian noise with the measured spectra of the two varying parts, at their
+  per-block weights (the low part's tied to the tone's by the real rank correlation), under
+  log-normal envelopes with the real frame-to-frame scatter: emission comes in short events.
+- *Wander*: the baseline's slow wander inside a segment (AR(1) parts, measured).
+- *Emission*: a very large burst (peak +-2,900 to +-5,500) starting 0.32 s before the labelled
+  failure, so that it lies in the segment that ends 0.28-0.32 s before it, as in all 15 real cycles.
 - *Baseline*: drifts slowly upward over the experiment (about 4.3 to 4.7).
 
 Generation is vectorised numpy in chunks of whole blocks, on a small thread pool (numpy releases
@@ -69,6 +76,7 @@ seed alone. Files are written under temporary names and renamed when complete.
 
 from __future__ import annotations
 
+import copy
 import functools
 import itertools
 import json
@@ -80,6 +88,8 @@ from pathlib import Path
 import numpy as np
 
 from labquake.config import SEGMENT_ROWS, SUBMISSION_COLUMNS
+from labquake.synth import measured
+from labquake.synth.measured import FREQ_KNOTS  # noqa: F401 (bench/measure_real.py tabulates at these)
 from labquake.util import LabquakeError, atomic_path, io_threads, log, ordered_map, progress
 
 # --- time base (units of 1e-10 s) -----------------------------------------------------------------
@@ -99,7 +109,7 @@ TRAIN_HEADER = b"acoustic_data,time_to_failure"
 TEST_HEADER = b"acoustic_data"
 SUB_HEADER = ",".join(SUBMISSION_COLUMNS)
 CHUNK_BLOCKS = 512  # rows per generated chunk: about 2.1 million
-WARMUP = 512  # samples run through the filters before a piece, then dropped
+WARMUP = 4096  # samples run through the filters before a piece, then dropped (longer than the FIRs and a few event decays)
 
 
 @dataclass(frozen=True)
@@ -133,11 +143,18 @@ class FaultModel:
     drop_sd: float = 0.035  # normal, truncated at 2 sd
     rate_sd: float = 0.025  # log-sd of the per-cycle loading rate, truncated at 2 sd
     mean_seconds: float = 10.7  # mean cycle length: sets the mean loading rate
+    # The test interval's regime (synth's default; --no-test-shift draws test cycles like train's):
+    # larger slips, so its cycles start lower, quieter (the memory effect) and last longer; then its
+    # loading rates are scaled so that the test segments' mean time to failure is test_ratio times
+    # train's, as on the real data (6.32 s against 5.68 s, from leaderboard probing).
+    test_drop: float = 1.11  # the test interval's mean stress drop, relative to train's
+    test_ratio: float = 6.32 / 5.68
 
 
 @dataclass(frozen=True)
 class SignalModel:
-    """Parameters of the acoustic signal, calibrated against docs/data.md's far/near table and difficulty.
+    """Parameters of the fault's state, calibrated against difficulty; the signal's spectra, levels
+    and envelopes are measured on real segments (``synth.measured``).
 
     The signal follows the fault's state, not the clock: activity ``a`` rises with the loading
     state ``u`` (0 at the mean post-slip stress, 1 at the mean threshold), plus precursors in the last
@@ -158,27 +175,31 @@ class SignalModel:
     cycle_gain_sd: float = 0.12  # log-sd of a per-cycle loudness factor
     mod_sd: float = 0.1  # log-sd of the slow random modulation of loudness
     mod_periods: tuple[float, float] = (0.3, 3.0)  # s
-    bg_sd: float = 2.85  # background level far from failure
-    bg_rise: float = 0.7  # relative rise of the background at a = 1
-    floor: float = 0.55  # white share of the background
-    f_hi: float = 0.068  # resonances, cycles per sample
-    f_lo: float = 0.042
-    r: float = 0.94  # pole radius of both: bursts ring for 20-40 samples
-    low_mix: tuple[float, float] = (0.2, 0.65)  # share of the low resonance at a = 0 and a = 1
-    burst_rate: float = 1.0e-3  # bursts per sample at a = 0
-    burst_rate_rise: float = 1.5  # log-rise of the rate at a = 1
-    burst_scale: float = 25.0  # Pareto scale of the burst peak at a = 0
-    burst_scale_rise: float = 0.6
-    burst_alpha: tuple[float, float] = (4.6, 0.6)  # Pareto tail index at a = 0, and its drop at a = 1
-    burst_cap: float = 1500.0
-    emission_peak: tuple[float, float] = (2500.0, 5500.0)
-    emission_lead: tuple[float, float] = (0.05, 0.3)  # s before the quake
+    # the measured spectrum (synth.measured): the tone's and the low part's weights follow the
+    # power state v = a * loudness through its quantiles over the test interval (STATE_KNOTS, so
+    # that the synthetic test's weights have the real test's quantiles), the low part's also a noise
+    low_blocks: float = 40.0  # correlation length of the low part's own noise, in recorded blocks
+    quiet: float = 0.02  # activity after the emission, up to the labelled failure (the real windows there are quiet)
+    fir_taps: int = 2047  # length of the spectral filters (0.0005 cycles/sample resolution)
+    emission_peak: tuple[float, float] = (2900.0, 5500.0)  # real: the cycle's largest |x|, 2,900-5,500
+    # s before the labelled failure: the real emission lies in the segment that ends 0.28-0.32 s before
+    # it, in all 15 cycles; a segment spans 0.0385 s, so the emission starts about 0.32 s before
+    emission_lead: tuple[float, float] = (0.318, 0.322)
     emission_tau: float = 4000.0  # samples
     emission_rows: int = 40_000
 
 
 FAULT = FaultModel()
 MODEL = SignalModel()
+# Quantiles (measured.LEVEL_QUANTILES) of the power state v over the test recordings of `full`,
+# seeds 0 and 1 (bench/measure_real.py --calibrate): v at these quantiles gets the real test
+# segments' quantiles of the tone's weight. None: each experiment's own test quantiles.
+STATE_KNOTS: np.ndarray | None = measured._table(
+    """
+    -0.2343 -0.07981 -0.03433 -0.00941 0.009234 0.02501 0.04043 0.05651 0.07507 0.09708 0.1215
+    0.1491 0.1795 0.216 0.2572 0.3059 0.3583 0.4352 0.5539 0.7223 1.434
+    """
+)
 
 
 # --- the time base ---------------------------------------------------------------------------------
@@ -198,6 +219,9 @@ class Recording:
     activity: np.ndarray | None = None
     loudness: np.ndarray | None = None
     baseline: np.ndarray | None = None
+    power: np.ndarray | None = None  # the power state: unclipped activity * loudness
+    tone: np.ndarray | None = None  # weights of the measured spectra (synth.measured)
+    low: np.ndarray | None = None
 
 
 @dataclass
@@ -222,21 +246,46 @@ def _truncnorm(rng: np.random.Generator, sd: float, n: int) -> np.ndarray:
     return out
 
 
-def _cycles(rng: np.random.Generator, n: int, fault: FaultModel = FAULT) -> Cycles:
+def _cycles(rng: np.random.Generator, n: int, fault: FaultModel = FAULT, after: float | None = None, longer: float = 1.0) -> Cycles:
     """Stress paths of ``n`` consecutive cycles; a threshold that would give a cycle outside
-    CYCLE_RANGE is moved to the range's edge (a few percent of cycles), the next start follows it."""
+    CYCLE_RANGE is moved to the range's edge (a few percent of cycles), the next start follows it.
+
+    ``after``: the threshold of the cycle before the first (the first then starts after its slip);
+    ``longer``: mean stress drop (and CYCLE_RANGE) relative to ``fault``'s, for the test's regime.
+    Slips are always measured against ``fault.drop``, so larger ones carry the memory effect.
+    """
     w = fault.threshold_half_width
     threshold = 1 + rng.uniform(-w, w, n)
-    drops = fault.drop + _truncnorm(rng, fault.drop_sd, n + 1)
+    drops = fault.drop * longer + _truncnorm(rng, fault.drop_sd, n + 1)
     rate = fault.drop / fault.mean_seconds * np.exp(_truncnorm(rng, fault.rate_sd, n))
+    lo, hi = CYCLE_RANGE[0] * longer, CYCLE_RANGE[1] * longer
     start = np.empty(n)
-    s = 1 - drops[0]
+    s = (1 if after is None else after) - drops[0]
     for i in range(n):
         start[i] = s
-        threshold[i] = np.clip(threshold[i], s + rate[i] * CYCLE_RANGE[0], s + rate[i] * CYCLE_RANGE[1])
+        threshold[i] = np.clip(threshold[i], s + rate[i] * lo, s + rate[i] * hi)
         s = threshold[i] - drops[i + 1]
-    slip = np.r_[0.0, (drops[1:n] - fault.drop) / fault.drop_sd]
+    slip = (drops[:n] - fault.drop) / fault.drop_sd
+    if after is None:
+        slip[0] = 0.0  # the first cycle of the experiment: no slip before it
     return Cycles(threshold, start, rate, slip, (threshold - start) / rate, 1 - fault.drop)
+
+
+def _replace_cycles(cycles: Cycles, first: int, new: Cycles) -> None:
+    """Cycles ``first``.. become ``new``'s (the test interval's regime)."""
+    for name in ("threshold", "start", "rate", "slip", "seconds"):
+        getattr(cycles, name)[first:] = getattr(new, name)[: len(cycles.seconds) - first]
+
+
+def _segment_ends(rec: Recording) -> np.ndarray:
+    """The last row of each whole 150,000-row segment of a recording (the train targets' rows)."""
+    return np.arange(1, rec.n_rows // SEGMENT_ROWS + 1, dtype=np.int64) * SEGMENT_ROWS - 1
+
+
+def _mean_ttf(rec: Recording) -> float:
+    """Mean time to failure over a recording's rows, in seconds."""
+    mid = rec.ttf0 - ROW_STEP * (rec.rows - 1) / 2
+    return float(np.average(mid, weights=rec.rows) / UNITS_PER_S)
 
 
 class _Clock:
@@ -320,6 +369,7 @@ class _Experiment:
     cycle_gain: np.ndarray
     cycle_offset: np.ndarray  # unit-sd activity offset of each cycle
     emission_peak: np.ndarray
+    emission_lead: np.ndarray  # s before the labelled failure
     mod: tuple[np.ndarray, np.ndarray, np.ndarray]  # amplitudes, periods, phases of the modulation
     total_time: float
     time_scale: int
@@ -330,8 +380,15 @@ class _Experiment:
         return self.cycles.seconds
 
 
-def _experiment(preset: Preset, seed: int, model: SignalModel = MODEL, fault: FaultModel = FAULT, shift: bool = False) -> _Experiment:
+def _experiment(
+    preset: Preset, seed: int, model: SignalModel = MODEL, fault: FaultModel = FAULT, shift: bool = False, test_shift: bool = True
+) -> _Experiment:
     """The whole experiment's time base, cycles and per-block state.
+
+    ``test_shift``: the test interval in the real regime (``FaultModel.test_drop``, ``test_ratio``):
+    its cycles are redrawn with larger slips, then their loading rates scaled until the test
+    recording's mean time to failure is ``test_ratio`` times the train segments'. Train is the
+    same either way.
 
     ``shift``: a known train/test shift, to test drift diagnostics and the choice of train cycles:
     the test cycles and about a third of the train cycles (seeded) are in a louder amplitude regime
@@ -360,29 +417,61 @@ def _experiment(preset: Preset, seed: int, model: SignalModel = MODEL, fault: Fa
     rest_units = int(train.ttf0[-1] - (train.rows[-1] - 1) * ROW_STEP)
     clock.t += rest_units / UNITS_PER_S
     test_rows = int(np.ceil(preset.test_segments * SEGMENT_ROWS / preset.test_coverage))
-    test, _ = _record(clock, lengths, test_rows, None, offset, lead)
+    if test_shift:
+        new = _cycles(np.random.default_rng([seed, 7]), n_cycles - cut - 1, fault, after=float(cycles.threshold[cut]), longer=fault.test_drop)
+        _replace_cycles(cycles, cut + 1, new)
+    target = fault.test_ratio * float(np.mean(_ttf_at(train, _segment_ends(train)))) / UNITS_PER_S
+    scale = 1.0
+    for _ in range(6 if test_shift else 1):  # the mean is nearly proportional to the scale: a few steps converge
+        cycles.rate[cut + 1 :] /= scale
+        cycles.seconds[cut + 1 :] *= scale
+        test_clock = copy.copy(clock)
+        test, _ = _record(test_clock, ((i, float(cycles.seconds[i])) for i in range(cut + 1, n_cycles)), test_rows, None, offset, lead)
+        scale = target / _mean_ttf(test)
+        if abs(scale - 1) < 1e-3:
+            break
+    clock = test_clock
     if test.cycle[0] <= cut:
         raise AssertionError("test recording must start with a new cycle")
-    exp = _Experiment(train, test, cycles, gain, cycle_offset, peak, mod, clock.t, preset.time_scale)
+    exp = _Experiment(train, test, cycles, gain, cycle_offset, peak, lead, mod, clock.t, preset.time_scale)
     if shift:
         exp.regime = np.random.default_rng([seed, 6]).random(n_cycles) < SHIFT_SHARE
         exp.regime[0] = False  # the partial first cycle
         exp.regime[cut + 1 :] = True  # every cycle after train: the test recording
     for i, rec in enumerate((train, test)):
-        rec.activity, rec.loudness = _activity(exp, rec, model, np.random.default_rng([seed, 5, i]))
+        raw, rec.loudness = _activity(exp, rec, model, np.random.default_rng([seed, 5, i]))
+        rec.activity, rec.power = np.clip(raw, 0.0, 1.0), raw * rec.loudness
         rec.baseline = model.baseline[0] + (model.baseline[1] - model.baseline[0]) * rec.time / exp.total_time
+    knots = STATE_KNOTS if STATE_KNOTS is not None else np.quantile(test.power, measured.LEVEL_QUANTILES)
+    for i, rec in enumerate((train, test)):
+        rec.tone, rec.low = _levels(rec, knots, model, np.random.default_rng([seed, 8, i]))
     return exp
 
 
 # --- the signal ------------------------------------------------------------------------------------
-def _resonator(f: float, r: float) -> tuple[np.ndarray, np.ndarray, float]:
-    """A two-pole resonator scaled to a unit peak impulse response: (b, a, output sd for unit white input)."""
-    from scipy.signal import lfilter
+@functools.cache
+def _filters(taps: int) -> dict[str, np.ndarray]:
+    """Minimum-phase FIR filters whose output, for unit white noise in, has the measured power
+    spectra (synth.measured): ``floor``, ``tone`` and ``low``; causal, so a burst rings after it starts."""
+    from scipy.signal import minimum_phase
 
-    a = np.array([1.0, -2 * r * np.cos(2 * np.pi * f), r * r])
-    h = lfilter([1.0], a, np.r_[1.0, np.zeros(4000)])
-    peak = np.abs(h).max()
-    return np.array([1.0 / peak]), a, float(np.sqrt(np.sum(h * h)) / peak)
+    f = np.fft.rfftfreq(2 * taps - 1)
+    out = {}
+    for name, power in (("floor", measured.FLOOR), ("tone", measured.TONE), ("low", measured.LOW)):
+        p = np.interp(f, measured.FREQ_KNOTS, power)
+        p = np.maximum(p, 1e-7 * p.max())  # the log of the homomorphic method needs no zeros
+        # linear phase with |H|^2 = p (minimum_phase(half=True) returns the square root's magnitude)
+        h = np.roll(np.fft.irfft(p, 2 * taps - 1), taps - 1) * np.hanning(2 * taps - 1)
+        h = minimum_phase(h, method="homomorphic")[:taps]
+        # unit white noise in: output variance = the spectrum's integral over 0-0.5 cycles/sample
+        out[name] = (h * np.sqrt(np.trapezoid(p, f) / np.sum(h * h))).astype(np.float32)
+    return out
+
+
+def _filter(x: np.ndarray, h: np.ndarray) -> np.ndarray:
+    from scipy.signal import oaconvolve
+
+    return oaconvolve(x, h)[: len(x)]
 
 
 def _expand(rec: Recording, lo: int, hi: int, values: list[np.ndarray]) -> list[np.ndarray]:
@@ -430,8 +519,9 @@ def _activity(exp: _Experiment, rec: Recording, model: SignalModel, rng: np.rand
 
     Activity follows the loading state (not the time left), plus precursors late in the cycle and a
     state noise with a fast part (about one segment of recorded blocks, so every preset scatters its
-    segments alike) and a slow part (seconds of the experiment). Loudness: a per-cycle gain, a slow
-    modulation, and the memory effect (a cycle after a large slip starts quiet).
+    segments alike) and a slow part (seconds of the experiment). After the cycle's emission, a few
+    tenths of a second before the labelled failure, the fault is quiet. Loudness: a per-cycle gain,
+    a slow modulation, and the memory effect (a cycle after a large slip starts quiet).
     """
     ttf = rec.ttf0 / UNITS_PER_S
     u = np.maximum(stress(exp, rec), 0.0)
@@ -439,7 +529,7 @@ def _activity(exp: _Experiment, rec: Recording, model: SignalModel, rng: np.rand
     noise = model.noise_sd[0] * _ar1(rng, len(ttf), model.noise_blocks) + model.noise_sd[1] * _ar1(rng, len(ttf), model.noise_seconds / block_seconds)
     noise += model.noise_sd[2] * exp.cycle_offset[rec.cycle] + model.drift * (rec.time / exp.total_time - 0.5)
     a = model.load_gain * u**model.load_power + model.precursor * np.exp(-ttf / model.precursor_tau) + noise
-    a = np.clip(a, 0.0, 1.0)
+    a = np.where(ttf < exp.emission_lead[rec.cycle], model.quiet + 0.2 * noise, a)
     amp, per, ph = exp.mod
     slow = np.sin(2 * np.pi * rec.time[:, None] / per[None, :] + ph[None, :]) @ amp
     tsf = exp.cycles.seconds[rec.cycle] - ttf
@@ -447,16 +537,31 @@ def _activity(exp: _Experiment, rec: Recording, model: SignalModel, rng: np.rand
     loud = exp.cycle_gain[rec.cycle] * np.exp(model.mod_sd * slow + memory)
     if exp.regime is not None:
         loud = loud * np.where(exp.regime[rec.cycle], SHIFT_GAIN, 1.0)
-    return a, loud
+    return a, loud  # a unclipped: below 0 early in a quiet cycle, so the power state stays continuous
+
+
+def _levels(rec: Recording, knots: np.ndarray, model: SignalModel, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Per block: the weights of the measured tone and low spectra (synth.measured).
+
+    The power state v (unclipped activity * loudness) is mapped through its quantiles (``knots``) to the real
+    segments' quantiles of the tone's weight; the low part's weight has the real rank correlation
+    with it (a Gaussian copula) and a noise of its own.
+    """
+    from scipy.special import ndtr, ndtri
+
+    q = measured.LEVEL_QUANTILES
+    rank = np.interp(rec.power, knots, q)
+    tone = np.interp(rank, q, measured.TONE_LEVEL)
+    rho = 2 * np.sin(np.pi * measured.LOW_TONE_SPEARMAN / 6)  # Pearson of the copula with that Spearman
+    z = rho * ndtri(np.clip(rank, 1e-4, 1 - 1e-4)) + np.sqrt(1 - rho * rho) * _ar1(rng, len(rank), model.low_blocks)
+    return tone, np.interp(ndtr(z), q, measured.LOW_LEVEL)
 
 
 def _emission(exp: _Experiment, seed: int, cycle: int, model: SignalModel) -> np.ndarray:
-    from scipy.signal import lfilter
-
     rng = np.random.default_rng([seed, 3, cycle])
     n = model.emission_rows
-    b, a, _ = _resonator(model.f_lo, model.r)
-    carrier = lfilter(b, a, rng.standard_normal(n + WARMUP))[WARMUP:]
+    h = _filters(model.fir_taps)
+    carrier = _filter(rng.standard_normal(n + WARMUP).astype(np.float32), h["tone"] + h["low"])[WARMUP:]
     k = np.arange(n)
     env = (1 - np.exp(-k / 40.0)) * np.exp(-k / model.emission_tau)
     wave = env * carrier
@@ -464,33 +569,27 @@ def _emission(exp: _Experiment, seed: int, cycle: int, model: SignalModel) -> np
 
 
 def _render(exp: _Experiment, rec: Recording, lo: int, hi: int, rng: np.random.Generator, seed: int, model: SignalModel = MODEL) -> np.ndarray:
-    """The int16 signal of rows [lo, hi) of a recording."""
-    from scipy.signal import lfilter
-
+    """The int16 signal of rows [lo, hi) of a recording: the measured floor, plus the tone and the low
+    part at their per-block weights, Gaussian noise under log-normal envelopes (short emission
+    events), plus the baseline with its slow wander, and the quake's emission."""
     n = hi - lo
-    a, loud, base = (v.astype(np.float32) for v in _expand(rec, lo, hi, [rec.activity, rec.loudness, rec.baseline]))
-    bh, ah, sd_h = _resonator(model.f_hi, model.r)
-    bl, al, _ = _resonator(model.f_lo, model.r)
-    # background: white noise through the resonators (level bg), plus a white floor
-    bg = (model.bg_sd * (1 + model.bg_rise * a) * np.sqrt(loud)).astype(np.float32)
-    white = rng.standard_normal(n + WARMUP, dtype=np.float32)
-    drive = white * np.float32(1 / sd_h)
-    drive[WARMUP:] *= bg
-    drive[:WARMUP] *= bg[0]
-    # bursts: impulses whose density follows the per-row rate (inverse of the cumulative intensity);
-    # amplitudes are the peaks of the ringing, Pareto-tailed
-    cum = np.cumsum(model.burst_rate * np.exp(model.burst_rate_rise * a) * loud, dtype=np.float64)
-    k = int(rng.poisson(cum[-1]))
-    if k:
-        pos = np.minimum(np.searchsorted(cum, rng.uniform(0, cum[-1], k)), n - 1)
-        scale = model.burst_scale * (1 + model.burst_scale_rise * a[pos])
-        alpha = model.burst_alpha[0] - model.burst_alpha[1] * a[pos]  # heavier tail near failure
-        amp = np.minimum(scale * rng.random(k) ** (-1.0 / alpha), model.burst_cap)
-        np.add.at(drive, WARMUP + pos, (amp * rng.choice(np.array([-1.0, 1.0]), k)).astype(np.float32))
-    hi_part = lfilter(bh.astype(np.float32), ah.astype(np.float32), drive)[WARMUP:]
-    lo_part = lfilter(bl.astype(np.float32), al.astype(np.float32), drive)[WARMUP:]
-    mix = (model.low_mix[0] + (model.low_mix[1] - model.low_mix[0]) * a).astype(np.float32)
-    y = base + model.floor * bg * white[WARMUP:] + (1 - mix) * hi_part + mix * lo_part
+    tone, low, base = (v.astype(np.float32) for v in _expand(rec, lo, hi, [rec.tone, rec.low, rec.baseline]))
+    h = _filters(model.fir_taps)
+    white = rng.standard_normal((3, n + WARMUP), dtype=np.float32)
+    pad = lambda v: np.concatenate([np.full(WARMUP, v[0], np.float32), v])  # noqa: E731
+    # Emission comes in short events: the tone's and the low part's amplitudes follow log-normal
+    # envelopes (measured.ENVELOPE), partly shared (ENVELOPE_CORR), each with mean power 1
+    corr = measured.ENVELOPE_CORR
+    log_tone, log_low = np.zeros(n + WARMUP), np.zeros(n + WARMUP)
+    for sd_tone, sd_low, length in measured.ENVELOPE:
+        shared, own = _ar1(rng, n + WARMUP, length), _ar1(rng, n + WARMUP, length)
+        log_tone += sd_tone * shared - sd_tone**2
+        log_low += sd_low * (corr * shared + np.sqrt(1 - corr * corr) * own) - sd_low**2
+    y_tone = _filter(white[1] * np.exp(log_tone).astype(np.float32) * np.sqrt(pad(tone)), h["tone"])
+    y_low = _filter(white[2] * np.exp(log_low).astype(np.float32) * np.sqrt(pad(low)), h["low"])
+    for length, var in measured.WANDER:
+        base = base + np.float32(np.sqrt(var)) * _ar1(rng, n, length).astype(np.float32)
+    y = base + (_filter(white[0], h["floor"]) + y_tone + y_low)[WARMUP:]
     for row, cycle in rec.emissions:
         e0, e1 = max(lo, row), min(hi, row + model.emission_rows)
         if e0 < e1:
@@ -647,11 +746,14 @@ def _write_test(out: Path, exp: _Experiment, seed: int, n_seg: int) -> tuple[lis
     return ids, format_times(truth), sum(sizes)
 
 
-def write_dataset(out: Path, preset: str, seed: int, shift: bool = False) -> dict:
-    """Write a synthetic dataset in Kaggle's layout into ``out``; return what was written.
+def write_dataset(out: Path, preset: str, seed: int, shift: bool = False, test_shift: bool = True) -> dict:
+    """Write a synthetic dataset in Kaggle's layout into ``out``; return what was written, which
+    ``synth.json`` beside the files records (with the true mean time to failure of train and test).
 
-    ``shift``: the known train/test shift of ``_experiment``; ``regime.json`` beside the files names
-    the train cycles (numbered as the features stage numbers them) that share the test's regime.
+    ``test_shift``: the test interval in the real regime (longer cycles, ``FaultModel.test_ratio``);
+    False draws its cycles like train's. ``shift``: the known train/test shift of ``_experiment``;
+    ``regime.json`` beside the files names the train cycles (numbered as the features stage numbers
+    them) that share the test's regime.
     """
     if preset not in PRESETS:
         raise LabquakeError(f"synth: unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
@@ -660,7 +762,7 @@ def write_dataset(out: Path, preset: str, seed: int, shift: bool = False) -> dic
     p = PRESETS[preset]
     out = Path(out)
     t0 = time.perf_counter()
-    exp = _experiment(p, seed, shift=shift)
+    exp = _experiment(p, seed, shift=shift, test_shift=test_shift)
     _tables()  # build the formatting tables once, before the worker threads need them
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -689,9 +791,14 @@ def write_dataset(out: Path, preset: str, seed: int, shift: bool = False) -> dic
         "train_segments": exp.train.n_rows // SEGMENT_ROWS,
         "test_segments": len(ids),
         "test_cycles": int(len(np.unique(exp.test.cycle))),
+        "test_shift": test_shift,
+        "train_mean_ttf": round(float(np.mean(_ttf_at(exp.train, _segment_ends(exp.train)))) / UNITS_PER_S, 4),
+        "test_mean_ttf": round(float(np.mean([float(t) for t in truth])), 4),
         "bytes": size + test_bytes,
         "seconds": round(seconds, 2),
     }
+    with atomic_path(out / "synth.json") as tmp:
+        tmp.write_text(json.dumps(info, indent=1) + "\n")
     log.info(
         "synth %s (seed %d): %s train rows in %d cycles (%d segments), %d test segments, %.2f GB in %.1f s -> %s",
         preset,

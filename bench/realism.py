@@ -1,0 +1,114 @@
+"""`make bench-realism`: does the synthetic data look like the real recording?
+
+For each preset and seed: `labquake synth` and `labquake features`, then `labquake compare` of the
+synthetic test segments against the real test's 24 features (REAL_DIR/test_features.parquet, all
+2,624 real test segments), and from the synthetic files themselves:
+
+- the out-of-fold adversarial AUC (target at most 0.65) and the median and largest KS statistic
+  over the 24 features (targets at most 0.10 and 0.25); two halves of the real test give 0.50 and
+  about 0.065;
+- the test-to-train ratio of the mean time to failure (real: 6.32 / 5.68 = 1.11);
+- the emission's position: in each complete train cycle, the time to failure at the end of the
+  segment with the largest |x| (real: 0.28-0.32 s in all 15 cycles), and the largest |x| in the
+  segments that hold the labelled failure (real: 50-210).
+
+    python bench/realism.py --real REAL_DIR [--presets demo full] [--seeds 0 1] [--reuse]
+
+Results: bench/out/realism/results.json and a table on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import OUT, measure  # noqa: E402
+
+from labquake.config import SEGMENT_ROWS  # noqa: E402
+
+REAL = OUT / "realism"
+TARGETS = {"auc": 0.65, "median_ks": 0.10, "max_ks": 0.25}
+
+
+def emission_position(interim: Path, train: pd.DataFrame) -> dict:
+    """Per complete train cycle: time to failure at the end of its loudest segment; loudness at failure."""
+    x = np.memmap(interim / "train_signal.i16", dtype=np.int16, mode="r")
+    n = len(train)
+    peak = np.abs(np.asarray(x[: n * SEGMENT_ROWS]).reshape(n, SEGMENT_ROWS).astype(np.int32)).max(axis=1)
+    t = train.assign(peak=peak)
+    cycles = np.unique(t["cycle"])[1:-1]  # complete cycles
+    loudest = [t[t["cycle"] == c].nlargest(1, "peak").iloc[0] for c in cycles]
+    last = [t[t["cycle"] == c].iloc[-1] for c in cycles]  # the segment that holds the failure (or just before it)
+    ttf = np.array([r["target"] for r in loudest])
+    return {
+        "cycles": len(cycles),
+        "ttf_of_loudest": [round(float(v), 3) for v in ttf],
+        "loudest_ttf_range": [round(float(ttf.min()), 3), round(float(ttf.max()), 3)],
+        "peak_at_failure": [int(r["peak"]) for r in last],
+    }
+
+
+def case(preset: str, seed: int, real_dir: Path, reuse: bool) -> dict:
+    lq = [sys.executable, "-m", "labquake"]
+    raw, feats, interim = REAL / f"raw_{preset}_s{seed}", REAL / f"features_{preset}_s{seed}", REAL / f"interim_{preset}_s{seed}"
+    steps = {}
+    if not (reuse and (feats / "features.json").exists()):
+        for p in (raw, feats, interim):
+            shutil.rmtree(p, ignore_errors=True)
+        REAL.mkdir(parents=True, exist_ok=True)
+        steps["synth"] = measure([*lq, "synth", "--out", str(raw), "--preset", preset, "--seed", str(seed)], REAL / f"synth_{preset}_s{seed}.log")
+        steps["features"] = measure(
+            [*lq, "features", "--data", str(raw), "--out", str(feats), "--interim", str(interim)], REAL / f"features_{preset}_s{seed}.log"
+        )
+    out = REAL / f"compare_{preset}_s{seed}"
+    measure([*lq, "compare", str(feats), str(real_dir / "test_features.parquet"), "--out", str(out)], REAL / f"compare_{preset}_s{seed}.log")
+    summary = json.loads((out / "compare.json").read_text())["summary"]
+    train = pd.read_parquet(feats / "train.parquet", columns=["start", "cycle", "target"])
+    truth = pd.read_csv(raw / "test_truth.csv")["time_to_failure"]
+    return {
+        "preset": preset,
+        "seed": seed,
+        "auc": summary["adversarial_auc"],
+        "median_ks": summary["median_ks"],
+        "max_ks": summary["largest_ks"]["ks_stat"],
+        "max_ks_feature": summary["largest_ks"]["feature"],
+        "train_mean_ttf": float(train["target"].mean()),
+        "test_mean_ttf": float(truth.mean()),
+        "ttf_ratio": float(truth.mean() / train["target"].mean()),
+        "emission": emission_position(interim, train),
+        "steps": steps,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--real", type=Path, required=True, help="folder with the real test_features.parquet")
+    ap.add_argument("--presets", nargs="+", default=["demo", "full"])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    ap.add_argument("--reuse", action="store_true", help="keep synthetic data and features already there")
+    args = ap.parse_args()
+    if not (args.real / "test_features.parquet").is_file():
+        sys.exit(f"bench-realism: {args.real / 'test_features.parquet'}: not found (give --real the folder of the real samples)")
+    rows = [case(p, s, args.real, args.reuse) for p in args.presets for s in args.seeds]
+    REAL.mkdir(parents=True, exist_ok=True)
+    (REAL / "results.json").write_text(json.dumps({"targets": TARGETS, "cases": rows}, indent=1) + "\n")
+    print("| preset | seed | AUC | median KS | largest KS (feature) | test/train mean ttf | loudest segment ends at ttf (s) | max abs x at failure |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        e = r["emission"]
+        print(
+            f"| {r['preset']} | {r['seed']} | {r['auc']:.3f} | {r['median_ks']:.3f} | {r['max_ks']:.3f} ({r['max_ks_feature']}) | "
+            f"{r['test_mean_ttf']:.2f} / {r['train_mean_ttf']:.2f} = {r['ttf_ratio']:.3f} | {e['loudest_ttf_range'][0]}-{e['loudest_ttf_range'][1]} "
+            f"({e['cycles']} cycles) | {min(e['peak_at_failure'])}-{max(e['peak_at_failure'])} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
