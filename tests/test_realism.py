@@ -102,7 +102,7 @@ def test_emission_lies_where_the_real_one_does_and_failure_is_quiet(exp_full, re
     quake = np.load(real_dir / "real_quake_windows.npz")["acoustic_data"].astype(np.int64)
     real_quiet = np.abs(quake - np.median(quake, axis=1, keepdims=True)).max(axis=1)
     assert real_quiet.max() < 250
-    for row, cycle in rec.emissions[1:4]:
+    for row, _ in rec.emissions[1:4]:
         k0 = row // W
         peaks = {}
         for k in range(k0 - 2, k0 + 3):  # the emission's segment and its neighbours
@@ -112,7 +112,7 @@ def test_emission_lies_where_the_real_one_does_and_failure_is_quiet(exp_full, re
         ttf_end = synth._ttf_at(rec, np.array([(loudest + 1) * W - 1]))[0] / UNITS
         assert 0.27 <= ttf_end <= 0.33, ttf_end
         # the segment that holds the failure: the cycle's last rows
-        end = rec.cycle_rows[rec.cycle_rows.index(next(r for r in rec.cycle_rows if r > row))] - 1
+        end = next(r for r in rec.cycle_rows if r > row) - 1
         x = _window(exp_full, rec, end - W + 1).astype(np.int64)
         assert np.abs(x - np.median(x)).max() < 250
 
