@@ -74,8 +74,10 @@ def test_plain_statistics_match_the_real_test(real, synthetic_test):
     bad = {c: round(v, 2) for c, v in ks.items() if v > 0.45}
     assert not bad, bad
     assert np.median(list(ks.values())) < 0.3, ks
-    for c in ("band_0.05", "band_0.1", "sd", "zero_crossings", "frame_log_power_sd"):
-        assert abs(s[c].median() / r[c].median() - 1) < 0.2, (c, s[c].median(), r[c].median())
+    # medians; the tone's band scatters by 40% from segment to segment, so 20 real segments pin its
+    # median to about 10% (1 sd), the others (spread 5-17%) to a few percent
+    for c, tol in (("band_0.05", 0.3), ("band_0.1", 0.1), ("sd", 0.15), ("zero_crossings", 0.05), ("frame_log_power_sd", 0.2)):
+        assert abs(s[c].median() / r[c].median() - 1) < tol, (c, s[c].median(), r[c].median())
 
 
 def test_the_24_features_match_the_real_test(real_dir, synthetic_test):

@@ -496,14 +496,26 @@ def _ttf_at(rec: Recording, rows: np.ndarray) -> np.ndarray:
     return rec.ttf0[b] - ROW_STEP * (rows - rec.start_row[b])
 
 
-def _ar1(rng: np.random.Generator, n: int, length: float) -> np.ndarray:
-    """A stationary unit-variance AR(1) series of ``n`` steps with correlation length ``length`` steps."""
+def _ar1(rng: np.random.Generator, n: int, length: float, dtype: type = np.float64) -> np.ndarray:
+    """A stationary unit-variance AR(1) series of ``n`` steps with correlation length ``length`` steps
+    (float32 for the signal's per-sample series: half the time of float64)."""
     from scipy.signal import lfilter
 
     phi = np.exp(-1.0 / length)
     warm = int(5 * length) + 1
-    e = rng.standard_normal(n + warm)
-    return lfilter([np.sqrt(1 - phi * phi)], [1.0, -phi], e)[warm:]
+    e = rng.standard_normal(n + warm, dtype=dtype)
+    return lfilter(np.array([np.sqrt(1 - phi * phi)], dtype), np.array([1.0, -phi], dtype), e)[warm:]
+
+
+SMOOTH_STEP = 16  # samples between the knots of the signal's slow series (correlation lengths of 300 and more)
+
+
+def _smooth(rng: np.random.Generator, n: int, parts: list[tuple[float, float]]) -> np.ndarray:
+    """A sum of stationary AR(1) series, ``(correlation length in samples, sd)`` each, over ``n``
+    samples: drawn every SMOOTH_STEP samples and interpolated, which costs 1/16 of the random draws."""
+    k = n // SMOOTH_STEP + 2
+    knots = sum(sd * _ar1(rng, k, length / SMOOTH_STEP) for length, sd in parts)
+    return np.interp(np.arange(n, dtype=np.float64), np.arange(k) * SMOOTH_STEP, knots).astype(np.float32)
 
 
 def stress(exp: _Experiment, rec: Recording) -> np.ndarray:
@@ -580,15 +592,13 @@ def _render(exp: _Experiment, rec: Recording, lo: int, hi: int, rng: np.random.G
     # Emission comes in short events: the tone's and the low part's amplitudes follow log-normal
     # envelopes (measured.ENVELOPE), partly shared (ENVELOPE_CORR), each with mean power 1
     corr = measured.ENVELOPE_CORR
-    log_tone, log_low = np.zeros(n + WARMUP), np.zeros(n + WARMUP)
-    for sd_tone, sd_low, length in measured.ENVELOPE:
-        shared, own = _ar1(rng, n + WARMUP, length), _ar1(rng, n + WARMUP, length)
-        log_tone += sd_tone * shared - sd_tone**2
-        log_low += sd_low * (corr * shared + np.sqrt(1 - corr * corr) * own) - sd_low**2
-    y_tone = _filter(white[1] * np.exp(log_tone).astype(np.float32) * np.sqrt(pad(tone)), h["tone"])
-    y_low = _filter(white[2] * np.exp(log_low).astype(np.float32) * np.sqrt(pad(low)), h["low"])
-    for length, var in measured.WANDER:
-        base = base + np.float32(np.sqrt(var)) * _ar1(rng, n, length).astype(np.float32)
+    sd_tone, sd_low, length = (np.float32(v) for v in measured.ENVELOPE)
+    shared, own = _smooth(rng, n + WARMUP, [(length, 1.0)]), _smooth(rng, n + WARMUP, [(length, 1.0)])
+    log_tone = sd_tone * shared - sd_tone**2
+    log_low = sd_low * (np.float32(corr) * shared + np.float32(np.sqrt(1 - corr * corr)) * own) - sd_low**2
+    y_tone = _filter(white[1] * np.exp(log_tone) * np.sqrt(pad(tone)), h["tone"])
+    y_low = _filter(white[2] * np.exp(log_low) * np.sqrt(pad(low)), h["low"])
+    base += _smooth(rng, n, [(length, np.sqrt(var)) for length, var in measured.WANDER])
     y = base + (_filter(white[0], h["floor"]) + y_tone + y_low)[WARMUP:]
     for row, cycle in rec.emissions:
         e0, e1 = max(lo, row), min(hi, row + model.emission_rows)

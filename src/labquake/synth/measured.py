@@ -138,5 +138,5 @@ WANDER = ((300, 0.0181), (1000, 0.0236), (3000, 0.0031), (10000, 0.0115))
 # the same figures are a little too smooth inside a frame for the 24 features; these sds (1.2 rather
 # than the 1.0 that matches the frames) were chosen with bench/realism.py's harness (median KS 0.16
 # against 0.23).
-ENVELOPE = ((1.2, 1.2, 600.0),)  # per time scale: sd of the tone's log amplitude, of the low part's, correlation length
+ENVELOPE = (1.2, 1.2, 600.0)  # sd of the tone's log amplitude, of the low part's, correlation length in samples
 ENVELOPE_CORR = 0.55  # of the two parts' log envelopes
