@@ -98,8 +98,8 @@ bench-seq: $(STAMP) ## lgbm, nn and seq side by side on demo and full (same fold
 bench-cluster: $(STAMP) ## features on a Dask LocalCluster of 1 and 2 workers against the local run (full size, about 8 minutes; BENCHFLAGS=--preset demo)
 	$(if $(shell command -v flock),flock /tmp/labquake-bench.lock) $(BIN)/python bench/cluster.py $(BENCHFLAGS)
 
-REAL ?= ../shared/data/real
-bench-realism: $(STAMP) ## synthetic test segments against the real test features (REAL=folder of the real samples; demo and full, seeds 0 and 1)
+bench-realism: $(STAMP) ## synthetic test segments against the real test features: make bench-realism REAL=DIR (the real samples; demo and full, seeds 0 and 1)
+	@[ -n "$(REAL)" ] || { echo "bench-realism: give REAL=DIR, the folder of the real samples (test_features.parquet)" >&2; exit 2; }
 	$(BIN)/python bench/realism.py --real $(REAL) $(BENCHFLAGS)
 
 clean: ## remove derived data, models and submissions (keeps data/raw and .venv)
