@@ -9,7 +9,7 @@ writes as JSON:
 - the power spectrum as a constant floor plus two varying components: each segment's Welch
   spectrum (2,048-sample frames, median removed) = floor(f) + m * tone(f) + l * low(f), fitted by
   non-negative factorisation with the floor's weight fixed at 1 (Kullback-Leibler updates). The
-  three shapes at the knots of ``synth.FREQ_KNOTS`` are the generator's ``FLOOR``, ``TONE`` and
+  three shapes at the knots of ``synth.measured.FREQ_KNOTS`` are the generator's ``FLOOR``, ``TONE`` and
   ``LOW``; the quantiles of m and l across the segments are its ``TONE_LEVEL`` and ``LOW_LEVEL``;
 - how the tails move with the level m (kurtosis of the band 0.02-0.1 cycles/sample, share of
   samples over 20, 50, 100, the 0.999 quantile of |x|), which the burst constants were tuned to;
@@ -35,7 +35,7 @@ from scipy import stats
 from scipy.signal import butter, sosfiltfilt, welch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from labquake.synth import FREQ_KNOTS  # noqa: E402
+from labquake.synth.measured import FREQ_KNOTS  # noqa: E402
 
 FRAME = 2048
 QUANTILES = np.linspace(0, 1, 21)

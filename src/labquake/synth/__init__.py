@@ -90,8 +90,6 @@ from pathlib import Path
 import numpy as np
 
 from labquake.config import SEGMENT_ROWS
-from labquake.synth import measured
-from labquake.synth.measured import FREQ_KNOTS  # noqa: F401 (bench/measure_real.py tabulates at these)
 from labquake.synth.signal import MODEL, SHIFT_GAIN, SHIFT_SHARE, STATE_KNOTS, SignalModel, _activity, _levels, _render, stress  # noqa: F401
 from labquake.synth.text import SUB_HEADER, TEST_HEADER, TRAIN_HEADER, _tables, format_signal_rows, format_times, format_train_rows
 from labquake.synth.timebase import (  # noqa: F401 (the tests and benches read these here)
@@ -213,9 +211,8 @@ def _experiment(
         raw, rec.loudness = _activity(exp, rec, model, np.random.default_rng([seed, 5, i]))
         rec.activity, rec.power = np.clip(raw, 0.0, 1.0), raw * rec.loudness
         rec.baseline = model.baseline[0] + (model.baseline[1] - model.baseline[0]) * rec.time / exp.total_time
-    knots = STATE_KNOTS if STATE_KNOTS is not None else np.quantile(test.power, measured.LEVEL_QUANTILES)
     for i, rec in enumerate((train, test)):
-        rec.tone, rec.low = _levels(rec, knots, model, np.random.default_rng([seed, 8, i]))
+        rec.tone, rec.low = _levels(rec, STATE_KNOTS, model, np.random.default_rng([seed, 8, i]))
     return exp
 
 

@@ -60,8 +60,8 @@ class SignalModel:
 MODEL = SignalModel()
 # Quantiles (measured.LEVEL_QUANTILES) of the power state v over the test recordings of `full`,
 # seeds 0 and 1 (bench/measure_real.py --calibrate): v at these quantiles gets the real test
-# segments' quantiles of the tone's weight. None: each experiment's own test quantiles.
-STATE_KNOTS: np.ndarray | None = measured._table(
+# segments' quantiles of the tone's weight.
+STATE_KNOTS = measured._table(
     """
     -0.2343 -0.07981 -0.03433 -0.00941 0.009234 0.02501 0.04043 0.05651 0.07507 0.09708 0.1215
     0.1491 0.1795 0.216 0.2572 0.3059 0.3583 0.4352 0.5539 0.7223 1.434
