@@ -149,7 +149,7 @@ def test_compare_one_folder_is_its_train_against_its_test(tiny_features, tmp_pat
     assert pd.read_csv(tmp_path / "one" / "compare.csv").equals(pd.read_csv(tmp_path / "two" / "compare.csv"))
 
 
-@pytest.mark.parametrize("case", ["missing", "no_common", "one_row", "not_parquet"])
+@pytest.mark.parametrize("case", ["missing", "no_common", "one_row", "not_parquet", "table_alone"])
 def test_compare_bad_input_is_one_line_exit_2(tmp_path, case):
     good = tmp_path / "good.parquet"
     tables(shift=0.0)[0].to_parquet(good)
@@ -160,10 +160,10 @@ def test_compare_bad_input_is_one_line_exit_2(tmp_path, case):
         pd.DataFrame({"c": [1.0, 2.0, 3.0]}).to_parquet(other)
     elif case == "one_row":
         pd.DataFrame({"a": [1.0], "b": [2.0]}).to_parquet(other)
-    else:
+    elif case == "not_parquet":
         other.write_text("not a table")
-    run = compare(str(good), str(other), "--out", str(tmp_path / "out"))
+    run = compare(str(good), *([] if case == "table_alone" else [str(other)]), "--out", str(tmp_path / "out"))
     assert run.returncode == 2, run.stderr
     assert len(run.stderr.strip().splitlines()) == 1 and "Traceback" not in run.stderr
-    assert str(other) in run.stderr
+    assert str(good if case == "table_alone" else other) in run.stderr
     assert not (tmp_path / "out").exists()  # nothing written

@@ -239,6 +239,8 @@ def run_compare(a: Path, b: Path | None, out_dir: Path, which: tuple[str, str] =
     timer = Timer()
     with timer.step("load"):
         if b is None:
+            if not Path(a).is_dir():
+                raise LabquakeError(f"{a}: a table alone has nothing to be compared with (give a second one, or a feature folder)")
             b, which = a, ("train", "test")
         left, right = read_side(a, which[0]), read_side(b, which[1])
     numeric = [c for c in left.columns if c in right.columns and pd.api.types.is_numeric_dtype(left[c]) and pd.api.types.is_numeric_dtype(right[c])]
