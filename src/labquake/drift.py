@@ -2,9 +2,9 @@
 
 ``compare`` sets any two feature tables side by side (two feature folders, a folder and a parquet
 file, or the train and the test of one folder); ``drift`` compares a feature folder's training
-segments (the selected cycles) with its test segments. For each feature, the two-sample Kolmogorov-Smirnov statistic and p-value between the train
-segments (the selected cycles) and the test segments; and an adversarial-validation AUC: a LightGBM
-classifier that tells train rows from test rows, scored out of fold (0.5: indistinguishable).
+segments (the selected cycles) with its test segments. Both give, for each feature, the two-sample
+Kolmogorov-Smirnov statistic and p-value, and an adversarial-validation AUC: a LightGBM classifier
+that tells the two sides' rows apart, scored out of fold (0.5: indistinguishable).
 
 Writes to ``out/``: ``NAME.csv`` (``feature, ks_stat, p_value``, one row per feature, largest
 statistic first), ``NAME.json`` (the AUC, the median and largest KS, the configuration and
@@ -192,8 +192,8 @@ def compare_tables(
         "median_ks": float(table["ks_stat"].median()),
         "p_below_0.05": int((table["p_value"] < 0.05).sum()),
         "largest_ks": table.iloc[0][["feature", "ks_stat", "p_value"]].to_dict(),
-        f"{labels[0]}_segments": len(a),
-        f"{labels[1]}_segments": len(b),
+        "segments": [len(a), len(b)],
+        "labels": list(labels),
     }
     write_json(out_dir / f"{name}.json", stage_record(name, record.pop("config", {}), timer, **record, summary=summary))
     log.info(
