@@ -94,15 +94,14 @@ def _filter(x: np.ndarray, h: np.ndarray) -> np.ndarray:
     return oaconvolve(x, h)[: len(x)]
 
 
-def _ar1(rng: np.random.Generator, n: int, length: float, dtype: type = np.float64) -> np.ndarray:
-    """A stationary unit-variance AR(1) series of ``n`` steps with correlation length ``length`` steps
-    (float32 for the signal's per-sample series: half the time of float64)."""
+def _ar1(rng: np.random.Generator, n: int, length: float) -> np.ndarray:
+    """A stationary unit-variance AR(1) series of ``n`` steps with correlation length ``length`` steps."""
     from scipy.signal import lfilter
 
     phi = np.exp(-1.0 / length)
     warm = int(5 * length) + 1
-    e = rng.standard_normal(n + warm, dtype=dtype)
-    return lfilter(np.array([np.sqrt(1 - phi * phi)], dtype), np.array([1.0, -phi], dtype), e)[warm:]
+    e = rng.standard_normal(n + warm)
+    return lfilter([np.sqrt(1 - phi * phi)], [1.0, -phi], e)[warm:]
 
 
 SMOOTH_STEP = 16  # samples between the knots of the signal's slow series (correlation lengths of 300 and more)
@@ -196,7 +195,7 @@ def _render(exp: _Experiment, rec: Recording, lo: int, hi: int, rng: np.random.G
     log_low = sd_low * (np.float32(corr) * shared + np.float32(np.sqrt(1 - corr * corr)) * own) - sd_low**2
     y_tone = _filter(white[1] * np.exp(log_tone) * np.sqrt(pad(tone)), h["tone"])
     y_low = _filter(white[2] * np.exp(log_low) * np.sqrt(pad(low)), h["low"])
-    base += _smooth(rng, n, [(length, np.sqrt(var)) for length, var in measured.WANDER])
+    base += _smooth(rng, n, [(samples, np.sqrt(var)) for samples, var in measured.WANDER])
     y = base + (_filter(white[0], h["floor"]) + y_tone + y_low)[WARMUP:]
     for row, cycle in rec.emissions:
         e0, e1 = max(lo, row), min(hi, row + model.emission_rows)
