@@ -17,6 +17,11 @@ synthetic test segments against the real test's 24 features (REAL_DIR/test_featu
   sparsely, so one of its segments spans 0.39 s and often holds both the emission and the failure.
 
     python bench/realism.py --real REAL_DIR [--presets demo full] [--seeds 0 1] [--reuse]
+    python bench/realism.py --real REAL_DIR --quick [N]
+
+``--quick N`` is the loop the generator's constants were tuned with: N test segments of `full`
+(seed 0) rendered in this process, no files, their 24 features against the real test's (about 15 s
+for 300).
 
 Results: bench/out/realism/results.json and a table on stdout.
 """
@@ -118,15 +123,35 @@ def case(preset: str, seed: int, real_dir: Path, reuse: bool) -> dict:
     return result
 
 
+def quick(real_dir: Path, n: int) -> None:
+    """N synthetic test segments of `full` seed 0, rendered in process, against the real test features."""
+    from labquake.drift import adversarial_auc, ks_table
+    from labquake.features import FEATURE_NAMES, segment_features
+
+    exp = synth._experiment(synth.PRESETS["full"], 0)
+    rec = exp.test
+    starts = np.sort(np.random.default_rng([0, 2]).choice(rec.n_rows - SEGMENT_ROWS, n, replace=False))
+    segs = [synth._render(exp, rec, int(s), int(s) + SEGMENT_ROWS, np.random.default_rng([0, 4, i]), 0) for i, s in enumerate(starts)]
+    syn = pd.DataFrame([segment_features(x) for x in segs])
+    real = pd.read_parquet(real_dir / "test_features.parquet")
+    table = ks_table(syn, real, FEATURE_NAMES)
+    print(table.to_string(index=False))
+    auc = adversarial_auc(real[FEATURE_NAMES], syn, FEATURE_NAMES)
+    print(f"AUC {auc:.3f}  median KS {table['ks_stat'].median():.3f}  largest KS {table['ks_stat'].max():.3f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--real", type=Path, required=True, help="folder with the real test_features.parquet")
     ap.add_argument("--presets", nargs="+", default=["demo", "full"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     ap.add_argument("--reuse", action="store_true", help="take the cases already measured")
+    ap.add_argument("--quick", type=int, nargs="?", const=300, metavar="N", help="only N segments rendered in process (default 300)")
     args = ap.parse_args()
     if not (args.real / "test_features.parquet").is_file():
         sys.exit(f"bench-realism: {args.real / 'test_features.parquet'}: not found (give --real the folder of the real samples)")
+    if args.quick:
+        return quick(args.real, args.quick)
     rows = [case(p, s, args.real, args.reuse) for p in args.presets for s in args.seeds]
     for r in rows:
         r["auto"] = auto_recovery(REAL / f"features_{r['preset']}_s{r['seed']}")

@@ -136,7 +136,7 @@ WANDER = ((300, 0.0181), (1000, 0.0236), (3000, 0.0031), (10000, 0.0115))
 # log sd of 1.8 (median 0.13 of the mean), frames only 0.1 correlated with the next, and the low
 # part's log power correlates 0.53 with the tone's. Log-normal amplitude envelopes whose frames show
 # the same figures are a little too smooth inside a frame for the 24 features; these sds (1.2 rather
-# than the 1.0 that matches the frames) were chosen with bench/realism.py's harness (median KS 0.16
-# against 0.23).
+# than the 1.0 that matches the frames) were chosen with `bench/realism.py --quick` (median KS of the
+# 24 features 0.16 against 0.23).
 ENVELOPE = (1.2, 1.2, 600.0)  # sd of the tone's log amplitude, of the low part's, correlation length in samples
 ENVELOPE_CORR = 0.55  # of the two parts' log envelopes
