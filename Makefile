@@ -23,7 +23,7 @@ CFG      := --preset $(PRESET) $(LQFLAGS)
 RUNFLAG  := $(if $(RUN),--run $(RUN))
 
 .DEFAULT_GOAL := help
-.PHONY: help install run data features train submit predict report score kernel kernel-push test lint bench bench-difficulty bench-seq bench-cluster bench-realism clean
+.PHONY: help install run data features train submit predict report score kernel kernel-push test lint bench bench-difficulty bench-seq bench-svr bench-cluster bench-realism clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -94,6 +94,9 @@ bench-difficulty: $(STAMP) ## how hard the synthetic data is: recipe on demo and
 
 bench-seq: $(STAMP) ## lgbm, nn and seq side by side on demo and full (same folds), and their blends (about an hour)
 	$(BIN)/python bench/difficulty.py --presets demo full --seeds 0 --name seq --set 'blend.models=["lgbm","nn","seq"]' $(BENCHFLAGS)
+
+bench-svr: $(STAMP) ## lgbm, nn and svr side by side on demo and full (same folds), and their blends (about 40 minutes)
+	$(BIN)/python bench/difficulty.py --presets demo full --seeds 0 --name svr --set 'blend.models=["lgbm","nn","svr"]' $(BENCHFLAGS)
 
 bench-cluster: $(STAMP) ## features on a Dask LocalCluster of 1 and 2 workers against the local run (full size, about 8 minutes; BENCHFLAGS=--preset demo)
 	$(if $(shell command -v flock),flock /tmp/labquake-bench.lock) $(BIN)/python bench/cluster.py $(BENCHFLAGS)

@@ -32,7 +32,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import OUT, measure  # noqa: E402
 
-from labquake.blend import mae  # noqa: E402
+from labquake.metric import mae  # noqa: E402
 
 DIFF = OUT / "difficulty"
 TARGETS = {"shuffled": (0.55, 0.75), "test": (0.70, 0.88), "r_peaks_clean": (0.55, 0.75)}
@@ -41,7 +41,7 @@ PEAKS = "NN_num_peaks_3_denoise"
 
 def fold_median(y: np.ndarray, folds: np.ndarray) -> np.ndarray:
     """OOF predictions of the median of each training fold: the baseline on the same folds."""
-    from labquake.models import fold_baseline
+    from labquake.trainset import fold_baseline
 
     return fold_baseline(y, folds, np.median)
 
@@ -87,7 +87,6 @@ def grouped_lgbm(feats: Path, seeds: tuple[int, ...]) -> tuple[float, float, int
     import tempfile
 
     from labquake.config import load_config
-    from labquake.models import LGBM_TAG, feature_columns
     from labquake.models.cv import cross_validate
     from labquake.models.lgbm import Inputs
     from labquake.util import usable_cpus
@@ -97,7 +96,7 @@ def grouped_lgbm(feats: Path, seeds: tuple[int, ...]) -> tuple[float, float, int
     y = train["target"].to_numpy()
     cycles = np.unique(train["cycle"])
     folds = np.searchsorted(cycles, train["cycle"].to_numpy()) % 3  # cycles dealt round-robin
-    X = train[feature_columns(train.columns, LGBM_TAG)]
+    X = train[list(cfg.lgbm.features)]
     inputs = Inputs(X, y, X.iloc[:1], usable_cpus())
     with tempfile.TemporaryDirectory() as tmp:
         oof = np.mean([cross_validate("lgbm", cfg, inputs, folds, 1, seed, Path(tmp) / str(seed)).oof for seed in seeds], axis=0)
@@ -144,7 +143,7 @@ def evaluate(preset: str, seed: int, raw: Path, case: Path, grouped_seeds: tuple
     res: dict = {"preset": preset, "seed": seed, "train_segments": len(oof), "test_segments": len(test)}
     base_oof, base_test = mae(fold_median(y, folds), y), mae(np.full(len(truth), np.median(y)), truth)
     res["baseline_oof"], res["baseline_test"] = round(base_oof, 4), round(base_test, 4)
-    from labquake.blend import weighted_geomean
+    from labquake.metric import weighted_geomean
 
     names = summary["models"]
     pred_oof = {m: np.maximum(oof[m], clip) for m in names}
@@ -162,7 +161,7 @@ def evaluate(preset: str, seed: int, raw: Path, case: Path, grouped_seeds: tuple
         res[f"oof_{m}"] = round(mae(pred_oof[m], y), 4)
         res[f"test_{m}"] = round(mae(pred_test[m], truth), 4)
     res["blend_weights"] = summary["blend_weights"]
-    res["nn_fallback"] = summary.get("nn_fallback")
+    res["nn_fallback"] = summary.get("model", {}).get("nn", {}).get("fallback")
     timings = json.loads((run / "train.json").read_text())["timings_s"]
     res["train_seconds"] = {m: timings.get(m) for m in names}
     res["shuffled"] = round(res["oof_lgbm"] / base_oof, 3)

@@ -69,12 +69,12 @@ def auto_recovery(feats: Path) -> dict:
     """The cycle choice of data.train_cycles=auto (its default settings) on a feature folder, and the
     mean time to failure of what it chose."""
     from labquake.config import load_config
-    from labquake.drift import choose_cycles
-    from labquake.models import model_features
+    from labquake.models import reads
+    from labquake.trainset import choose_cycles, union
 
     d = load_config("recipe").data
     train, test = pd.read_parquet(feats / "train.parquet"), pd.read_parquet(feats / "test.parquet")
-    choice = choose_cycles(train, test, model_features(train.columns), d.auto_share, d.auto_draws, d.auto_seed)
+    choice = choose_cycles(train, test, union(reads(load_config("recipe"))), d.auto_share, d.auto_draws, d.auto_seed)
     complete = train["cycle"].isin(choice["complete_cycles"])
     return {
         "chosen": choice["chosen"],
@@ -125,8 +125,8 @@ def case(preset: str, seed: int, real_dir: Path, reuse: bool) -> dict:
 
 def quick(real_dir: Path, n: int) -> None:
     """N synthetic test segments of `full` seed 0, rendered in process, against the real test features."""
-    from labquake.drift import adversarial_auc, ks_table
     from labquake.features import FEATURE_NAMES, segment_features
+    from labquake.stats import adversarial_auc, ks_table
 
     exp = synth._experiment(synth.PRESETS["full"], 0)
     rec = exp.test

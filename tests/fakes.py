@@ -62,7 +62,8 @@ def write_feature_dir(path: Path, key: str = "k1", sequences: bool = False, **kw
 def fake_network(monkeypatch, quality: dict[int, float] | None = None) -> list[dict]:
     """Train without TensorFlow: the network's ``fit_fold`` becomes valid = truth + noise (sd
     ``quality[draw]``, default 0.1), test = the draw's seed. Returns one record per draw trained."""
-    from labquake.models import cv, nn
+    from labquake.models import nn
+    from labquake.models.base import FoldFit
 
     calls: list[dict] = []
 
@@ -76,7 +77,7 @@ def fake_network(monkeypatch, quality: dict[int, float] | None = None) -> list[d
         hist = pd.DataFrame({"epoch": [1, 2], "val_ttf_mae": 1.0})
         valid = inputs.y["ttf"][va] + rng.normal(0, (quality or {}).get(draw, 0.1), int(va.sum()))
         info = {"best_epoch": 1, "epochs": 2, "batch_size": 16}
-        return cv.FoldFit(valid, np.full(len(inputs.X_test), float(seed)), info, hist)
+        return FoldFit(valid, np.full(len(inputs.X_test), float(seed)), info, hist)
 
-    monkeypatch.setattr(nn, "fit_fold", fit_fold)
+    monkeypatch.setattr(nn.MODEL, "fit_fold", fit_fold)  # the registered instance: what the loop calls
     return calls

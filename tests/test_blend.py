@@ -11,9 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from labquake import blend
-from labquake.config import TRAIN_SECTIONS, load_config
-from labquake.util import LabquakeError
+from labquake import blend, metric
+from labquake.config import load_config
+from labquake.models import folder
+from labquake.models.folder import RunFolder
+from labquake.util import LabquakeError, write_parquet
 
 CFG = load_config("fast")
 
@@ -21,49 +23,54 @@ CFG = load_config("fast")
 def test_clip_then_geometric_mean_on_known_numbers():
     lgbm = np.array([4.0, -1.0, 0.05, 9.0, 0.1])
     nn = np.array([1.0, 2.0, 3.0, 0.0, 0.1])
-    assert np.array_equal(blend.clip(lgbm, 0.1), [4.0, 0.1, 0.1, 9.0, 0.1])  # below only
-    np.testing.assert_allclose(blend.geomean(lgbm, nn, 0.1), [2.0, np.sqrt(0.2), np.sqrt(0.3), np.sqrt(0.9), 0.1])
-    preds = blend.predictions({"lgbm": lgbm, "nn": nn}, {"lgbm": 0.5, "nn": 0.5}, 0.1)
+    assert np.array_equal(metric.clip(lgbm, 0.1), [4.0, 0.1, 0.1, 9.0, 0.1])  # below only
+    np.testing.assert_allclose(metric.geomean(lgbm, nn, 0.1), [2.0, np.sqrt(0.2), np.sqrt(0.3), np.sqrt(0.9), 0.1])
+    preds = metric.predictions({"lgbm": lgbm, "nn": nn}, {"lgbm": 0.5, "nn": 0.5}, 0.1)
     assert list(preds) == ["geomean", "lgbm", "nn"] and preds["nn"].min() == 0.1
-    assert np.array_equal(preds["geomean"], blend.geomean(lgbm, nn, 0.1))  # the recipe's pair: sqrt(lgbm * nn), bit for bit
-    assert blend.mae([1.0, 2.0, 4.0], [2.0, 2.0, 1.0]) == pytest.approx(4 / 3)
+    assert np.array_equal(preds["geomean"], metric.geomean(lgbm, nn, 0.1))  # the recipe's pair: sqrt(lgbm * nn), bit for bit
+    assert metric.mae([1.0, 2.0, 4.0], [2.0, 2.0, 1.0]) == pytest.approx(4 / 3)
 
 
 def test_weighted_geometric_mean_on_known_numbers():
     p = {"lgbm": np.array([8.0, 1.0]), "nn": np.array([1.0, 27.0]), "seq": np.array([1.0, 1.0])}
     third = {m: 1 / 3 for m in p}
-    np.testing.assert_allclose(blend.weighted_geomean(p, third, 0.1), [2.0, 3.0])  # cube roots of 8 and 27
-    np.testing.assert_allclose(blend.weighted_geomean(p, {"lgbm": 0.25, "nn": 0.75}, 0.1), [8**0.25, 27**0.75])
-    assert np.array_equal(blend.weighted_geomean(p, {"nn": 1.0}, 0.1), p["nn"])  # one model: itself, clipped
+    np.testing.assert_allclose(metric.weighted_geomean(p, third, 0.1), [2.0, 3.0])  # cube roots of 8 and 27
+    np.testing.assert_allclose(metric.weighted_geomean(p, {"lgbm": 0.25, "nn": 0.75}, 0.1), [8**0.25, 27**0.75])
+    assert np.array_equal(metric.weighted_geomean(p, {"nn": 1.0}, 0.1), p["nn"])  # one model: itself, clipped
 
 
 def test_fitted_weights_favour_the_better_model_and_never_lose_to_equal_weights():
     rng = np.random.default_rng(0)
     y = rng.uniform(0.5, 12, 400)
     preds = {"lgbm": y * np.exp(rng.normal(0, 0.05, 400)), "nn": y * np.exp(rng.normal(0, 0.6, 400))}
-    w = blend.fit_weights(preds, y, 0.1)
+    w = metric.fit_weights(preds, y, 0.1)
     assert set(w) == {"lgbm", "nn"} and sum(w.values()) == pytest.approx(1.0) and w["lgbm"] > 0.8
-    fitted = blend.mae(y, blend.weighted_geomean(preds, w, 0.1))
-    assert fitted < blend.mae(y, blend.weighted_geomean(preds, {"lgbm": 0.5, "nn": 0.5}, 0.1))
-    assert blend.fit_weights(preds, y, 0.1) == w  # deterministic
+    fitted = metric.mae(y, metric.weighted_geomean(preds, w, 0.1))
+    assert fitted < metric.mae(y, metric.weighted_geomean(preds, {"lgbm": 0.5, "nn": 0.5}, 0.1))
+    assert metric.fit_weights(preds, y, 0.1) == w  # deterministic
 
 
 def make_run(tmp_path: Path, n_test: int = 6, truth: bool = True) -> tuple[Path, Path]:
     """A finished run folder and a data folder, written by hand (no training)."""
-    run, data = tmp_path / "run", tmp_path / "data"
-    run.mkdir()
+    run, data = RunFolder(tmp_path / "run"), tmp_path / "data"
+    run.path.mkdir()
     data.mkdir()
     y = np.array([1.0, 5.0, 9.0, 0.2])
-    pd.DataFrame({"target": y, "fold": [0, 1, 2, 0], "lgbm": [1.5, 4.0, 9.0, -0.3], "nn": [1.0, 6.0, 8.0, 0.05]}).to_parquet(run / "oof.parquet")
+    write_parquet(run.oof_path, pd.DataFrame({"target": y, "fold": [0, 1, 2, 0], "lgbm": [1.5, 4.0, 9.0, -0.3], "nn": [1.0, 6.0, 8.0, 0.05]}))
     ids = [f"seg_{i:06x}" for i in range(n_test)]
-    pd.DataFrame({"seg_id": ids, "lgbm": np.arange(n_test) + 1.0, "nn": 4.0 * (np.arange(n_test) + 1.0)}).to_parquet(run / "test.parquet")
-    (run / "summary.json").write_text(json.dumps({"baseline_median_mae": 3.0, "oof_mae": {}}))
-    (run / "config.json").write_text(json.dumps({"train_key": CFG.section_hash(*TRAIN_SECTIONS)}))
+    write_parquet(run.test_path, pd.DataFrame({"seg_id": ids, "lgbm": np.arange(n_test) + 1.0, "nn": 4.0 * (np.arange(n_test) + 1.0)}))
+    run.claim(CFG, "k1")
+    run.write_summary(summary(models=["lgbm", "nn"], blend_weights={"lgbm": 0.5, "nn": 0.5}))
     order = ids[::-1]  # the sample's order, not the run's, decides the rows
     pd.DataFrame({"seg_id": order, "time_to_failure": 0}).to_csv(data / "sample_submission.csv", index=False)
     if truth:
         pd.DataFrame({"seg_id": ids, "time_to_failure": 2.0 * (np.arange(n_test) + 1.0)}).to_csv(data / "test_truth.csv", index=False)
-    return run, data
+    return run.path, data
+
+
+def summary(**facts) -> dict:
+    """A summary.json as train writes it, with only what these tests need."""
+    return {"baseline_median_mae": 3.0, "oof_mae": {}, "model": {}, **facts}
 
 
 def test_submit_writes_three_checked_files_and_scores(tmp_path, capsys):
@@ -92,25 +99,35 @@ def test_submit_writes_three_checked_files_and_scores(tmp_path, capsys):
 
 
 def test_network_note_says_what_the_rejections_did():
-    ok = {"nn_runs": 8, "nn_accepted": 8, "nn_draws": 9, "nn_seeds": list(range(8)), "nn_fallback": None}
-    assert blend.network_note(ok) is None and blend.network_note({}) is None  # a run of an older version
-    assert blend.network_note({**ok, "nn_accepted": 5, "nn_draws": 16}) == (
+    ok = {"runs": 8, "accepted": 8, "draws": 9, "seeds": list(range(8)), "fallback": None}
+
+    def nn(**changed) -> dict:
+        return summary(models=["lgbm", "nn"], model={"lgbm": {"seeds": [0]}, "nn": {**ok, **changed}})
+
+    assert folder.rejection_note(nn(), "nn") is None and folder.rejection_note({}, "nn") is None  # a run of an older version
+    assert folder.rejection_note(nn(accepted=5, draws=16), "nn") == (
         "nn: only 5 of 8 runs accepted after 16 draws; the blend uses those (nn.max_redraws allows more draws)"
     )
-    dropped = blend.network_note({**ok, "nn_accepted": 0, "nn_draws": 16, "nn_fallback": "drop"})
+    dropped = folder.rejection_note(nn(accepted=0, draws=16, fallback="drop"), "nn")
     assert dropped.startswith("nn: all 16 draws rejected") and "the blend is lgbm," in dropped and "best 8" in dropped
-    seq = {"models": ["lgbm", "nn", "seq"], "seq_runs": 3, "seq_accepted": 0, "seq_draws": 6, "seq_seeds": [0, 1, 2], "seq_fallback": "drop"}
-    assert blend.network_notes({**ok, **seq}) == [
+    three = nn()
+    three["models"].append("seq")
+    three["model"]["seq"] = {"runs": 3, "accepted": 0, "draws": 6, "seeds": [0, 1, 2], "fallback": "drop"}
+    assert folder.rejection_notes(three) == [
         "seq: all 6 draws rejected (seq/runs.json says why); seq.on_reject=drop: the blend is lgbm+nn, the seq column holds the best 3 for inspection"
     ]
-    assert "uses the best 8 anyway" in blend.network_note({**ok, "nn_accepted": 0, "nn_draws": 16, "nn_fallback": "best"})
+    assert "uses the best 8 anyway" in folder.rejection_note(nn(accepted=0, draws=16, fallback="best"), "nn")
+    # a summary.json of an older labquake, flat (NAME_KEY), reads the same
+    flat = {"models": ["lgbm", "nn"], "nn_runs": 8, "nn_accepted": 5, "nn_draws": 16, "nn_seeds": [0], "nn_fallback": None}
+    assert folder.nested(flat)["model"]["nn"] == {"seeds": [0], "runs": 8, "accepted": 5, "draws": 16, "fallback": None}
+    assert folder.rejection_note(flat, "nn") == folder.rejection_note(nn(accepted=5, draws=16), "nn")
 
 
 def test_submit_blends_lightgbm_alone_when_the_network_was_dropped(tmp_path, capsys):
     run, data = make_run(tmp_path)
-    summary = {"baseline_median_mae": 3.0, "oof_mae": {}, "nn_fallback": "drop", "nn_runs": 2, "nn_accepted": 0, "nn_draws": 4, "nn_seeds": [1, 3]}
-    summary["blend_weights"] = {"lgbm": 1.0}  # as train records it when the network was dropped
-    (run / "summary.json").write_text(json.dumps(summary))
+    nn = {"fallback": "drop", "runs": 2, "accepted": 0, "draws": 4, "seeds": [1, 3]}
+    # as train records it when the network was dropped
+    RunFolder(run).write_summary(summary(models=["lgbm", "nn"], blend_weights={"lgbm": 1.0}, model={"lgbm": {"seeds": [0]}, "nn": nn}))
     record = blend.submit(CFG, run, data, tmp_path / "subs")
     sub = pd.read_csv(tmp_path / "subs" / "submission_geomean.csv")
     k = np.arange(6, 0, -1.0)

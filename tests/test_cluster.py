@@ -15,6 +15,7 @@ import pytest
 from labquake import cluster, features
 from labquake.config import SEGMENT_ROWS, load_config
 from labquake.features import stage
+from labquake.features.folder import FeatureFolder
 from labquake.util import LabquakeError
 
 OUTPUTS = ("train.parquet", "test.parquet", "train_seq.npy", "test_seq.npy")
@@ -196,10 +197,10 @@ def test_sequences_are_the_segments_sequences_in_table_order(tiny_raw, tiny_feat
 
     fc = load_config("fast").features
     train = pd.read_parquet(tiny_features / "train.parquet")
-    seqs = stage.load_sequences(tiny_features, "train")
+    seqs = FeatureFolder(tiny_features).sequences("train")
     steps = SEGMENT_ROWS // fc.seq_window
     assert seqs.shape == (len(train), steps, len(SEQ_CHANNELS)) and seqs.dtype == np.float32
-    assert stage.load_sequences(tiny_features, "test").shape == (len(pd.read_parquet(tiny_features / "test.parquet")), steps, len(SEQ_CHANNELS))
+    assert FeatureFolder(tiny_features).sequences("test").shape == (len(pd.read_parquet(tiny_features / "test.parquet")), steps, len(SEQ_CHANNELS))
     signal = data.load_train(tiny_raw, _interim(tiny_raw)).signal
     for i in (0, len(train) // 2, len(train) - 1):
         s = int(train["start"].iloc[i])
@@ -210,7 +211,7 @@ def test_sequences_are_the_segments_sequences_in_table_order(tiny_raw, tiny_feat
 
 def test_missing_sequences_name_the_file_and_the_command(tiny_features):
     with pytest.raises(LabquakeError, match=r"train_seq_extra\.npy: no sequences here: run `labquake features`"):
-        stage.load_sequences(tiny_features, "train_extra")
+        FeatureFolder(tiny_features).sequences("train_extra")
 
 
 def test_overlap_windows_get_sequences_of_their_own(tiny_raw, tiny_features, tmp_path):
@@ -223,7 +224,7 @@ def test_overlap_windows_get_sequences_of_their_own(tiny_raw, tiny_features, tmp
     out = tmp_path / "features"
     features.build_features(cfg, tiny_raw, out, _interim(tiny_raw), jobs=1)
     extra = pd.read_parquet(out / "train_seq_extra.parquet")
-    seqs = stage.load_sequences(out, "train_extra")
+    seqs = FeatureFolder(out).sequences("train_extra")
     assert len(extra) == len(seqs) > 0 and list(extra.columns) == ["start", "cycle", "target", "tsf", "binary"]
     signal = data.load_train(tiny_raw, _interim(tiny_raw)).signal
     for i in (0, len(extra) - 1):

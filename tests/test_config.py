@@ -2,7 +2,9 @@
 
 import pytest
 
-from labquake.config import Config, load_config, run_dir, run_name
+from labquake.config import Config, load_config
+from labquake.models.folder import default_run_dir as run_dir
+from labquake.models.folder import run_name
 from labquake.util import LabquakeError
 
 

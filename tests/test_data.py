@@ -411,7 +411,9 @@ def test_interrupted_build_keeps_old_cache_and_recovers(raw, tmp_path):
             raise KeyboardInterrupt
         return real_parse(*args, **kwargs)
 
-    with mock.patch.object(data, "parse_rows", parse_then_interrupt), mock.patch.object(data, "CHUNK_BYTES", 100_000):
+    from labquake.data import csv
+
+    with mock.patch.object(csv, "parse_rows", parse_then_interrupt), mock.patch.object(csv, "CHUNK_BYTES", 100_000):
         with pytest.raises(KeyboardInterrupt):
             data.build_cache(raw, interim, force=True)
     assert snapshot(interim) == before

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from scipy.stats import ks_2samp
 
-from labquake import drift
+from labquake import stats, trainset
 
 
 def tables(shift: float, n: int = 400, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -23,21 +23,21 @@ def tables(shift: float, n: int = 400, seed: int = 0) -> tuple[pd.DataFrame, pd.
 
 def test_ks_table_is_scipy_per_feature_largest_first():
     train, test = tables(shift=1.0)
-    t = drift.ks_table(train, test, ["b", "a"])
+    t = stats.ks_table(train, test, ["b", "a"])
     assert list(t.columns) == ["feature", "ks_stat", "p_value"] and t["feature"].tolist() == ["a", "b"]
     for _, row in t.iterrows():
         ref = ks_2samp(train[row["feature"]], test[row["feature"]])
         assert row["ks_stat"] == pytest.approx(ref.statistic, abs=0) and row["p_value"] == pytest.approx(ref.pvalue, rel=1e-12)
     assert t.loc[0, "ks_stat"] > 0.3 and t.loc[0, "p_value"] < 1e-10  # shifted by one sd
-    same = drift.ks_table(train, train, ["a"])
+    same = stats.ks_table(train, train, ["a"])
     assert same.loc[0, "ks_stat"] == 0 and same.loc[0, "p_value"] == 1
 
 
 def test_adversarial_auc_sees_a_shift_and_not_its_absence():
     train, test = tables(shift=0.0)
-    assert abs(drift.adversarial_auc(train, test, ["a", "b"]) - 0.5) < 0.1
+    assert abs(stats.adversarial_auc(train, test, ["a", "b"]) - 0.5) < 0.1
     train, test = tables(shift=2.0)
-    assert drift.adversarial_auc(train, test, ["a", "b"]) > 0.85
+    assert stats.adversarial_auc(train, test, ["a", "b"]) > 0.85
 
 
 def test_drift_command_writes_table_json_and_plots(tiny_features, tmp_path):
@@ -71,7 +71,7 @@ def test_drift_on_a_missing_folder_is_one_line_error(tmp_path):
 def test_ks_statistic_is_scipys_with_ties():
     rng = np.random.default_rng(3)
     for a, b in [(rng.normal(0, 1, 300), rng.normal(0.2, 1, 170)), (rng.integers(0, 5, 200) * 1.0, rng.integers(0, 6, 90) * 1.0)]:
-        assert drift.ks_statistic(np.sort(a), np.sort(b)) == pytest.approx(ks_2samp(a, b).statistic, abs=1e-12)
+        assert stats.ks_statistic(np.sort(a), np.sort(b)) == pytest.approx(ks_2samp(a, b).statistic, abs=1e-12)
 
 
 def cycle_table(like_test: set[int], n_cycles: int = 8, per_cycle: int = 60, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -87,14 +87,14 @@ def cycle_table(like_test: set[int], n_cycles: int = 8, per_cycle: int = 60, see
 
 def test_choose_cycles_finds_the_cycles_that_look_like_test():
     train, test = cycle_table({2, 3, 5, 0})  # 0 is the partial first cycle: never chosen
-    choice = drift.choose_cycles(train, test, ["a", "b"], share=0.5, draws=200, seed=1)
+    choice = trainset.choose_cycles(train, test, ["a", "b"], share=0.5, draws=200, seed=1)
     assert choice["complete_cycles"] == [1, 2, 3, 4, 5, 6] and choice["subset_size"] == 3
     assert choice["chosen"] == [2, 3, 5]
     assert choice["score"] == min(choice["draw_scores"]) < choice["all_cycles_score"]
     assert "recipe_score" not in choice
-    again = drift.choose_cycles(train, test, ["a", "b"], share=0.5, draws=200, seed=1)
+    again = trainset.choose_cycles(train, test, ["a", "b"], share=0.5, draws=200, seed=1)
     assert again["draw_scores"] == choice["draw_scores"]  # seeded
-    with_recipe = drift.choose_cycles(train, test, ["a", "b"], share=0.5, draws=50, seed=1, recipe=(1, 2, 4))
+    with_recipe = trainset.choose_cycles(train, test, ["a", "b"], share=0.5, draws=50, seed=1, recipe=(1, 2, 4))
     assert with_recipe["recipe_overlap"] == sorted({1, 2, 4} & set(with_recipe["chosen"])) and with_recipe["recipe_score"] > choice["score"]
 
 
@@ -103,7 +103,7 @@ def test_choose_cycles_needs_three_complete_cycles():
 
     train, test = cycle_table({1}, n_cycles=4)
     with pytest.raises(LabquakeError, match="at least 3 complete cycles"):
-        drift.choose_cycles(train, test, ["a"], share=0.5, draws=5, seed=0)
+        trainset.choose_cycles(train, test, ["a"], share=0.5, draws=5, seed=0)
 
 
 def test_train_cycles_setting_takes_auto_or_a_list():

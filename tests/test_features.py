@@ -11,11 +11,10 @@ import pytest
 
 from labquake import features
 from labquake.config import FeatureConfig, load_config
-from labquake.features import kernels, reference, segment, stage
+from labquake.features import kernels, reference, segment, stage, table
 
 RTOL = 1e-6  # the bound; what is reached is printed by test_parity_* on failure
-# Features that are counts: integers, compared exactly.
-COUNT_FEATURES = ["NN_zero_crossings_denoise", "NN_num_peaks_3_denoise", "LGBM_num_peaks_2_denoise_simple"]
+COUNT_FEATURES = table.COUNT_FEATURES  # integers, compared exactly
 
 
 def _real_segment(real_dir):
@@ -33,16 +32,18 @@ def _assert_parity(x: np.ndarray, fc: FeatureConfig | None = None) -> None:
             assert fast[name] == pytest.approx(ref[name], rel=RTOL, abs=1e-12), name
 
 
-def test_registry_is_consistent():
-    from labquake.models import LGBM_TAG, NN_TAG, feature_columns
-
+def test_feature_table_is_the_recipes():
     names = features.FEATURE_NAMES
-    assert len(names) == 24 and len(set(names)) == 24
-    # what each model reads, by the rule the models use
-    assert len(feature_columns(names, NN_TAG)) == 21 and len(feature_columns(names, LGBM_TAG)) == 6
-    assert set(COUNT_FEATURES) <= set(names)
-    both = [n for n in names if "NN" in n and "LGBM" in n]
+    assert len(names) == 24 and len(set(names)) == 24 and names == [f.name for f in table.FEATURES]
+    # what each model reads by default: the recipe's lists (its names carry them as NN_/LGBM_ prefixes)
+    assert len(table.read_by("nn")) == 21 and len(table.read_by("lgbm")) == 6
+    assert list(table.read_by("nn")) == [n for n in names if "NN" in n] and list(table.read_by("lgbm")) == [n for n in names if "LGBM" in n]
+    assert COUNT_FEATURES == ["NN_zero_crossings_denoise", "NN_num_peaks_3_denoise", "LGBM_num_peaks_2_denoise_simple"]
+    both = [f.name for f in table.FEATURES if set(f.models) == {"lgbm", "nn"}]
     assert both == ["NN_LGBM_percentile_roll20_std_50", "NN_LGBM_mfcc_mean4", "NN_LGBM_mfcc_mean18"]
+    # every value the featurizer and the reference compute is a row of the table, in its order
+    x = np.random.default_rng(0).normal(0, 5, 150_000).round().astype(np.int16)
+    assert list(features.segment_features(x)) == list(reference.segment_features(x)) == names
 
 
 def test_noise_is_the_recipes_fixed_vector():

@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 from fakes import fake_network, write_feature_dir
 
-from labquake import models, targets
-from labquake.blend import mae
+from labquake import models, targets, trainset
 from labquake.config import load_config
 from labquake.features import FEATURE_NAMES
+from labquake.metric import mae
 from labquake.models import cv, lgbm, network, nn
 from labquake.util import LabquakeError
 
@@ -30,7 +30,7 @@ def feat_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def data(feat_dir):
-    return models.load_training_data(load_config("fast"), feat_dir)
+    return models.training_data(load_config("fast"), feat_dir)
 
 
 @pytest.fixture
@@ -43,15 +43,17 @@ def no_tf(monkeypatch):
 # Inputs and folds
 
 
-def test_feature_columns_follow_the_names():
-    assert len(models.feature_columns(FEATURE_NAMES, "LGBM")) == 6
-    assert len(models.feature_columns(FEATURE_NAMES, "NN")) == 21
-    assert models.feature_columns(FEATURE_NAMES, "LGBM")[0] == "NN_LGBM_percentile_roll20_std_50"
+def test_feature_columns_are_the_recipes_lists_by_default():
+    cfg = load_config()
+    assert len(cfg.lgbm.features) == 6 and len(cfg.nn.features) == 21 and cfg.svr.features == cfg.nn.features
+    assert cfg.lgbm.features[0] == "NN_LGBM_percentile_roll20_std_50"  # in table order
+    assert [c for c in FEATURE_NAMES if c in cfg.lgbm.features] == list(cfg.lgbm.features)
+    assert models.reads(cfg) == {"lgbm": cfg.lgbm.features, "nn": cfg.nn.features} and models.reads(cfg, ["seq"]) == {}
 
 
 def test_load_selects_cycles_and_makes_shared_folds(feat_dir):
     cfg = load_config("fast", None, ["data.train_cycles=[0, 2, 3]"])
-    d = models.load_training_data(cfg, feat_dir)
+    d = models.training_data(cfg, feat_dir)
     assert sorted(d.train["cycle"].unique()) == [0, 2, 3] and d.features_key == "k1"
     assert np.array_equal(d.folds, targets.fold_ids(d.train["cycle"].to_numpy(), cfg))
     assert sorted(np.bincount(d.folds)) == [60, 60, 60]  # every row in exactly one validation fold
@@ -59,31 +61,31 @@ def test_load_selects_cycles_and_makes_shared_folds(feat_dir):
 
 def test_cycle_scheme_folds_hold_whole_cycles(feat_dir):
     cfg = load_config("fast", None, ["cv.scheme=cycles"])
-    d = models.load_training_data(cfg, feat_dir)
+    d = models.training_data(cfg, feat_dir)
     per_cycle = d.train.assign(fold=d.folds).groupby("cycle")["fold"].nunique()
     assert (per_cycle == 1).all() and len(np.unique(d.folds)) == 3
 
 
 def test_ks_min_p_drops_the_features_that_differ_from_test(feat_dir):
-    from labquake.drift import ks_table
+    from labquake.stats import ks_table
 
-    base = models.load_training_data(load_config("fast"), feat_dir)
-    feats = [c for c in base.train.columns if "NN" in c or "LGBM" in c]
+    base = models.training_data(load_config("fast"), feat_dir)
+    feats = list(dict.fromkeys(base.reads["lgbm"] + base.reads["nn"]))
     ks = ks_table(base.train, base.test, feats).set_index("feature")["p_value"]
     p = float(np.median(ks))  # about half the features fall below it
     cfg = load_config("fast", None, [f"features.ks_min_p={p!r}"])
-    d = models.load_training_data(cfg, feat_dir)  # the tables' feature settings still match
+    d = models.training_data(cfg, feat_dir)  # the tables' feature settings still match
     assert set(d.dropped_features) == set(ks.index[ks < p]) and 0 < len(d.dropped_features) < len(feats)
     assert not set(d.dropped_features) & set(d.train.columns) and not set(d.dropped_features) & set(d.test.columns)
-    assert cfg.train_key() != load_config("fast").train_key()  # a run with a selection is another run
+    assert models.train_key(cfg) != models.train_key(load_config("fast"))  # a run with a selection is another run
     with pytest.raises(LabquakeError, match="drops every feature of a model"):
-        models.load_training_data(load_config("fast", None, ["features.ks_min_p=1.01"]), feat_dir)
+        models.training_data(load_config("fast", None, ["features.ks_min_p=1.01"]), feat_dir)
 
 
 def test_auto_train_cycles_are_chosen_recorded_and_plotted(tmp_path, no_tf):
     feat_dir = write_feature_dir(tmp_path / "features", n_cycles=6, per_cycle=30)
     cfg = load_config("fast", None, [*QUICK_LGBM, "data.train_cycles=auto", "data.auto_draws=50", "nn.runs=1"])
-    d = models.load_training_data(cfg, feat_dir)
+    d = models.training_data(cfg, feat_dir)
     assert sorted(d.train["cycle"].unique().tolist()) == d.cycle_choice["chosen"]
     summary = models.train(cfg, feat_dir, tmp_path / "run", device="cpu")
     record = json.loads((tmp_path / "run" / "cycles.json").read_text())
@@ -95,7 +97,7 @@ def test_auto_cycles_and_cycle_folds_on_tiny(tiny_features, tmp_path, no_tf):
     """On the tiny synthetic data: the choice is seeded and recorded, and the folds hold whole cycles."""
     sets = [*QUICK_LGBM, "data.train_cycles=auto", "data.auto_draws=30", "cv.scheme=cycles", "cv.n_splits=2", "nn.runs=1"]
     cfg = load_config("fast", None, sets)
-    first, again = models.load_training_data(cfg, tiny_features), models.load_training_data(cfg, tiny_features)
+    first, again = models.training_data(cfg, tiny_features), models.training_data(cfg, tiny_features)
     assert first.cycle_choice["chosen"] == again.cycle_choice["chosen"] and first.cycle_choice["draw_scores"] == again.cycle_choice["draw_scores"]
     summary = models.train(cfg, tiny_features, tmp_path / "run", device="cpu")
     assert summary["cv_scheme"] == "cycles" and summary["train_cycles"] == first.cycle_choice["chosen"]
@@ -106,13 +108,13 @@ def test_auto_cycles_and_cycle_folds_on_tiny(tiny_features, tmp_path, no_tf):
 
 def test_bad_feature_folder_is_one_line_error(tmp_path, feat_dir):
     with pytest.raises(LabquakeError, match="features.json"):
-        models.load_training_data(load_config("fast"), tmp_path)
+        models.training_data(load_config("fast"), tmp_path)
     bad = write_feature_dir(tmp_path / "nan")
     table = pd.read_parquet(bad / "test.parquet")
     table.loc[3, "NN_quant99"] = np.nan
     table.to_parquet(bad / "test.parquet")
     with pytest.raises(LabquakeError, match=r"test\.parquet: non-finite values in NN_quant99"):
-        models.load_training_data(load_config("fast"), bad)
+        models.training_data(load_config("fast"), bad)
 
 
 def test_features_of_another_version_or_configuration_are_refused(tmp_path):
@@ -125,11 +127,11 @@ def test_features_of_another_version_or_configuration_are_refused(tmp_path):
     made = load_config("fast", None, ["features.wavelet=db8"])
     (path / "features.json").write_text(json.dumps({**meta, "version": labquake.__version__, "config": made.to_dict()}))
     with pytest.raises(LabquakeError, match=r"other feature settings \(features\.wavelet\)"):
-        models.load_training_data(load_config("fast"), path)
-    assert models.load_training_data(made, path).n_rows == meta["n_rows"]  # the same settings: accepted
+        models.training_data(load_config("fast"), path)
+    assert models.training_data(made, path).n_rows == meta["n_rows"]  # the same settings: accepted
     (path / "features.json").write_text(json.dumps({**meta, "version": "0.0.1", "config": {"features": dataclasses.asdict(made.features)}}))
     with pytest.raises(LabquakeError, match="made by labquake 0.0.1"):
-        models.load_training_data(made, path)
+        models.training_data(made, path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -137,7 +139,7 @@ def test_features_of_another_version_or_configuration_are_refused(tmp_path):
 
 
 def _lgbm(cfg, data, seed, draw_dir):
-    return cv.cross_validate("lgbm", cfg, lgbm.prepare(cfg, data), data.folds, len(data.test), seed, draw_dir)
+    return cv.cross_validate("lgbm", cfg, lgbm.MODEL.prepare(cfg, data), data.folds, len(data.test), seed, draw_dir)
 
 
 def test_lgbm_gets_the_recipe_parameters(data, tmp_path, monkeypatch):
@@ -188,7 +190,7 @@ def test_lgbm_oof_rows_come_from_boosters_that_did_not_see_them(data, monkeypatc
 
     monkeypatch.setattr(lgb, "train", spy)
     cfg = load_config("fast", None, QUICK_LGBM)
-    cols = models.feature_columns(data.train.columns, "LGBM")
+    cols = list(cfg.lgbm.features)
     X = data.train[cols]
     res = _lgbm(cfg, data, 0, tmp_path)
     for k, rows in enumerate(seen):
@@ -247,7 +249,7 @@ def test_network_architecture():
 def test_fit_monitors_a_logged_metric_and_is_reproducible(data, tmp_path):
     network.setup_tensorflow("cpu")
     cfg = load_config("fast", None, QUICK_NN)
-    inputs = nn.prepare(cfg, data)
+    inputs = nn.MODEL.prepare(cfg, data)
     X = inputs.X[:100]
     x = (X / np.abs(X).max(axis=0)).astype(np.float32).reshape(100, 1, -1)
     yy = {h: v[:100] for h, v in inputs.y.items()}
@@ -289,7 +291,7 @@ def test_network_oof_rows_come_from_networks_that_did_not_see_them(data, tmp_pat
 
     network.setup_tensorflow("cpu")
     cfg = load_config("fast", None, QUICK_NN)
-    inputs = nn.prepare(cfg, data, "cpu")
+    inputs = nn.MODEL.prepare(cfg, data, "cpu")
     seen: list[tuple] = []
     real_fit = network.fit_network
 
@@ -311,7 +313,7 @@ def test_network_oof_rows_come_from_networks_that_did_not_see_them(data, tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"fold{k}.weights.h5" for k in range(3)]
     assert [f["best_epoch"] for f in res.folds] == [int(np.argmin(h)) + 1 for h in res.history.groupby("fold")[network.MONITOR].apply(list)]
     # predict from the saved folds gives the test predictions of training
-    saved = nn.predict_saved(cfg, tmp_path, res.folds, data.test, None, "cpu")
+    saved = nn.MODEL.predict_saved(cfg, tmp_path, res.folds, data.test[list(cfg.nn.features)], None, "cpu")
     np.testing.assert_allclose(saved, res.test, rtol=0, atol=1e-6)
 
 
@@ -402,7 +404,7 @@ def test_train_with_seq_adds_its_column_and_predicts_from_saved_folds(tmp_path):
     cfg = load_config("fast", None, [*QUICK_LGBM, *QUICK_NN, "nn.reject_ratio=100.0", *QUICK_SEQ, 'blend.models=["lgbm","nn","seq"]'])
     summary = models.train(cfg, feat, tmp_path / "run", device="cpu")
     assert summary["models"] == ["lgbm", "nn", "seq"] and set(summary["blend_weights"]) == {"lgbm", "nn", "seq"}
-    assert summary["seq_draws"] == 1 and summary["seq_reject_relative_to"] == "lgbm"
+    assert summary["model"]["seq"]["draws"] == 1 and summary["model"]["seq"]["reject_relative_to"] == "lgbm"
     oof, test = pd.read_parquet(tmp_path / "run" / "oof.parquet"), pd.read_parquet(tmp_path / "run" / "test.parquet")
     assert list(oof.columns[-3:]) == ["lgbm", "nn", "seq"] and list(test.columns) == ["seg_id", "lgbm", "nn", "seq"]
     assert np.isfinite(oof["seq"]).all() and (tmp_path / "run" / "seq" / "draw00" / "fold2.weights.h5").is_file()
@@ -428,8 +430,8 @@ def test_overlapping_windows_train_only_folds_they_do_not_leak_into(tmp_path, mo
     extra["target"] = 1000.0 + np.arange(len(extra))  # each window's row number, recoverable from what training got
     extra.to_parquet(feat / "train_seq_extra.parquet")
     np.save(feat / "train_seq_extra.npy", np.ones((len(extra), 150, 5), np.float32))
-    data = models.load_training_data(cfg, feat)
-    inputs = seq.prepare(cfg, data, "cpu")
+    data = models.training_data(cfg, feat)
+    inputs = seq.MODEL.prepare(cfg, data, "cpu")
     seen = {}
 
     def fake_fit(c, net, x_tr, y_tr, x_va, y_va, path, seed, **kw):
@@ -441,7 +443,7 @@ def test_overlapping_windows_train_only_folds_they_do_not_leak_into(tmp_path, mo
     starts = data.train["start"].to_numpy()
     for k in range(3):
         with pytest.raises(StopIteration):
-            seq.fit_fold(cfg, inputs, data.folds, k, 0, tmp_path)
+            seq.MODEL.fit_fold(cfg, inputs, data.folds, k, 0, tmp_path)
         x_tr, y_tr = seen[f"fold{k}.weights.h5"]
         n_own = int((data.folds != k).sum())
         assert len(x_tr) == len(y_tr) and np.array_equal(y_tr[:n_own], inputs.y["ttf"][data.folds != k])
@@ -457,7 +459,7 @@ def test_bad_model_settings_are_one_line_exit_2(tmp_path, capsys):
 
     feat = write_feature_dir(tmp_path / "features")
     for setting, message in [
-        ('blend.models=["lgbm","xgb"]', "blend.models: unknown model 'xgb' (known: lgbm, nn, seq)"),
+        ('blend.models=["lgbm","xgb"]', "blend.models: unknown model 'xgb' (known: lgbm, nn, seq, svr)"),
         ("seq.arch=transformer", "seq.arch must be one of conv_gru, causal_lstm"),
         ("features.seq_window=7", "features.seq_window must divide the segment's 150000 rows"),
         ("blend.weights=magic", "blend.weights must be one of equal, fitted"),
@@ -502,7 +504,7 @@ def test_keep_runs_when_every_draw_is_rejected():
 
 def _mixed(y: np.ndarray, folds: np.ndarray, share: float) -> np.ndarray:
     """Predictions with exactly ``share`` x the OOF MAE of predicting each training fold's mean."""
-    const = models.fold_baseline(y, folds, np.mean)
+    const = trainset.fold_baseline(y, folds, np.mean)
     return (1 - share) * y + share * const
 
 
@@ -511,7 +513,7 @@ def test_reject_rule_rejects_what_failed_to_learn_relative_to_lightgbm():
     y = rng.uniform(0, 14, 600)
     folds = rng.integers(0, 3, 600)
     cfg = load_config("recipe")
-    constant = mae(y, models.fold_baseline(y, folds, np.mean))
+    constant = mae(y, trainset.fold_baseline(y, folds, np.mean))
     lgbm = _mixed(y, folds, 0.8)  # LightGBM at 0.8 x the constant: hard data
     bound, relative_to = cv.reject_bound(cfg.nn.reject_ratio, y, folds, lgbm)
     assert relative_to == "lgbm" and bound == pytest.approx(1.1 * 0.8 * constant)
@@ -519,7 +521,7 @@ def test_reject_rule_rejects_what_failed_to_learn_relative_to_lightgbm():
     assert cv.reject_reason(y, _mixed(y, folds, 0.9), folds, bound).startswith("OOF MAE")  # 1.125 x LightGBM
     # dead ReLU output (zeros), and a network that collapsed to its fold's mean: constant in a fold
     assert cv.reject_reason(y, np.zeros_like(y), folds, 100.0).startswith("constant predictions")
-    assert cv.reject_reason(y, models.fold_baseline(y, folds, np.mean), folds, 100.0).startswith("constant predictions")
+    assert cv.reject_reason(y, trainset.fold_baseline(y, folds, np.mean), folds, 100.0).startswith("constant predictions")
     dead_fold = np.where(folds == 1, 7.0, y)  # perfect elsewhere, dead in one fold
     assert cv.reject_reason(y, dead_fold, folds, 100.0).startswith("constant predictions")
     assert cv.reject_reason(y, np.full_like(y, np.nan), folds, 100.0) == "non-finite predictions"
@@ -555,12 +557,12 @@ def test_train_rejects_bad_runs_and_averages_accepted_ones(feat_dir, tmp_path, m
     assert runs["runs"][0]["rejected_because"].startswith("OOF MAE") and runs["runs"][1]["rejected_because"] is None
     oof = pd.read_parquet(run / "oof.parquet")
     assert runs["reject_ratio"] == cfg.nn.reject_ratio == 1.5  # the fast preset's
-    assert runs["reject_relative_to"] == summary["nn_reject_relative_to"] == "lgbm"
+    assert runs["reject_relative_to"] == summary["model"]["nn"]["reject_relative_to"] == "lgbm"
     assert runs["reject_bound"] == pytest.approx(1.5 * mae(oof["target"], oof["lgbm"]))  # LightGBM on the same folds
     test = pd.read_parquet(run / "test.parquet")
     assert np.allclose(test["nn"], 11.5)  # mean of the accepted draws' test predictions (= their seeds)
-    assert summary["nn_seeds"] == [11, 12] and summary["nn_draws"] == 3 and summary["nn_accepted"] == 2
-    assert summary["nn_fallback"] is None
+    assert summary["model"]["nn"]["seeds"] == [11, 12] and summary["model"]["nn"]["draws"] == 3 and summary["model"]["nn"]["accepted"] == 2
+    assert summary["model"]["nn"]["fallback"] is None
 
 
 def test_every_draw_rejected_still_ends_with_a_submission(feat_dir, tmp_path, no_tf, capsys):
@@ -577,10 +579,15 @@ def test_every_draw_rejected_still_ends_with_a_submission(feat_dir, tmp_path, no
     err = capsys.readouterr().err
     assert "nn: all 3 draws rejected" in err and "nn.on_reject=drop: the blend is lgbm" in err
     summary = json.loads((run / "summary.json").read_text())
-    assert (summary["nn_fallback"], summary["nn_accepted"], summary["nn_draws"], summary["nn_runs"]) == ("drop", 0, 3, 2)
+    assert (
+        summary["model"]["nn"]["fallback"],
+        summary["model"]["nn"]["accepted"],
+        summary["model"]["nn"]["draws"],
+        summary["model"]["nn"]["runs"],
+    ) == ("drop", 0, 3, 2)
     runs = json.loads((run / "nn" / "runs.json").read_text())
     assert runs["fallback"] == "drop" and not any(r["accepted"] for r in runs["runs"]) and sum(r["kept"] for r in runs["runs"]) == 2
-    assert len(summary["nn_seeds"]) == 2  # the best two draws stay in the nn column, for inspection
+    assert len(summary["model"]["nn"]["seeds"]) == 2  # the best two draws stay in the nn column, for inspection
 
     assert main(["submit", "--run", str(run), "--data", str(data_dir), "--out", str(subs), *flags]) == 0
     out = capsys.readouterr().out
@@ -601,7 +608,11 @@ def test_on_reject_best_blends_the_best_draws(feat_dir, tmp_path, no_tf):
     summary = models.train(cfg, feat_dir, tmp_path / "run", device="cpu")
     runs = json.loads((tmp_path / "run" / "nn" / "runs.json").read_text())["runs"]
     best = min(runs, key=lambda r: r["oof_mae"])
-    assert summary["nn_fallback"] == "best" and summary["nn_seeds"] == [best["seed"]] and [r["kept"] for r in runs].count(True) == 1
+    assert (
+        summary["model"]["nn"]["fallback"] == "best"
+        and summary["model"]["nn"]["seeds"] == [best["seed"]]
+        and [r["kept"] for r in runs].count(True) == 1
+    )
     assert np.allclose(pd.read_parquet(tmp_path / "run" / "test.parquet")["nn"], best["seed"])
 
 
@@ -625,7 +636,7 @@ def test_strict_is_a_one_line_error_exit_2(feat_dir, tmp_path, no_tf, capsys):
     # without --strict, the first run folder finishes from its saved draws
     no_tf.clear()
     assert main([a for a in args if a != "--strict"]) == 0
-    assert no_tf == [] and json.loads((run / "summary.json").read_text())["nn_fallback"] == "drop"
+    assert no_tf == [] and json.loads((run / "summary.json").read_text())["model"]["nn"]["fallback"] == "drop"
 
 
 def test_tiny_run_records_batch_and_best_epochs(tiny_run):
@@ -645,14 +656,14 @@ def test_tiny_run_records_batch_and_best_epochs(tiny_run):
 
 def test_train_fills_the_run_folder_and_shares_folds(feat_dir, tmp_path, no_tf, monkeypatch):
     lgbm_folds: list[np.ndarray] = []
-    real_fit = lgbm.fit_fold
+    real_fit = lgbm.MODEL.fit_fold
 
     def spy(cfg, inputs, folds, k, *a, **kw):
         if k == 0:
             lgbm_folds.append(folds.copy())
         return real_fit(cfg, inputs, folds, k, *a, **kw)
 
-    monkeypatch.setattr(lgbm, "fit_fold", spy)
+    monkeypatch.setattr(lgbm.MODEL, "fit_fold", spy)
     cfg = load_config("fast", None, QUICK_LGBM + ["lgbm.seeds=[0, 1]", "nn.runs=2"])
     run = tmp_path / "run"
     summary = models.train(cfg, feat_dir, run, device="cpu")

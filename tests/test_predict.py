@@ -15,11 +15,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from labquake import blend, data, models, predict
+from labquake import data, metric, models, predict
 from labquake.cli import main
 from labquake.config import SEGMENT_ROWS, load_config
 from labquake.features import FEATURE_NAMES
 from labquake.features import stage as feature_stage
+from labquake.models.folder import RunFolder
 from labquake.util import LabquakeError
 
 CFG = load_config("fast")
@@ -41,10 +42,11 @@ def fake_models(monkeypatch):
 
 
 def make_run(folder: Path, cfg=CFG, weights=WEIGHTS, finished: bool = True) -> Path:
+    run = RunFolder(folder)
     folder.mkdir(parents=True)
-    (folder / "config.json").write_text(json.dumps({"config": cfg.to_dict()}))
+    run.claim(cfg, "k1")
     if finished:
-        (folder / "summary.json").write_text(json.dumps({"blend_weights": weights, "models": list(weights)}))
+        run.write_summary({"blend_weights": weights, "models": list(weights), "model": {}})
     return folder
 
 
@@ -99,8 +101,8 @@ def test_predict_rows_truth_models_blend_and_mae(fake_models, recording, tmp_pat
     feats, seqs = feature_stage.compute_windows(CFG, data.mapped_file(rec.signal), np.array([0, 100_000, 200_000]), tmp_path / "p", "w", jobs=1)
     expected = stand_in(CFG, run, pd.DataFrame(feats, columns=FEATURE_NAMES), seqs)
     for name in ("lgbm", "nn"):
-        np.testing.assert_allclose(table[name], blend.clip(expected[name], CFG.blend.clip_min), rtol=1e-9)
-    np.testing.assert_allclose(table["blend"], blend.weighted_geomean(expected, WEIGHTS, CFG.blend.clip_min), rtol=1e-9)
+        np.testing.assert_allclose(table[name], metric.clip(expected[name], CFG.blend.clip_min), rtol=1e-9)
+    np.testing.assert_allclose(table["blend"], metric.weighted_geomean(expected, WEIGHTS, CFG.blend.clip_min), rtol=1e-9)
 
     # MAE: recorded, printed, and what predictions.csv gives
     saved = json.loads((out / "predict.json").read_text())
@@ -181,7 +183,7 @@ def test_bad_input_one_line_exit_2_outputs_untouched(fake_models, recording, tmp
         "not found": ("--run", str(run), "--recording", str(tmp_path / "missing.csv")),
         "line 5: time_to_failure 'abc' is not a number": ("--run", str(run), "--recording", str(garbled)),
         "other feature settings (features.n_mfcc: 13 in the run, 20 here)": ("--run", str(other_features), "--recording", str(recording)),
-        "not a finished run": ("--run", str(unfinished), "--recording", str(recording)),
+        "no finished training run": ("--run", str(unfinished), "--recording", str(recording)),
         "run folder not found": ("--run", str(tmp_path / "nowhere"), "--recording", str(recording)),
         "unknown recording format": ("--run", str(run), "--recording", str(run / "config.json")),
     }
@@ -204,7 +206,7 @@ def test_real_run(tiny_raw, tiny_run, tmp_path, capsys):
     assert np.array_equal(table["time_to_failure"].to_numpy(), truth[table["end_row"] - 1])
     weights = json.loads((tiny_run / "summary.json").read_text())["blend_weights"]
     assert [c for c in table.columns if c not in ("start_row", "end_row", "time_to_failure")] == [*cfg.blend.models, "blend"]
-    np.testing.assert_allclose(table["blend"], blend.weighted_geomean({m: table[m] for m in weights}, weights, cfg.blend.clip_min), rtol=1e-9)
+    np.testing.assert_allclose(table["blend"], metric.weighted_geomean({m: table[m] for m in weights}, weights, cfg.blend.clip_min), rtol=1e-9)
     for name in [*cfg.blend.models, "blend"]:
         assert record["mae"][name] == pytest.approx(np.mean(np.abs(table[name] - table["time_to_failure"])), rel=1e-9)
     assert "blend" in capsys.readouterr().out

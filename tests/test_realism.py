@@ -19,7 +19,7 @@ from scipy.signal import welch
 
 from labquake import synth
 from labquake.config import SEGMENT_ROWS
-from labquake.drift import adversarial_auc
+from labquake.stats import adversarial_auc
 
 W = SEGMENT_ROWS
 UNITS = synth.UNITS_PER_S

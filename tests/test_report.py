@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from labquake import blend, models, report
+from labquake import blend, metric, models, report
 from labquake.config import load_config
 from labquake.util import LabquakeError
 
@@ -50,7 +50,7 @@ def with_seq(run: Path, weights: dict[str, float]) -> Path:
     summary = json.loads((run / "summary.json").read_text())
     summary.update({k.replace("nn_", "seq_", 1): v for k, v in summary.items() if k.startswith("nn_")})
     oof = pd.read_parquet(run / "oof.parquet")
-    summary["oof_mae"]["seq"] = blend.mae(oof["target"], oof["seq"])
+    summary["oof_mae"]["seq"] = metric.mae(oof["target"], oof["seq"])
     summary["models"], summary["blend_weights"] = ["lgbm", "nn", "seq"], weights
     (run / "summary.json").write_text(json.dumps(summary))
     config = json.loads((run / "config.json").read_text())
@@ -148,7 +148,7 @@ def test_report_flags_a_dropped_network(tiny_features, tmp_path, monkeypatch):
     cfg = load_config("fast", None, ["lgbm.seeds=[0]", "nn.runs=1", "nn.max_redraws=1"])
     run = tmp_path / "run"
     summary = models.train(cfg, tiny_features, run, device="cpu")
-    assert summary["nn_fallback"] == "drop"
+    assert summary["model"]["nn"]["fallback"] == "drop"
     md = report.build_report(run).read_text()
     flag = [line for line in md.splitlines() if line.startswith("> **Warning:**")]
     assert len(flag) == 1 and "nn: all 2 draws rejected" in flag[0] and "the blend is lgbm" in flag[0]

@@ -1,6 +1,6 @@
 """The blend and the submission files (docs/recipe.md, Blend and submission).
 
-Maths first (pure functions: ``clip``, ``geomean``, ``mae``, ``predictions``), then file I/O:
+The maths are in ``labquake.metric``; here is the file I/O:
 ``submit`` turns a finished run folder into submission files (the blend, then one per model of
 blend.models) and RUN/blend.json; ``score_files`` scores one submission against a truth file. The
 blend is the geometric mean of the models, weighted as training recorded (summary.json's
@@ -21,89 +21,16 @@ import pandas as pd
 
 from labquake import data
 from labquake.config import SUBMISSION_COLUMNS, Config
-from labquake.util import LabquakeError, Timer, atomic_path, log, read_json, read_table, stage_record, write_json
+from labquake.metric import BLEND, mae, predictions
+from labquake.models.folder import RunFolder, rejection_notes
+from labquake.models.registry import label
+from labquake.util import LabquakeError, Timer, atomic_path, log, read_table, stage_record, write_json
 
-BLEND = "geomean"  # the blend's name in files and tables: submission_geomean.csv is the file to upload
 TRAIN_HINT = " (run `labquake train` first)"
 
 
 def submission_file(name: str) -> str:
     return f"submission_{name}.csv"
-
-
-# ---------------------------------------------------------------------------------------------
-# Maths
-
-
-def clip(pred: Any, clip_min: float) -> np.ndarray:
-    """Predictions clipped below at ``clip_min`` (never above)."""
-    return np.maximum(np.asarray(pred, dtype=np.float64), clip_min)
-
-
-def geomean(lgbm: Any, nn: Any, clip_min: float) -> np.ndarray:
-    """The recipe's blend: ``sqrt(clip(lgbm) * clip(nn))``."""
-    return np.sqrt(clip(lgbm, clip_min) * clip(nn, clip_min))
-
-
-def weighted_geomean(preds: dict[str, Any], weights: dict[str, float], clip_min: float) -> np.ndarray:
-    """``prod(clip(p_m) ** w_m)`` over the weighted models (weights sum to 1); equal weights of two
-    models give the recipe's ``sqrt(lgbm * nn)``, which it computes that way, bit for bit."""
-    names = list(weights)
-    if len(names) == 2 and weights[names[0]] == weights[names[1]]:
-        return geomean(preds[names[0]], preds[names[1]], clip_min)
-    if len(names) == 1:
-        return clip(preds[names[0]], clip_min)
-    logs = sum(w * np.log(clip(preds[m], clip_min)) for m, w in weights.items())
-    return np.exp(logs)
-
-
-def fit_weights(preds: dict[str, Any], y: Any, clip_min: float) -> dict[str, float]:
-    """Weights (>= 0, summing to 1) of the weighted geometric mean with the least MAE on ``preds``
-    (out-of-fold predictions): Nelder-Mead on a softmax, from equal weights (deterministic)."""
-    from scipy.optimize import minimize
-
-    names = list(preds)
-    logs = np.stack([np.log(clip(preds[m], clip_min)) for m in names])
-    y = np.asarray(y, np.float64)
-
-    def weights(z: np.ndarray) -> np.ndarray:
-        e = np.exp(z - z.max())
-        return e / e.sum()
-
-    def loss(z: np.ndarray) -> float:
-        return float(np.mean(np.abs(y - np.exp(weights(z) @ logs))))
-
-    best = minimize(loss, np.zeros(len(names)), method="Nelder-Mead", options={"xatol": 1e-4, "fatol": 1e-7, "maxiter": 2000})
-    w = weights(best.x) if best.fun <= loss(np.zeros(len(names))) else np.full(len(names), 1 / len(names))
-    return {m: float(v) for m, v in zip(names, w)}
-
-
-def mae(y: Any, pred: Any) -> float:
-    return float(np.mean(np.abs(np.asarray(y, dtype=np.float64) - np.asarray(pred, dtype=np.float64))))
-
-
-def predictions(preds: dict[str, Any], weights: dict[str, float], clip_min: float) -> dict[str, np.ndarray]:
-    """What is submitted: the blend (BLEND) of the weighted models, then each model clipped the same way."""
-    return {BLEND: weighted_geomean(preds, weights, clip_min), **{m: clip(p, clip_min) for m, p in preds.items()}}
-
-
-def network_note(summary: dict[str, Any], name: str = "nn") -> str | None:
-    """One line on how a network's rejected draws changed the blend (summary.json), or None."""
-    drawn, accepted, runs = summary.get(f"{name}_draws"), summary.get(f"{name}_accepted"), summary.get(f"{name}_runs")
-    kept = len(summary.get(f"{name}_seeds") or [])
-    fallback = summary.get(f"{name}_fallback")
-    others = "+".join(m for m in summary.get("models", ["lgbm", "nn"]) if m != name) or "nothing"
-    if fallback == "drop":
-        return f"{name}: all {drawn} draws rejected ({name}/runs.json says why); {name}.on_reject=drop: the blend is {others}, the {name} column holds the best {kept} for inspection"
-    if fallback == "best":
-        return f"{name}: all {drawn} draws rejected ({name}/runs.json says why); {name}.on_reject=best: the blend uses the best {kept} anyway"
-    if isinstance(accepted, int) and isinstance(runs, int) and accepted < runs:
-        return f"{name}: only {accepted} of {runs} runs accepted after {drawn} draws; the blend uses those ({name}.max_redraws allows more draws)"
-    return None
-
-
-def network_notes(summary: dict[str, Any]) -> list[str]:
-    return [n for n in (network_note(summary, m) for m in summary.get("models", ["lgbm", "nn"])) if n]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,21 +103,19 @@ def _table(rows: list[tuple[str, float | None, float | None]], with_test: bool) 
 def submit(cfg: Config, run_dir: Path, data_dir: Path, out_dir: Path) -> dict[str, Any]:
     """Blend a finished run; write the submission files (the blend, then one per model) and RUN/blend.json; print the scores."""
     timer = Timer()
-    run_dir, data_dir, out_dir = Path(run_dir), Path(data_dir), Path(out_dir)
-    if not (run_dir / "summary.json").is_file():
-        raise LabquakeError(f"{run_dir}: no finished training run (no summary.json); run `labquake train` first")
-    summary = read_json(run_dir / "summary.json")
-    made = read_json(run_dir / "config.json").get("train_key")
-    if made != cfg.train_key():
-        raise LabquakeError(f"{run_dir}: trained with another configuration than this one (--preset/--config/--set must match `labquake train`)")
+    run, data_dir, out_dir = RunFolder(run_dir), Path(data_dir), Path(out_dir)
+    run_dir = run.path
+    run.require_finished()
+    summary = run.summary()
+    run.check_trained_with(cfg)
     clip_min = cfg.blend.clip_min
     names = list(summary.get("models") or cfg.blend.models)
     weights = summary.get("blend_weights") or {m: 1 / len(names) for m in names}
     with timer.step("read"):
-        oof = read_table(run_dir / "oof.parquet", ("target", *names), TRAIN_HINT)
-        test = read_table(run_dir / "test.parquet", ("seg_id", *names), TRAIN_HINT).set_index("seg_id")
+        oof = read_table(run.oof_path, ("target", *names), TRAIN_HINT)
+        test = read_table(run.test_path, ("seg_id", *names), TRAIN_HINT).set_index("seg_id")
         ids = pd.Series(data.read_sample_ids(data_dir / "sample_submission.csv"))  # the rows, in order
-        test = _aligned(ids, test, run_dir / "test.parquet", "sample_submission.csv")
+        test = _aligned(ids, test, run.test_path, "sample_submission.csv")
     oof_pred = predictions({m: oof[m] for m in names}, weights, clip_min)
     test_pred = predictions({m: test[m] for m in names}, weights, clip_min)
     files = {name: str(out_dir / submission_file(name)) for name in test_pred}
@@ -207,10 +132,9 @@ def submit(cfg: Config, run_dir: Path, data_dir: Path, out_dir: Path) -> dict[st
         # what predicting the median of the training targets scores on the same segments
         test_mae["median_baseline"] = mae(truth["time_to_failure"], np.full(len(truth), np.median(oof["target"])))
     used = "+".join(weights)
-    labels = {BLEND: f"blend ({used})", "lgbm": "LightGBM", "nn": "network", "seq": "sequence network"}
-    rows = [(labels.get(n, n), oof_mae[n], test_mae[n] if test_mae else None) for n in test_pred]
+    rows = [(f"blend ({used})" if n == BLEND else label(n), oof_mae[n], test_mae[n] if test_mae else None) for n in test_pred]
     rows.append(("median baseline", summary.get("baseline_median_mae"), test_mae["median_baseline"] if test_mae else None))
-    for note in network_notes(summary):
+    for note in rejection_notes(summary):
         print(f"warning: {note}")
     print(_table(rows, test_mae is not None))
     if len(weights) > 1 and len(set(weights.values())) > 1:
@@ -224,14 +148,14 @@ def submit(cfg: Config, run_dir: Path, data_dir: Path, out_dir: Path) -> dict[st
         models=names,
         weights=weights,
         blend=used,
-        fallbacks={m: summary.get(f"{m}_fallback") for m in names if f"{m}_fallback" in summary},
+        fallbacks={m: f["fallback"] for m, f in summary["model"].items() if "fallback" in f},
         oof_mae=oof_mae,
         test_mae=test_mae,
         truth=str(truth_path) if test_mae else None,
         baseline_median_mae=summary.get("baseline_median_mae"),
         submissions=files,
     )
-    write_json(run_dir / "blend.json", record)
+    write_json(run.record_path("blend"), record)
     log.info(f"submit: wrote {', '.join(files.values())} (upload {files[BLEND]})")
     return record
 

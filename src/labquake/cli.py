@@ -16,7 +16,7 @@ from pathlib import Path
 
 from labquake import __version__
 from labquake.cluster import SCHEDULER_ENV, scheduler_address
-from labquake.config import PRESETS, Config, load_config, run_dir
+from labquake.config import PRESETS, Config, load_config
 from labquake.util import LabquakeError, log, setup_logging
 
 DEFAULTS = Config().paths  # for the help texts; the loaded configuration's paths are used
@@ -32,7 +32,9 @@ def _path(given: str | None, default: str) -> Path:
 
 
 def _run(args: argparse.Namespace, cfg: Config) -> Path:
-    return Path(args.run) if args.run else run_dir(cfg)
+    from labquake.models.folder import default_run_dir
+
+    return Path(args.run) if args.run else default_run_dir(cfg)
 
 
 def cmd_synth(args: argparse.Namespace) -> None:

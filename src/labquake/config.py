@@ -14,19 +14,26 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, Literal, get_type_hints
 
+from labquake.features.table import read_by
 from labquake.util import LabquakeError, json_key
 
 SEGMENT_ROWS = 150_000
 SUBMISSION_COLUMNS = ("seg_id", "time_to_failure")  # sample_submission.csv and every submission file
 REAL_TRAIN_ROWS = 629_145_480  # the size of Kaggle's train.csv: how real data is recognised
-TRAIN_SECTIONS = ("data", "cv", "lgbm", "nn", "seq")  # the configuration a training run depends on
-RUN_SECTIONS = (*TRAIN_SECTIONS, "features")  # ... and its features: what names a default run folder
-ON_REJECT = ("drop", "best", "error")  # values of nn.on_reject
-CV_SCHEMES = ("kfold", "cycles")  # values of cv.scheme
-SEQ_ARCHS = ("conv_gru", "causal_lstm")  # values of seq.arch
-BLEND_WEIGHTS = ("equal", "fitted")  # values of blend.weights
+OnReject = Literal["drop", "best", "error"]  # values of NAME.on_reject for the networks
+CVScheme = Literal["kfold", "cycles"]
+SeqArch = Literal["conv_gru", "causal_lstm"]
+BlendWeights = Literal["equal", "fitted"]
+
+
+def check_choices(settings: Any, section: str) -> None:
+    """Every ``Literal`` field of a section holds one of its values: one check, one wording."""
+    for name, hint in get_type_hints(type(settings)).items():
+        if typing.get_origin(hint) is Literal and getattr(settings, name) not in typing.get_args(hint):
+            choices = ", ".join(typing.get_args(hint))
+            raise LabquakeError(f"config: {section}.{name} must be one of {choices}, got {getattr(settings, name)!r}")
 
 
 @dataclass(frozen=True)
@@ -100,14 +107,13 @@ class CVConfig:
     # different folds, so out-of-fold scores are optimistic). "cycles": folds of whole cycles
     # (GroupKFold), so no cycle is in two folds; n_splits equal to the number of cycles is
     # leave-one-cycle-out, more is an error.
-    scheme: str = "kfold"
+    scheme: CVScheme = "kfold"
     n_splits: int = 3
     shuffle: bool = True
     seed: int = 1337
 
     def __post_init__(self) -> None:
-        if self.scheme not in CV_SCHEMES:
-            raise LabquakeError(f"config: cv.scheme must be one of {', '.join(CV_SCHEMES)}, got {self.scheme!r}")
+        check_choices(self, "cv")
         if self.n_splits < 2:
             raise LabquakeError(f"config: cv.n_splits must be >= 2, got {self.n_splits}")
 
@@ -133,24 +139,14 @@ class LGBMConfig:
     early_stopping_rounds: int = 1000
     seeds: tuple[int, ...] = tuple(range(10))
     device_type: str = "cpu"  # "gpu" is LightGBM's OpenCL path
-
-
-def check_draws(section: str, c: Any) -> None:
-    """The settings every network's draws share (NNConfig, SeqConfig): one check, one wording."""
-    if c.on_reject not in ON_REJECT:
-        raise LabquakeError(f"config: {section}.on_reject must be one of {', '.join(ON_REJECT)}, got {c.on_reject!r}")
-    if c.min_steps_per_epoch < 0:
-        raise LabquakeError(f"config: {section}.min_steps_per_epoch must be >= 0, got {c.min_steps_per_epoch}")
-    if c.runs < 1 or c.max_redraws < 0:
-        raise LabquakeError(f"config: {section}.runs must be >= 1 and {section}.max_redraws >= 0, got {c.runs} and {c.max_redraws}")
+    features: tuple[str, ...] = read_by("lgbm")  # the columns it reads: the recipe's six by default
 
 
 @dataclass(frozen=True)
-class NNConfig:
-    lstm_units: int = 128
-    conv_filters: tuple[int, ...] = (128, 84, 64)
-    conv_kernel: int = 2
-    dense_units: tuple[int, ...] = (64, 32)
+class DrawConfig:
+    """What every network's draws share (NNConfig, SeqConfig): the recipe's loss, callbacks, batch
+    rule and bad-draw rejection. Each network states its own defaults where they differ."""
+
     loss_weights: tuple[float, float, float] = (8.0, 1.0, 1.0)  # ttf, tsf, binary
     learning_rate: float = 0.008
     batch_size: int = 256
@@ -171,27 +167,39 @@ class NNConfig:
     # LightGBM scored about 1.83 on the real data, so 1.1 gives the recipe's bound of 2.0.
     reject_ratio: float = 1.1
     max_redraws: int = 8
-    # When every draw is rejected. "drop": the blend is LightGBM alone (a network that fails the
-    # bound drags the geometric mean towards its errors; the best draws stay in the nn column, for
+    # When every draw is rejected. "drop": the blend leaves the network out (a network that fails the
+    # bound drags the geometric mean towards its errors; the best draws stay in its column, for
     # inspection). "best": blend the best `runs` draws anyway. "error": stop (`train --strict`).
-    on_reject: str = "drop"
+    on_reject: OnReject = "drop"
     seed: int = 0
 
     def __post_init__(self) -> None:
-        check_draws("nn", self)
+        section = self.SECTION  # type: ignore[attr-defined]
+        check_choices(self, section)
+        if self.min_steps_per_epoch < 0:
+            raise LabquakeError(f"config: {section}.min_steps_per_epoch must be >= 0, got {self.min_steps_per_epoch}")
+        if self.runs < 1 or self.max_redraws < 0:
+            raise LabquakeError(f"config: {section}.runs must be >= 1 and {section}.max_redraws >= 0, got {self.runs} and {self.max_redraws}")
 
 
 @dataclass(frozen=True)
-class SeqConfig:
-    """The sequence network (models/seq.py): the segment's time steps in, the recipe's three heads out.
+class NNConfig(DrawConfig):
+    SECTION = "nn"
+    lstm_units: int = 128
+    conv_filters: tuple[int, ...] = (128, 84, 64)
+    conv_kernel: int = 2
+    dense_units: tuple[int, ...] = (64, 32)
+    features: tuple[str, ...] = read_by("nn")  # the columns it reads: the recipe's 21 by default
 
-    Training follows the recipe's network (NNConfig): the same loss weights, callbacks, seeding,
-    batch rule and bad-draw rejection, with its own values.
-    """
 
+@dataclass(frozen=True)
+class SeqConfig(DrawConfig):
+    """The sequence network (models/seq.py): the segment's time steps in, the recipe's three heads out."""
+
+    SECTION = "seq"
     # "conv_gru": Conv1D + MaxPooling1D blocks that shorten the sequence, then a GRU.
     # "causal_lstm": a causal Conv1D, then stacked LSTMs.
-    arch: str = "conv_gru"
+    arch: SeqArch = "conv_gru"
     conv_filters: tuple[int, ...] = (32, 64)
     conv_kernel: int = 5
     pool: int = 2
@@ -199,25 +207,28 @@ class SeqConfig:
     lstm_units: tuple[int, ...] = (64, 32)  # causal_lstm's stacked LSTMs
     dense_units: tuple[int, ...] = (32,)
     dropout: float = 0.1
-    loss_weights: tuple[float, float, float] = (8.0, 1.0, 1.0)  # ttf, tsf, binary: the recipe's
     learning_rate: float = 0.003
     batch_size: int = 64
     epochs: int = 300
-    patience: int = 20
-    lr_patience: int = 5
-    lr_factor: float = 0.5
-    min_delta: float = 1e-4
-    min_steps_per_epoch: int = 6
     runs: int = 3
-    reject_ratio: float = 1.1
     max_redraws: int = 3
-    on_reject: str = "drop"
-    seed: int = 0
+
+
+@dataclass(frozen=True)
+class SVRConfig:
+    """scikit-learn's SVR on the network's features, min-max scaled on each training fold
+    (models/svr.py). The recipe team's full blend had one; its settings were not published, so
+    these are scikit-learn's defaults."""
+
+    kernel: Literal["rbf", "linear", "poly", "sigmoid"] = "rbf"
+    C: float = 1.0
+    epsilon: float = 0.1
+    gamma: str | float = "scale"
+    features: tuple[str, ...] = read_by("nn")
+    seeds: tuple[int, ...] = (0,)  # an SVR fit is deterministic: one draw
 
     def __post_init__(self) -> None:
-        if self.arch not in SEQ_ARCHS:
-            raise LabquakeError(f"config: seq.arch must be one of {', '.join(SEQ_ARCHS)}, got {self.arch!r}")
-        check_draws("seq", self)
+        check_choices(self, "svr")
 
 
 @dataclass(frozen=True)
@@ -227,13 +238,12 @@ class BlendConfig:
     models: tuple[str, ...] = ("lgbm", "nn")
     # "equal": the geometric mean, sqrt(lgbm * nn) for the recipe. "fitted": a weighted geometric
     # mean, weights >= 0 summing to 1 fitted on the out-of-fold predictions (blend.json records them).
-    weights: str = "equal"
+    weights: BlendWeights = "equal"
 
     def __post_init__(self) -> None:
         if not self.models or len(set(self.models)) != len(self.models):
             raise LabquakeError(f"config: blend.models must name at least one model, each once, got {list(self.models)}")
-        if self.weights not in BLEND_WEIGHTS:
-            raise LabquakeError(f"config: blend.weights must be one of {', '.join(BLEND_WEIGHTS)}, got {self.weights!r}")
+        check_choices(self, "blend")
 
 
 @dataclass(frozen=True)
@@ -246,6 +256,7 @@ class Config:
     lgbm: LGBMConfig = field(default_factory=LGBMConfig)
     nn: NNConfig = field(default_factory=NNConfig)
     seq: SeqConfig = field(default_factory=SeqConfig)
+    svr: SVRConfig = field(default_factory=SVRConfig)
     blend: BlendConfig = field(default_factory=BlendConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -254,13 +265,6 @@ class Config:
     def section_hash(self, *sections: str) -> str:
         """A short stable hash of some sections: the cache key of the outputs that depend on them."""
         return json_key({s: dataclasses.asdict(getattr(self, s)) for s in sections})
-
-    def train_key(self) -> str:
-        """The key of a training run's configuration: its sections, and the feature selection if set."""
-        key = self.section_hash(*TRAIN_SECTIONS)
-        if self.blend.models != BlendConfig().models:  # the models trained (the recipe's pair keeps its key)
-            key = json_key({"train": key, "models": list(self.blend.models)})
-        return key if self.features.ks_min_p is None else json_key({"train": key, "ks_min_p": self.features.ks_min_p})
 
 
 # Presets are overrides of the recipe, stated as the same dotted keys a user would pass.
@@ -300,6 +304,8 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             value = [v.strip().strip("\"'") for v in value[1:-1].split(",") if v.strip()]
         items = value if isinstance(value, (list, tuple)) else [value]
         return tuple(_coerce(v, args[0], key) for v in items)
+    if typing.get_origin(hint) is Literal:
+        return value  # checked against its choices by the section (check_choices)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if type(value) is not hint:
@@ -338,22 +344,6 @@ def flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[f"{prefix}{k}"] = v
     return flat
-
-
-def run_name(cfg: Config) -> str:
-    """The default run folder's name: the preset, or ``PRESET-KEY`` when the settings a run depends
-    on (RUN_SECTIONS) differ from the preset's, so that another configuration gets its own folder."""
-
-    def key(c: Config) -> str:
-        return json_key({"sections": c.section_hash(*RUN_SECTIONS), "train": c.train_key()})
-
-    base = load_config(cfg.preset) if cfg.preset in PRESETS else Config()
-    return cfg.preset if key(cfg) == key(base) else f"{cfg.preset}-{key(cfg)[:8]}"
-
-
-def run_dir(cfg: Config) -> Path:
-    """Where ``train``, ``submit`` and ``report`` find the run when no --run is given."""
-    return Path(cfg.paths.models) / run_name(cfg)
 
 
 def load_config(preset: str = "recipe", file: str | Path | None = None, sets: list[str] | None = None) -> Config:

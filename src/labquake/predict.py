@@ -25,7 +25,6 @@ output is written; the three outputs are renamed into place together, at the end
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ import pandas as pd
 
 from labquake import data
 from labquake.config import SEGMENT_ROWS, Config
-from labquake.util import LabquakeError, Timer, atomic_path, json_key, log, read_json, stage_record, write_json
+from labquake.util import LabquakeError, Timer, atomic_path, json_key, log, stage_record, write_json
 
 TRAIN_HINT = "run `labquake train` with this configuration"
 OUTPUTS = ("predictions.csv", "predictions.png", "predict.json")
@@ -53,27 +52,26 @@ def window_starts(n_rows: int, step: int, rows: int = SEGMENT_ROWS) -> np.ndarra
 
 def check_run(cfg: Config, run_dir: Path) -> dict[str, float]:
     """A finished run made with this configuration's feature settings: its blend weights {model: weight}."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise LabquakeError(f"{run_dir}: run folder not found; {TRAIN_HINT}, or pass --run")
-    if not (run_dir / "summary.json").is_file():
-        raise LabquakeError(f"{run_dir}: not a finished run (no summary.json); {TRAIN_HINT} (it resumes where it stopped)")
-    run_cfg = read_json(run_dir / "config.json")
-    run_features = run_cfg.get("config", {}).get("features") if isinstance(run_cfg, dict) else None
+    from labquake.features.folder import changed_settings
+    from labquake.models.folder import RunFolder
+
+    run = RunFolder(run_dir)
+    run.require_finished(f"{TRAIN_HINT} (it resumes where it stopped)")
+    run_features = run.config().get("config", {}).get("features")
     if not isinstance(run_features, dict):
-        raise LabquakeError(f"{run_dir / 'config.json'}: no config.features: not a run folder of this labquake")
-    ours = json.loads(json.dumps(cfg.features.table_settings()))
-    differ = [f"features.{k}: {run_features.get(k)!r} in the run, {v!r} here" for k, v in ours.items() if run_features.get(k) != v]
+        raise LabquakeError(f"{run.config_path}: no config.features: not a run folder of this labquake")
+    differ = changed_settings(cfg, run_features)
     if differ:
         more = f" (and {len(differ) - 1} more)" if len(differ) > 1 else ""
-        raise LabquakeError(f"{run_dir}: made with other feature settings ({differ[0]}{more}); predict with the run's settings (--set, --config)")
-    summary = read_json(run_dir / "summary.json")
-    weights = summary.get("blend_weights") if isinstance(summary, dict) else None
+        key = differ[0].split(".", 1)[1]
+        first = f"{differ[0]}: {run_features.get(key)!r} in the run, {getattr(cfg.features, key)!r} here"
+        raise LabquakeError(f"{run.path}: made with other feature settings ({first}{more}); predict with the run's settings (--set, --config)")
+    weights = run.summary().get("blend_weights")
     if not isinstance(weights, dict) or not weights or not all(isinstance(w, (int, float)) for w in weights.values()):
-        raise LabquakeError(f"{run_dir / 'summary.json'}: no blend_weights (a run of an older labquake); {TRAIN_HINT} into a new folder")
+        raise LabquakeError(f"{run.summary_path}: no blend_weights (a run of an older labquake); {TRAIN_HINT} into a new folder")
     unknown = sorted(set(weights) - set(cfg.blend.models))
     if unknown:
-        raise LabquakeError(f"{run_dir}: its blend uses {', '.join(unknown)}, not in this configuration's blend.models {list(cfg.blend.models)}")
+        raise LabquakeError(f"{run.path}: its blend uses {', '.join(unknown)}, not in this configuration's blend.models {list(cfg.blend.models)}")
     return {str(m): float(w) for m, w in weights.items()}
 
 
@@ -139,7 +137,7 @@ def predict_recording(
 ) -> dict[str, Any]:
     """Predict every window of ``recording`` with the run ``run_dir``; write ``out_dir`` (see the module
     docstring). Returns the stage record (predict.json)."""
-    from labquake import blend, models
+    from labquake import metric, models
     from labquake.features import FEATURE_NAMES
     from labquake.features.stage import compute_windows
 
@@ -164,19 +162,19 @@ def predict_recording(
         if missing:
             raise LabquakeError(f"{run_dir}: no saved models of {', '.join(missing)}, which its blend uses")
         clip_min = cfg.blend.clip_min
-        blended = blend.weighted_geomean({m: preds[m] for m in weights}, weights, clip_min)
+        blended = metric.weighted_geomean({m: preds[m] for m in weights}, weights, clip_min)
 
     table = pd.DataFrame({"start_row": starts, "end_row": ends})
     if rec.ttf is not None:
         table["time_to_failure"] = data.read_at(rec.ttf, ends - 1)
     names = [m for m in cfg.blend.models if m in preds] + sorted(set(preds) - set(cfg.blend.models))
     for name in names:
-        table[name] = blend.clip(preds[name], clip_min)
+        table[name] = metric.clip(preds[name], clip_min)
     table["blend"] = np.asarray(blended, dtype=np.float64)
     scores = None
     if rec.ttf is not None:
         y = table["time_to_failure"].to_numpy()
-        scores = {name: blend.mae(y, table[name]) for name in [*names, "blend"]}
+        scores = {name: metric.mae(y, table[name]) for name in [*names, "blend"]}
 
     record = stage_record(
         "predict",

@@ -198,3 +198,29 @@ def progress(iterable: Iterable[Any], total: int | None = None, desc: str = "") 
         disable=log.level > logging.INFO,
         dynamic_ncols=True,
     )
+
+
+def write_csv(path: Path, table: Any) -> None:
+    """A pandas table as CSV, atomically (no index)."""
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
+
+
+def write_parquet(path: Path, table: Any) -> None:
+    """A pandas table as parquet, atomically (no index)."""
+    with atomic_path(path) as tmp:
+        table.to_parquet(tmp, index=False)
+
+
+def save_npz(path: Path, **arrays: Any) -> None:
+    import numpy as np
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
+
+
+def load_npz(path: Path) -> dict[str, Any]:
+    import numpy as np
+
+    with np.load(path) as npz:
+        return {k: npz[k] for k in npz.files}

@@ -18,35 +18,8 @@ import numpy as np
 
 from labquake.config import SEGMENT_ROWS, FeatureConfig
 from labquake.features import kernels
+from labquake.features.table import FEATURE_NAMES
 from labquake.util import LabquakeError
-
-# The output format: the recipe's names, in its order (docs/recipe.md).
-FEATURE_NAMES: list[str] = [
-    "NN_zero_crossings_denoise",
-    "NN_LGBM_percentile_roll20_std_50",
-    "NN_q95_roll20_std",
-    "NN_LGBM_mfcc_mean4",
-    "NN_lib_spectral_contrast0",
-    "NN_num_peaks_3_denoise",
-    "NN_mfcc_mean_denoise_simple2",
-    "NN_mfcc_mean5",
-    "NN_mfcc_mean2",
-    "NN_mfcc_mean_denoise_simple5",
-    "NN_absquant95",
-    "NN_median_roll50_std_denoise_simple",
-    "NN_mfcc_mean_denoise_simple1",
-    "NN_quant99",
-    "NN_lib_zero_cross_rate_denoise_simple",
-    "NN_fftr_max_denoise",
-    "NN_abssumgreater15",
-    "NN_LGBM_mfcc_mean18",
-    "NN_lib_spectral_contrast_denoise_simple2",
-    "NN_fftr_sum",
-    "NN_mfcc_mean_denoise_simple10",
-    "LGBM_num_peaks_2_denoise_simple",
-    "LGBM_autocorr5",
-    "LGBM_fftrhann20000_diff_rate",
-]
 
 # librosa's power_to_db defaults, which the recipe uses (docs/recipe.md: ref 1.0, amin 1e-10, top_db 80).
 DB_REF = 1.0

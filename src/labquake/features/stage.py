@@ -25,7 +25,9 @@ from typing import Any
 import numpy as np
 
 from labquake.config import SEGMENT_ROWS, Config, FeatureConfig
-from labquake.features.segment import FEATURE_NAMES, featurizer
+from labquake.features.folder import RECORD, SEQUENCES, TABLES, FeatureFolder
+from labquake.features.segment import featurizer
+from labquake.features.table import FEATURE_NAMES
 from labquake.util import LabquakeError, json_key, log, usable_cpus
 
 DEFAULT_CHUNK = 64  # segments per resumable chunk (env LABQUAKE_FEATURE_CHUNK overrides)
@@ -57,8 +59,6 @@ def tune_malloc() -> bool:
 
 
 FEATURES_VERSION = 3  # bump when a feature's computation changes: invalidates every cached table (3: tables include sequences)
-
-SEQ_FILES = {"train": "train_seq.npy", "test": "test_seq.npy", "train_extra": "train_seq_extra.npy"}
 
 
 def tables_key(cfg: Config, train_fingerprint: str, test_fingerprint: str) -> str:
@@ -265,39 +265,6 @@ def compute_windows(
         return _compute(cfg, n_jobs(jobs), parts, [(name, source, np.asarray(starts, np.int64), True)], len(starts), threads)[name]
 
 
-def load_sequences(features_dir: Path, which: str) -> np.ndarray:
-    """The sequences of a feature folder, memory-mapped: (n, steps, channels) float32, rows in table order.
-
-    ``which``: "train", "test" (the rows of train.parquet and test.parquet) or "train_extra" (the
-    extra windows of ``features.seq_overlap``, rows of train_seq_extra.parquet).
-    """
-    if which not in SEQ_FILES:
-        raise ValueError(f"load_sequences: which must be one of {sorted(SEQ_FILES)}, got {which!r}")
-    path = Path(features_dir) / SEQ_FILES[which]
-    if not path.is_file():
-        hint = " with --set features.seq_overlap=true" if which == "train_extra" else ""
-        raise LabquakeError(f"{path}: no sequences here: run `labquake features`{hint}")
-    try:
-        return np.load(path, mmap_mode="r")
-    except (OSError, ValueError) as exc:
-        raise LabquakeError(f"{path}: unreadable sequences ({exc}): run `labquake features`") from None
-
-
-def _up_to_date(out_dir: Path, key: str, seq_overlap: bool) -> bool:
-    from labquake.util import read_json
-
-    meta_path = out_dir / "features.json"
-    needed = ["train.parquet", "test.parquet", SEQ_FILES["train"], SEQ_FILES["test"]]
-    if seq_overlap:
-        needed += [SEQ_FILES["train_extra"], "train_seq_extra.parquet"]
-    if not (meta_path.is_file() and all((out_dir / name).is_file() for name in needed)):
-        return False
-    try:
-        return read_json(meta_path).get("key") == key
-    except LabquakeError:
-        return False  # a damaged record: rebuild
-
-
 def build_features(cfg: Config, data_dir: Path, out_dir: Path, interim: Path, jobs: int = 0, scheduler: str | None = None) -> dict[str, Any]:
     """Write the feature folder ``out_dir`` (see the module docstring); returns the stage record.
 
@@ -328,9 +295,9 @@ def _build(cfg: Config, data_dir: Path, out_dir: Path, interim: Path, jobs: int,
     rows = SEGMENT_ROWS
     overlap = cfg.features.seq_overlap
     key = tables_key(cfg, train.fingerprint, test.fingerprint)
-    if _up_to_date(out_dir, key, overlap):
+    if FeatureFolder(out_dir).finished(key, overlap):
         log.info(f"features: {out_dir} is up to date (key {key})")
-        return read_json(out_dir / "features.json")
+        return read_json(out_dir / RECORD)
 
     with timer.step("targets"):
         meta = targets.segment_targets(train.ttf, cfg)
@@ -362,13 +329,13 @@ def _build(cfg: Config, data_dir: Path, out_dir: Path, interim: Path, jobs: int,
         # the folder is swapped whole: old tables or new ones, never a mix of the two
         tmp.mkdir()
         with timer.step("write"):
-            train_table.to_parquet(tmp / "train.parquet", index=False)
-            test_table.to_parquet(tmp / "test.parquet", index=False)
-            np.save(tmp / SEQ_FILES["train"], values["train"][1])
-            np.save(tmp / SEQ_FILES["test"], values["test"][1])
+            train_table.to_parquet(tmp / TABLES["train"], index=False)
+            test_table.to_parquet(tmp / TABLES["test"], index=False)
+            np.save(tmp / SEQUENCES["train"], values["train"][1])
+            np.save(tmp / SEQUENCES["test"], values["test"][1])
             if extra is not None:
-                np.save(tmp / SEQ_FILES["train_extra"], values["train_extra"][1])
-                extra.reset_index(drop=True).to_parquet(tmp / "train_seq_extra.parquet", index=False)
+                np.save(tmp / SEQUENCES["train_extra"], values["train_extra"][1])
+                extra.reset_index(drop=True).to_parquet(tmp / TABLES["train_extra"], index=False)
         record = stage_record(
             "features",
             cfg.to_dict(),
@@ -386,7 +353,7 @@ def _build(cfg: Config, data_dir: Path, out_dir: Path, interim: Path, jobs: int,
             data_dir=str(data_dir),
             segments_per_s=round((len(train_table) + len(test_table) + n_extra) / max(timer.timings["compute"], 1e-9), 2),
         )
-        write_json(tmp / "features.json", record)
+        write_json(tmp / RECORD, record)
     shutil.rmtree(parts_root, ignore_errors=True)
     log.info(
         f"features: wrote {out_dir}/train.parquet ({len(train_table)} rows), test.parquet ({len(test_table)} rows)"

@@ -1,40 +1,13 @@
-"""The models, behind one interface (``models.cv``), and training (``models.train``).
+"""The models, behind one contract (``models.base.Model``), registered in ``models.registry``.
 
-A model is one module and one name here: ``lgbm`` (the recipe's LightGBM), ``nn`` (the recipe's
-network), ``seq`` (the sequence network). ``blend.models`` chooses which are trained and blended.
-Nothing heavy is imported until a model trains.
+``lgbm`` (the recipe's LightGBM), ``nn`` (the recipe's network), ``seq`` (the sequence network) and
+``svr`` (a support-vector regressor, an option); ``blend.models`` chooses which are trained and
+blended. ``models.cv`` is the one cross-validation loop, ``models.train`` the stage, and
+``models.folder.RunFolder`` owns the run folder. Nothing heavy is imported until a model trains.
 """
 
-from labquake.models.run import (
-    LGBM_TAG,
-    META_COLUMNS,
-    NN_TAG,
-    TrainingData,
-    feature_columns,
-    feature_folder_key,
-    fold_baseline,
-    load_training_data,
-    model_features,
-)
+from labquake.models.folder import RunFolder, default_run_dir, run_name, train_key
+from labquake.models.registry import MODELS, model, reads, training_data
 from labquake.models.train import predict_saved, train
 
-MODELS = {
-    "lgbm": "labquake.models.lgbm",
-    "nn": "labquake.models.nn",
-    "seq": "labquake.models.seq",
-}
-
-__all__ = [
-    "LGBM_TAG",
-    "META_COLUMNS",
-    "MODELS",
-    "NN_TAG",
-    "TrainingData",
-    "feature_columns",
-    "feature_folder_key",
-    "fold_baseline",
-    "load_training_data",
-    "model_features",
-    "predict_saved",
-    "train",
-]
+__all__ = ["MODELS", "RunFolder", "default_run_dir", "model", "predict_saved", "reads", "run_name", "train", "train_key", "training_data"]

@@ -1,16 +1,5 @@
-"""One cross-validation loop for every model, and the draws of a model (seeds, redrawn when rejected).
-
-A model is a module of ``labquake.models`` (see ``models.MODELS``) with:
-
-    SECTION             its configuration section (cfg.lgbm, cfg.nn, ...)
-    REJECTS             whether bad draws are rejected and redrawn (the networks), or every seed kept
-    seed(cfg, d)        the seed of draw d
-    prepare(cfg, data, device) -> inputs          its arrays, from the shared TrainingData
-    fit_fold(cfg, inputs, folds, k, seed, fold_dir) -> FoldFit
-                        train on the rows not in fold k; predict fold k and the test rows; save the
-                        fold's model in fold_dir (``fold{k}.*``)
-    predict_saved(cfg, draw_dir, folds, table, sequences) -> test-like predictions from saved folds
-    write_extras(draws, model_dir, data)          optional: model-specific tables (importance, ...)
+"""One cross-validation loop for every model (``models.base.Model``), and the draws of a model
+(seeds, redrawn when rejected).
 
 Every draw is one seed over every fold. Its folder ``RUN/NAME/drawDD/`` holds the fold models,
 ``result.npz`` (OOF and fold-mean test predictions), ``folds.json`` and ``history.csv``; it is swapped in
@@ -25,56 +14,25 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import importlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from labquake.blend import mae
 from labquake.config import Config
-from labquake.models.run import TrainingData, fold_baseline, load_npz, load_training_data, save_npz, write_csv
-from labquake.util import LabquakeError, atomic_path, log, read_json, write_json
+from labquake.metric import mae
+from labquake.models.base import Draw, FoldFit
+from labquake.models.folder import RunFolder
+from labquake.models.registry import model, training_data
+from labquake.trainset import TrainingData, fold_baseline
+from labquake.util import LabquakeError, atomic_path, load_npz, log, read_json, save_npz, write_csv, write_json
 
 DEAD_STD = 0.01  # a draw whose OOF predictions in a fold vary less than this x the target's std is dead
 MEAN_REJECT_RATIO = 0.7  # the reject bound x predict-the-mean's OOF MAE, when there is no LightGBM reference
-
-
-@dataclass
-class FoldFit:
-    """One fold of one draw: predictions of the validation rows and the test rows, and what to keep."""
-
-    valid: np.ndarray
-    test: np.ndarray
-    info: dict[str, Any] = field(default_factory=dict)  # JSON: best iteration/epoch, scaling, ...
-    history: pd.DataFrame = field(default_factory=pd.DataFrame)  # one row per iteration/epoch
-
-
-@dataclass
-class Draw:
-    """One seed of one model over every fold."""
-
-    name: str
-    draw: int
-    seed: int
-    oof: np.ndarray
-    test: np.ndarray
-    folds: list[dict[str, Any]]  # FoldFit.info per fold
-    history: pd.DataFrame  # fold, then the model's columns
-
-
-def model(name: str) -> ModuleType:
-    """The module of a model named in blend.models."""
-    from labquake.models import MODELS
-
-    if name not in MODELS:
-        raise LabquakeError(f"blend.models: unknown model {name!r} (known: {', '.join(MODELS)})")
-    return importlib.import_module(MODELS[name])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -103,7 +61,7 @@ def cross_validate(name: str, cfg: Config, inputs: Any, folds: np.ndarray, n_tes
 @functools.lru_cache(maxsize=2)
 def _worker_inputs(name: str, cfg: Config, features_dir: str, device: str) -> tuple[Any, np.ndarray]:
     """A worker's inputs of a model: loaded from the feature folder once per process."""
-    data = load_training_data(cfg, Path(features_dir))
+    data = training_data(cfg, Path(features_dir))
     return model(name).prepare(cfg, data, device), data.folds
 
 
@@ -113,7 +71,7 @@ def _fit_task(name: str, cfg: Config, features_dir: str, device: str, k: int, se
     ``pinned``: inputs the planning process fixed (LightGBM's thread count, on which its results
     depend), so a worker with other cores computes the same bytes.
     """
-    if getattr(model(name), "ISOLATE", False):
+    if model(name).isolate:
         return _isolated(name, cfg, features_dir, device, k, seed, fold_dir, pinned)
     inputs, folds = _worker_inputs(name, cfg, features_dir, device)
     return model(name).fit_fold(cfg, dataclasses.replace(inputs, **pinned), folds, k, seed, Path(fold_dir))
@@ -154,16 +112,16 @@ def _child(job: str, out: str) -> None:
 
 
 def _fit_draws(
-    name: str, cfg: Config, data: TrainingData, inputs: Any, draws: list[int], model_dir: Path, device: str, scheduler: str | None
+    name: str, cfg: Config, data: TrainingData, inputs: Any, draws: list[int], run: RunFolder, device: str, scheduler: str | None
 ) -> list[Draw]:
     """Train the draws not finished yet (all folds of each), save each; load the finished ones."""
     m = model(name)
     n_folds = int(data.folds.max()) + 1
-    done = {d: load_draw(name, model_dir / f"draw{d:02d}", d, m.seed(cfg, d)) for d in draws if (model_dir / f"draw{d:02d}" / "folds.json").is_file()}
+    done = {d: load_draw(name, run.draw_dir(name, d), d, m.seed(cfg, d)) for d in draws if run.draw_finished(name, d)}
     todo = [d for d in draws if d not in done]
     if todo:
         with contextlib.ExitStack() as stack:
-            tmp = {d: stack.enter_context(atomic_path(model_dir / f"draw{d:02d}")) for d in todo}
+            tmp = {d: stack.enter_context(atomic_path(run.draw_dir(name, d))) for d in todo}
             for t in tmp.values():
                 t.mkdir(parents=True)
             tasks = [(d, k) for d in todo for k in range(n_folds)]
@@ -202,13 +160,14 @@ def load_draw(name: str, draw_dir: Path, draw: int, seed: int) -> Draw:
 # Draws: every seed, or redrawn when rejected
 
 
-def reject_bound(ratio: float, y: np.ndarray, folds: np.ndarray, reference: np.ndarray | None) -> tuple[float, str]:
-    """The OOF MAE at which a draw is rejected, and what it is relative to (see NNConfig.reject_ratio).
+def reject_bound(ratio: float, y: np.ndarray, folds: np.ndarray, reference: np.ndarray | None, reference_name: str = "lgbm") -> tuple[float, str]:
+    """The OOF MAE at which a draw is rejected, and what it is relative to (see DrawConfig.reject_ratio).
 
-    ``reference``: LightGBM's OOF predictions on the same folds; without it, predict-the-mean's.
+    ``reference``: the reference model's OOF predictions on the same folds (``reference_name``'s);
+    without it, predict-the-mean's.
     """
     if reference is not None:
-        return ratio * mae(y, reference), "lgbm"
+        return ratio * mae(y, reference), reference_name
     return MEAN_REJECT_RATIO * mae(y, fold_baseline(y, folds, np.mean)), "mean"
 
 
@@ -272,7 +231,7 @@ class ModelRun:
     kept: list[bool]
     fallback: str | None  # None, or on_reject's "drop"/"best" when every draw was rejected
     bound: float | None
-    relative_to: str | None  # what the bound is relative to: "lgbm" or "mean"
+    relative_to: str | None  # what the bound is relative to: the reference model's name, or "mean"
 
     @property
     def oof(self) -> np.ndarray:
@@ -289,30 +248,32 @@ def train_model(
     data: TrainingData,
     run_dir: Path,
     device: str = "auto",
-    reference: np.ndarray | None = None,
+    reference: tuple[str, np.ndarray] | None = None,
     on_reject: str | None = None,
     scheduler: str | None = None,
 ) -> ModelRun:
     """Every draw of one model; writes RUN/NAME/runs.json and history.csv (and the model's extras).
 
-    ``reference``: LightGBM's OOF predictions, for the networks' reject bound. ``on_reject`` overrides
+    ``reference``: the reference model's name and OOF predictions (LightGBM's), for the reject bound. ``on_reject`` overrides
     the section's on_reject for this call (``train --strict``).
     """
     m = model(name)
-    c = m.SECTION(cfg)
+    c = m.settings(cfg)
     y = data.train["target"].to_numpy(np.float64)
-    model_dir = run_dir / name
+    run = RunFolder(run_dir)
+    model_dir = run.model_dir(name)
     inputs = m.prepare(cfg, data, device)
-    if not m.REJECTS:
-        draws = _fit_draws(name, cfg, data, inputs, list(range(len(c.seeds))), model_dir, device, scheduler)
+    if not m.rejects:
+        draws = _fit_draws(name, cfg, data, inputs, list(range(m.draws(cfg))), run, device, scheduler)
         result = ModelRun(name, draws, [True] * len(draws), [True] * len(draws), None, None, None)
         _record(name, model_dir, y, data.folds, draws, result.accepted, result.kept, [None] * len(draws), {})
     else:
-        bound, relative_to = reject_bound(c.reject_ratio, y, data.folds, reference)
+        ref_name, ref_oof = reference if reference is not None else ("", None)
+        bound, relative_to = reject_bound(c.reject_ratio, y, data.folds, ref_oof, ref_name)
         draws, reasons = [], []
 
         def draw(batch: list[int]) -> list[str | None]:
-            new = _fit_draws(name, cfg, data, inputs, batch, model_dir, device, scheduler)
+            new = _fit_draws(name, cfg, data, inputs, batch, run, device, scheduler)
             why = [reject_reason(y, r.oof, data.folds, bound) for r in new]
             draws.extend(new)
             reasons.extend(why)
@@ -329,13 +290,12 @@ def train_model(
         result = ModelRun(name, draws, accepted, kept, fallback, bound, relative_to)
         meta = {
             "reject_bound": bound,
-            "reject_ratio": c.reject_ratio if relative_to == "lgbm" else MEAN_REJECT_RATIO,
+            "reject_ratio": MEAN_REJECT_RATIO if relative_to == "mean" else c.reject_ratio,
             "reject_relative_to": relative_to,
             "fallback": fallback,
         }
         _record(name, model_dir, y, data.folds, draws, accepted, kept, reasons, meta)
-    if hasattr(m, "write_extras"):
-        m.write_extras(result.draws, model_dir, data)
+    m.write_extras(result.draws, model_dir, data)
     return result
 
 

@@ -15,19 +15,9 @@ import numpy as np
 import pandas as pd
 
 from labquake.config import Config
-from labquake.models.cv import Draw, FoldFit
-from labquake.models.run import LGBM_TAG, TrainingData, feature_columns, write_csv
-from labquake.util import atomic_path, log, usable_cpus
-
-REJECTS = False
-
-
-def SECTION(cfg: Config):
-    return cfg.lgbm
-
-
-def seed(cfg: Config, draw: int) -> int:
-    return cfg.lgbm.seeds[draw]
+from labquake.models.base import Base, Draw, FoldFit
+from labquake.trainset import TrainingData
+from labquake.util import atomic_path, log, usable_cpus, write_csv
 
 
 @dataclass(frozen=True)
@@ -36,11 +26,6 @@ class Inputs:
     y: np.ndarray
     X_test: pd.DataFrame
     threads: int  # LightGBM's results depend on its thread count: fixed by the process that plans the run
-
-
-def prepare(cfg: Config, data: TrainingData, device: str = "auto") -> Inputs:
-    cols = feature_columns(data.train.columns, LGBM_TAG)
-    return Inputs(data.train[cols], data.train["target"].to_numpy(np.float64), data.test[cols], usable_cpus())
 
 
 def params(cfg: Config, seed: int, threads: int | None = None) -> dict[str, Any]:
@@ -71,58 +56,73 @@ def params(cfg: Config, seed: int, threads: int | None = None) -> dict[str, Any]
     }
 
 
-def fit_fold(cfg: Config, inputs: Inputs, folds: np.ndarray, k: int, seed: int, fold_dir: Path | None) -> FoldFit:
-    """A fresh booster on the rows not in fold k, early-stopped on fold k; saved at its best iteration."""
-    import lightgbm as lgb
+class LightGBM(Base):
+    name = "lgbm"
+    label = "LightGBM"
+    color = "#1f77b4"
+    reference = True  # the networks' reject bound is relative to its OOF MAE
+    extras = ("importance.csv", "curves.csv")
 
-    X, y = inputs.X, inputs.y
-    tr, va = folds != k, folds == k
-    dataset_params = {"max_bin": cfg.lgbm.max_bin, "verbosity": -1}
-    dtrain = lgb.Dataset(X[tr], y[tr], params=dataset_params)
-    dvalid = lgb.Dataset(X[va], y[va], reference=dtrain, params=dataset_params)
-    record: dict[str, Any] = {}
-    booster = lgb.train(
-        params(cfg, seed, inputs.threads),
-        dtrain,
-        num_boost_round=cfg.lgbm.num_boost_round,
-        valid_sets=[dvalid],
-        valid_names=["valid"],
-        callbacks=[
-            lgb.early_stopping(cfg.lgbm.early_stopping_rounds, verbose=False),
-            lgb.log_evaluation(1000 if log.isEnabledFor(logging.DEBUG) else 0),
-            lgb.record_evaluation(record),
-        ],
-    )
-    best = int(booster.best_iteration or booster.current_iteration())
-    if fold_dir is not None:
-        with atomic_path(fold_dir / f"fold{k}.txt") as tmp:
-            booster.save_model(tmp, num_iteration=best)
-    curve = np.asarray(next(iter(record["valid"].values())))
-    return FoldFit(
-        valid=booster.predict(X[va], num_iteration=best),
-        test=booster.predict(inputs.X_test, num_iteration=best),
-        info={"best_iteration": best, "gain": booster.feature_importance("gain", iteration=best).tolist()},
-        history=pd.DataFrame({"iteration": np.arange(1, len(curve) + 1), "valid_mae": curve}),
-    )
+    def seed(self, cfg: Config, draw: int) -> int:
+        return cfg.lgbm.seeds[draw]
+
+    def prepare(self, cfg: Config, data: TrainingData, device: str = "auto") -> Inputs:
+        cols = list(data.reads[self.name])
+        return Inputs(data.train[cols], data.train["target"].to_numpy(np.float64), data.test[cols], usable_cpus())
+
+    def fit_fold(self, cfg: Config, inputs: Inputs, folds: np.ndarray, k: int, seed: int, fold_dir: Path | None) -> FoldFit:
+        """A fresh booster on the rows not in fold k, early-stopped on fold k; saved at its best iteration."""
+        import lightgbm as lgb
+
+        X, y = inputs.X, inputs.y
+        tr, va = folds != k, folds == k
+        dataset_params = {"max_bin": cfg.lgbm.max_bin, "verbosity": -1}
+        dtrain = lgb.Dataset(X[tr], y[tr], params=dataset_params)
+        dvalid = lgb.Dataset(X[va], y[va], reference=dtrain, params=dataset_params)
+        record: dict[str, Any] = {}
+        booster = lgb.train(
+            params(cfg, seed, inputs.threads),
+            dtrain,
+            num_boost_round=cfg.lgbm.num_boost_round,
+            valid_sets=[dvalid],
+            valid_names=["valid"],
+            callbacks=[
+                lgb.early_stopping(cfg.lgbm.early_stopping_rounds, verbose=False),
+                lgb.log_evaluation(1000 if log.isEnabledFor(logging.DEBUG) else 0),
+                lgb.record_evaluation(record),
+            ],
+        )
+        best = int(booster.best_iteration or booster.current_iteration())
+        if fold_dir is not None:
+            with atomic_path(fold_dir / f"fold{k}.txt") as tmp:
+                booster.save_model(tmp, num_iteration=best)
+        curve = np.asarray(next(iter(record["valid"].values())))
+        return FoldFit(
+            valid=booster.predict(X[va], num_iteration=best),
+            test=booster.predict(inputs.X_test, num_iteration=best),
+            info={"best_iteration": best, "gain": booster.feature_importance("gain", iteration=best).tolist()},
+            history=pd.DataFrame({"iteration": np.arange(1, len(curve) + 1), "valid_mae": curve}),
+        )
+
+    def predict_saved(
+        self, cfg: Config, draw_dir: Path, folds: list[dict], table: pd.DataFrame, sequences: np.ndarray | None, device: str = "auto"
+    ) -> np.ndarray:
+        """The mean over the draw's saved fold boosters, as its test predictions were made."""
+        import lightgbm as lgb
+
+        X = table
+        return np.mean([lgb.Booster(model_file=str(draw_dir / f"fold{k}.txt")).predict(X) for k in range(len(folds))], axis=0)
+
+    def write_extras(self, draws: list[Draw], model_dir: Path, data: TrainingData) -> None:
+        cols = data.reads[self.name]
+        rows = [
+            {"seed": r.seed, "fold": k, "feature": f, "gain": float(info["gain"][j]), "best_iteration": int(info["best_iteration"])}
+            for r in draws
+            for k, info in enumerate(r.folds)
+            for j, f in enumerate(cols)
+        ]
+        write_csv(model_dir / "importance.csv", pd.DataFrame(rows))
+        write_csv(model_dir / "curves.csv", pd.concat([r.history.assign(seed=r.seed) for r in draws], ignore_index=True))
 
 
-def predict_saved(
-    cfg: Config, draw_dir: Path, folds: list[dict], table: pd.DataFrame, sequences: np.ndarray | None, device: str = "auto"
-) -> np.ndarray:
-    """The mean over the draw's saved fold boosters, as its test predictions were made."""
-    import lightgbm as lgb
-
-    X = table[feature_columns(table.columns, LGBM_TAG)]
-    return np.mean([lgb.Booster(model_file=str(draw_dir / f"fold{k}.txt")).predict(X) for k in range(len(folds))], axis=0)
-
-
-def write_extras(draws: list[Draw], model_dir: Path, data: TrainingData) -> None:
-    cols = feature_columns(data.train.columns, LGBM_TAG)
-    rows = [
-        {"seed": r.seed, "fold": k, "feature": f, "gain": float(info["gain"][j]), "best_iteration": int(info["best_iteration"])}
-        for r in draws
-        for k, info in enumerate(r.folds)
-        for j, f in enumerate(cols)
-    ]
-    write_csv(model_dir / "importance.csv", pd.DataFrame(rows))
-    write_csv(model_dir / "curves.csv", pd.concat([r.history.assign(seed=r.seed) for r in draws], ignore_index=True))
+MODEL = LightGBM()

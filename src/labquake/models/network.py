@@ -176,7 +176,7 @@ def targets_of(table: pd.DataFrame, rows: np.ndarray | None = None) -> dict[str,
 
 def fold_fit(c: Any, network: ReusedNetwork, x_tr, y_tr, x_va, y_va, x_te, weights_path: Path, seed: int, info: dict):
     """Fit one fold and predict its validation and test rows: the FoldFit both networks return."""
-    from labquake.models.cv import FoldFit
+    from labquake.models.base import FoldFit
 
     model, hist = fit_network(c, network, x_tr, y_tr, x_va, y_va, weights_path, seed)
     best = int(hist[MONITOR].to_numpy().argmin()) + 1

@@ -18,20 +18,9 @@ import numpy as np
 import pandas as pd
 
 from labquake.config import Config
-from labquake.models.cv import FoldFit
+from labquake.models.base import Base, FoldFit
 from labquake.models.network import fold_fit, heads, predict_ttf, reused, targets_of
-from labquake.models.run import NN_TAG, TrainingData, feature_columns
-
-REJECTS = True
-ISOLATE = True  # on a cluster, each fold in a fresh process (models.cv._isolated says why)
-
-
-def SECTION(cfg: Config):
-    return cfg.nn
-
-
-def seed(cfg: Config, draw: int) -> int:
-    return cfg.nn.seed + draw
+from labquake.trainset import TrainingData
 
 
 def build_network(cfg: Config, n_features: int, compile: bool = True):
@@ -59,12 +48,7 @@ class Inputs:
     device: str
 
 
-def prepare(cfg: Config, data: TrainingData, device: str = "auto") -> Inputs:
-    cols = feature_columns(data.train.columns, NN_TAG)
-    return Inputs(data.train[cols].to_numpy(np.float64), targets_of(data.train), data.test[cols].to_numpy(np.float64), device)
-
-
-def _scaler(lo: np.ndarray, hi: np.ndarray):
+def min_max_scaler(lo: np.ndarray, hi: np.ndarray):
     """sklearn's MinMaxScaler with these column minima and maxima (fit on the two rows they make)."""
     from sklearn.preprocessing import MinMaxScaler
 
@@ -80,27 +64,45 @@ def network(cfg: Config, n_features: int, device: str):
     return reused(("nn", cfg.nn, n_features), lambda compile: build_network(cfg, n_features, compile), device)
 
 
-def fit_fold(cfg: Config, inputs: Inputs, folds: np.ndarray, k: int, seed: int, fold_dir: Path) -> FoldFit:
-    """Min-max scaling fit on the training fold, then the recipe's fit."""
-    X = inputs.X
-    tr, va = folds != k, folds == k
-    lo, hi = X[tr].min(axis=0), X[tr].max(axis=0)
-    y_tr = {h: v[tr] for h, v in inputs.y.items()}
-    y_va = {h: v[va] for h, v in inputs.y.items()}
-    net = network(cfg, X.shape[1], inputs.device)
-    scaler = _scaler(lo, hi)
-    xs = [_scale(scaler, a) for a in (X[tr], X[va], inputs.X_test)]
-    return fold_fit(cfg.nn, net, xs[0], y_tr, xs[1], y_va, xs[2], fold_dir / f"fold{k}.weights.h5", seed, {"min": lo.tolist(), "max": hi.tolist()})
+class Network(Base):
+    name = "nn"
+    label = "network"
+    color = "#ff7f0e"
+    rejects = True
+    isolate = True
+
+    def seed(self, cfg: Config, draw: int) -> int:
+        return cfg.nn.seed + draw
+
+    def prepare(self, cfg: Config, data: TrainingData, device: str = "auto") -> Inputs:
+        cols = list(data.reads[self.name])
+        return Inputs(data.train[cols].to_numpy(np.float64), targets_of(data.train), data.test[cols].to_numpy(np.float64), device)
+
+    def fit_fold(self, cfg: Config, inputs: Inputs, folds: np.ndarray, k: int, seed: int, fold_dir: Path) -> FoldFit:
+        """Min-max scaling fit on the training fold, then the recipe's fit."""
+        X = inputs.X
+        tr, va = folds != k, folds == k
+        lo, hi = X[tr].min(axis=0), X[tr].max(axis=0)
+        y_tr = {h: v[tr] for h, v in inputs.y.items()}
+        y_va = {h: v[va] for h, v in inputs.y.items()}
+        net = network(cfg, X.shape[1], inputs.device)
+        scaler = min_max_scaler(lo, hi)
+        xs = [_scale(scaler, a) for a in (X[tr], X[va], inputs.X_test)]
+        return fold_fit(
+            cfg.nn, net, xs[0], y_tr, xs[1], y_va, xs[2], fold_dir / f"fold{k}.weights.h5", seed, {"min": lo.tolist(), "max": hi.tolist()}
+        )
+
+    def predict_saved(
+        self, cfg: Config, draw_dir: Path, folds: list[dict], table: pd.DataFrame, sequences: np.ndarray | None, device: str = "auto"
+    ) -> np.ndarray:
+        """The mean over the draw's saved fold networks, each on its fold's scaling."""
+        X = table.to_numpy(np.float64)
+        net = network(cfg, X.shape[1], device).model
+        preds = []
+        for k, info in enumerate(folds):
+            net.load_weights(str(draw_dir / f"fold{k}.weights.h5"))
+            preds.append(predict_ttf(net, _scale(min_max_scaler(np.asarray(info["min"]), np.asarray(info["max"])), X)))
+        return np.mean(preds, axis=0)
 
 
-def predict_saved(
-    cfg: Config, draw_dir: Path, folds: list[dict], table: pd.DataFrame, sequences: np.ndarray | None, device: str = "auto"
-) -> np.ndarray:
-    """The mean over the draw's saved fold networks, each on its fold's scaling."""
-    X = table[feature_columns(table.columns, NN_TAG)].to_numpy(np.float64)
-    net = network(cfg, X.shape[1], device).model
-    preds = []
-    for k, info in enumerate(folds):
-        net.load_weights(str(draw_dir / f"fold{k}.weights.h5"))
-        preds.append(predict_ttf(net, _scale(_scaler(np.asarray(info["min"]), np.asarray(info["max"])), X)))
-    return np.mean(preds, axis=0)
+MODEL = Network()

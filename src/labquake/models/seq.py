@@ -24,20 +24,10 @@ import numpy as np
 import pandas as pd
 
 from labquake.config import Config
-from labquake.models.cv import FoldFit
+from labquake.features.folder import FeatureFolder
+from labquake.models.base import Base, FoldFit
 from labquake.models.network import fold_fit, heads, predict_ttf, reused, targets_of
-from labquake.models.run import TrainingData
-
-REJECTS = True
-ISOLATE = True  # on a cluster, each fold in a fresh process (models.cv._isolated says why)
-
-
-def SECTION(cfg: Config):
-    return cfg.seq
-
-
-def seed(cfg: Config, draw: int) -> int:
-    return cfg.seq.seed + draw
+from labquake.trainset import TrainingData
 
 
 def build_network(cfg: Config, steps: int, channels: int, compile: bool = True):
@@ -75,22 +65,6 @@ class Inputs:
     extra_ok: np.ndarray | None = None  # (m, n_folds): may window i train fold k
 
 
-def prepare(cfg: Config, data: TrainingData, device: str = "auto") -> Inputs:
-    from labquake import targets
-    from labquake.features.stage import load_sequences
-
-    S = np.asarray(load_sequences(data.features_dir, "train")[data.rows], np.float32)
-    S_test = np.asarray(load_sequences(data.features_dir, "test"), np.float32)
-    if not cfg.features.seq_overlap:
-        return Inputs(S, targets_of(data.train), S_test, device)
-    meta = pd.read_parquet(data.features_dir / "train_seq_extra.parquet")
-    keep = np.flatnonzero(meta["cycle"].isin(data.train["cycle"].unique()).to_numpy())
-    meta = meta.iloc[keep].reset_index(drop=True)
-    extra = np.asarray(load_sequences(data.features_dir, "train_extra")[keep], np.float32)
-    ok = targets.overlap_train_mask(meta["start"].to_numpy(), data.train["start"].to_numpy(), data.folds)
-    return Inputs(S, targets_of(data.train), S_test, device, extra, targets_of(meta), ok)
-
-
 def _standardise(S: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     return ((S - mean) / std).astype(np.float32)
 
@@ -99,32 +73,59 @@ def network(cfg: Config, steps: int, channels: int, device: str):
     return reused(("seq", cfg.seq, steps, channels), lambda compile: build_network(cfg, steps, channels, compile), device)
 
 
-def fit_fold(cfg: Config, inputs: Inputs, folds: np.ndarray, k: int, seed: int, fold_dir: Path) -> FoldFit:
-    """Channels standardised on the training fold (and its leak-free shifted windows), then the fit."""
-    tr, va = folds != k, folds == k
-    x_tr, y_tr = inputs.S[tr], {h: v[tr] for h, v in inputs.y.items()}
-    if inputs.extra is not None:
-        use = inputs.extra_ok[:, k]
-        x_tr = np.concatenate([x_tr, inputs.extra[use]])
-        y_tr = {h: np.concatenate([y_tr[h], inputs.extra_y[h][use]]) for h in y_tr}
-    mean = x_tr.mean(axis=(0, 1), dtype=np.float64)
-    std = np.maximum(x_tr.std(axis=(0, 1), dtype=np.float64), 1e-6)
-    net = network(cfg, inputs.S.shape[1], inputs.S.shape[2], inputs.device)
-    xs = [_standardise(a, mean, std) for a in (x_tr, inputs.S[va], inputs.S_test)]
-    y_va = {h: v[va] for h, v in inputs.y.items()}
-    info = {"mean": mean.tolist(), "std": std.tolist(), "n_train": len(x_tr)}
-    return fold_fit(cfg.seq, net, xs[0], y_tr, xs[1], y_va, xs[2], fold_dir / f"fold{k}.weights.h5", seed, info)
+class Sequence(Base):
+    name = "seq"
+    label = "sequence network"
+    color = "#d62728"
+    rejects = True
+    isolate = True
+
+    def seed(self, cfg: Config, draw: int) -> int:
+        return cfg.seq.seed + draw
+
+    def prepare(self, cfg: Config, data: TrainingData, device: str = "auto") -> Inputs:
+        from labquake import targets
+
+        folder = FeatureFolder(data.features_dir)
+        S = np.asarray(folder.sequences("train")[data.rows], np.float32)
+        S_test = np.asarray(folder.sequences("test"), np.float32)
+        if not cfg.features.seq_overlap:
+            return Inputs(S, targets_of(data.train), S_test, device)
+        meta = pd.read_parquet(folder.table_path("train_extra"))
+        keep = np.flatnonzero(meta["cycle"].isin(data.train["cycle"].unique()).to_numpy())
+        meta = meta.iloc[keep].reset_index(drop=True)
+        extra = np.asarray(folder.sequences("train_extra")[keep], np.float32)
+        ok = targets.overlap_train_mask(meta["start"].to_numpy(), data.train["start"].to_numpy(), data.folds)
+        return Inputs(S, targets_of(data.train), S_test, device, extra, targets_of(meta), ok)
+
+    def fit_fold(self, cfg: Config, inputs: Inputs, folds: np.ndarray, k: int, seed: int, fold_dir: Path) -> FoldFit:
+        """Channels standardised on the training fold (and its leak-free shifted windows), then the fit."""
+        tr, va = folds != k, folds == k
+        x_tr, y_tr = inputs.S[tr], {h: v[tr] for h, v in inputs.y.items()}
+        if inputs.extra is not None:
+            use = inputs.extra_ok[:, k]
+            x_tr = np.concatenate([x_tr, inputs.extra[use]])
+            y_tr = {h: np.concatenate([y_tr[h], inputs.extra_y[h][use]]) for h in y_tr}
+        mean = x_tr.mean(axis=(0, 1), dtype=np.float64)
+        std = np.maximum(x_tr.std(axis=(0, 1), dtype=np.float64), 1e-6)
+        net = network(cfg, inputs.S.shape[1], inputs.S.shape[2], inputs.device)
+        xs = [_standardise(a, mean, std) for a in (x_tr, inputs.S[va], inputs.S_test)]
+        y_va = {h: v[va] for h, v in inputs.y.items()}
+        info = {"mean": mean.tolist(), "std": std.tolist(), "n_train": len(x_tr)}
+        return fold_fit(cfg.seq, net, xs[0], y_tr, xs[1], y_va, xs[2], fold_dir / f"fold{k}.weights.h5", seed, info)
+
+    def predict_saved(
+        self, cfg: Config, draw_dir: Path, folds: list[dict], table: pd.DataFrame, sequences: np.ndarray | None, device: str = "auto"
+    ) -> np.ndarray:
+        """The mean over the draw's saved fold networks, each on its fold's standardisation."""
+        if sequences is None:
+            raise ValueError("seq predicts from sequences")
+        net = network(cfg, sequences.shape[1], sequences.shape[2], device).model
+        preds = []
+        for k, info in enumerate(folds):
+            net.load_weights(str(draw_dir / f"fold{k}.weights.h5"))
+            preds.append(predict_ttf(net, _standardise(np.asarray(sequences, np.float32), np.asarray(info["mean"]), np.asarray(info["std"]))))
+        return np.mean(preds, axis=0)
 
 
-def predict_saved(
-    cfg: Config, draw_dir: Path, folds: list[dict], table: pd.DataFrame, sequences: np.ndarray | None, device: str = "auto"
-) -> np.ndarray:
-    """The mean over the draw's saved fold networks, each on its fold's standardisation."""
-    if sequences is None:
-        raise ValueError("seq predicts from sequences")
-    net = network(cfg, sequences.shape[1], sequences.shape[2], device).model
-    preds = []
-    for k, info in enumerate(folds):
-        net.load_weights(str(draw_dir / f"fold{k}.weights.h5"))
-        preds.append(predict_ttf(net, _standardise(np.asarray(sequences, np.float32), np.asarray(info["mean"]), np.asarray(info["std"]))))
-    return np.mean(preds, axis=0)
+MODEL = Sequence()

@@ -24,15 +24,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from labquake.blend import BLEND, predictions, read_submission
+from labquake.blend import read_submission
+from labquake.metric import BLEND, predictions
+from labquake.models.folder import RunFolder
+from labquake.models.registry import model
 from labquake.util import LabquakeError, read_json, read_table
 
 
 def networks(names: list[str] | tuple[str, ...]) -> list[str]:
-    """The networks among the models: those whose bad draws are rejected (nn, seq), with runs.json and history.csv."""
-    from labquake.models.cv import model
-
-    return [n for n in names if model(n).REJECTS]
+    """The models whose bad draws are rejected (the networks), with runs.json and per-epoch history.csv."""
+    return [n for n in names if model(n).rejects]
 
 
 @dataclass
@@ -110,11 +111,9 @@ def load_run(run_dir: Path, features_dir: Path | None = None, truth: Path | None
     ``features_dir``: the feature folder, default the one train.json records. ``truth``: a
     ``seg_id,time_to_failure`` file of the test answers, default the one blend.json names.
     """
-    run = Path(run_dir)
-    if not run.is_dir():
-        raise LabquakeError(f"{run}: run folder not found (train first: labquake train --run {run})")
-    if not (run / "summary.json").is_file():
-        raise LabquakeError(f"{run}: no finished training run (no summary.json); run `labquake train` first")
+    folder = RunFolder(run_dir)
+    folder.require_finished(f"train first: labquake train --run {folder.path}")
+    run = folder.path
     config = _object(run / "config.json").get("config")
     if not isinstance(config, dict) or not isinstance((config.get("blend") or {}).get("clip_min"), (int, float)):
         raise LabquakeError(f"{run / 'config.json'}: no configuration with blend.clip_min (written by `labquake train`)")
@@ -123,7 +122,8 @@ def load_run(run_dir: Path, features_dir: Path | None = None, truth: Path | None
         records["blend"] = _object(run / "blend.json", *STAGE_KEYS, "clip_min", "truth")
     # the blend as submitted: submit's clip_min (a setting that does not change the run) if it ran
     clip_min = float(records.get("blend", config["blend"])["clip_min"])
-    summary = _object(run / "summary.json", "models", "blend_weights", "oof_mae", "baseline_median_mae")
+    summary = _object(folder.summary_path, "models", "blend_weights", "oof_mae", "baseline_median_mae")
+    summary = folder.summary()
     names, weights = summary["models"], summary["blend_weights"]
     if not isinstance(names, list) or not names or not isinstance(weights, dict) or not weights or not set(weights) <= set(names):
         raise LabquakeError(f"{run / 'summary.json'}: models must be a list of model names and blend_weights weights of some of them")
@@ -147,10 +147,11 @@ def load_run(run_dir: Path, features_dir: Path | None = None, truth: Path | None
         runs={n: _object(run / n / "runs.json", "runs") for n in nets},
         history={n: read_csv(run / n / "history.csv", ("run", "fold", "epoch")) for n in nets},
     )
-    if "lgbm" in names:
-        imp = read_csv(run / "lgbm" / "importance.csv", ("feature", "gain"))
+    boosted = [n for n in names if "importance.csv" in model(n).extras]  # the model that writes gains: LightGBM
+    if boosted:
+        imp = read_csv(folder.model_dir(boosted[0]) / "importance.csv", ("feature", "gain"))
         d.importance = pd.DataFrame({"feature": imp["feature"].astype(str), "gain": imp["gain"].astype(np.float64)})
-        d.curves = read_csv(run / "lgbm" / "curves.csv", ("seed", "fold", "iteration", "valid_mae"))
+        d.curves = read_csv(folder.model_dir(boosted[0]) / "curves.csv", ("seed", "fold", "iteration", "valid_mae"))
     _load_features(d, Path(features_dir) if features_dir is not None else None)
     _load_truth(d, Path(truth) if truth is not None else None)
     return d
@@ -175,12 +176,12 @@ def _load_features(d: RunData, features_dir: Path | None) -> None:
     else:
         d.feature_table = read_table(path, ("cycle", "target"))
     if (features_dir / "test.parquet").is_file():
-        from labquake.drift import ks_table
-        from labquake.models import model_features
+        from labquake.stats import ks_table
 
         train = d.feature_table  # the whole train table (read_table checks the columns, keeps them all)
         test = read_table(features_dir / "test.parquet", ("seg_id",))
-        names = [c for c in model_features(train.columns) if c in test.columns]
+        read = dict.fromkeys(c for f in d.summary["model"].values() for c in f.get("features", ()))
+        names = [c for c in read if c in train.columns and c in test.columns]
         d.drift = ks_table(train[train["cycle"].isin(d.oof["cycle"].unique())], test, names)
 
 

@@ -13,9 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from labquake.blend import mae, network_notes
 from labquake.config import Config, flatten
-from labquake.models import MODELS
+from labquake.metric import mae
+from labquake.models.folder import rejection_notes
+from labquake.models.registry import MODELS
 from labquake.report import plots
 from labquake.report.load import RunData, load_run
 from labquake.util import log, write_text
@@ -211,7 +212,7 @@ def build_report(run_dir: Path, features_dir: Path | None = None, truth: Path | 
         + ".",
         "",
     ]
-    for note in network_notes(d.summary):  # the blend is not the one configured: say so before any number
+    for note in rejection_notes(d.summary):  # the blend is not the one configured: say so before any number
         md += [f"> **Warning:** {note}.", ""]
     md += _scores_section(d)
 

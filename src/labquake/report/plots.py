@@ -16,24 +16,26 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from labquake.blend import mae
-from labquake.models import MODELS
+from labquake.metric import mae
+from labquake.models.registry import MODELS
+from labquake.models.registry import color as model_color
+from labquake.models.registry import label as model_label
 from labquake.report.load import RunData, networks
 from labquake.util import atomic_path
 
 DPI = 100
 SIZE = (12.0, 6.0)  # inches: 1200 x 600 pixels at DPI
 TTF_BIN_S = 2.0
-COLORS = {"truth": "black", "lgbm": "#1f77b4", "nn": "#ff7f0e", "seq": "#d62728", "blend": "#2ca02c"}
-LABELS = {"lgbm": "LightGBM", "nn": "network", "seq": "sequence network", "blend": "blend (geometric mean)"}
+COLORS = {"truth": "black", "blend": "#2ca02c"}
+BARS = "#1f77b4"  # the importance and feature plots
 
 
 def label(m: str) -> str:
-    return LABELS.get(m, m)
+    return "blend (geometric mean)" if m == "blend" else model_label(m)
 
 
 def color(m: str) -> str:
-    return COLORS.get(m, "#9467bd")
+    return COLORS.get(m) or model_color(m)
 
 
 def history_plot(name: str) -> str:
@@ -216,7 +218,7 @@ def plot_lgbm_importance(imp: pd.DataFrame, path: Path) -> None:
     fig, axes = _figure()
     ax = axes[0, 0]
     pos = np.arange(len(stats))
-    ax.barh(pos, stats["mean"], xerr=stats["std"], color=COLORS["lgbm"], alpha=0.75, capsize=4, label="mean ± sd")
+    ax.barh(pos, stats["mean"], xerr=stats["std"], color=BARS, alpha=0.75, capsize=4, label="mean ± sd")
     rng = np.random.default_rng(0)  # fixed jitter: deterministic output
     for i, feat in enumerate(stats.index):
         vals = imp.loc[imp["feature"] == feat, "gain"].to_numpy()
@@ -239,7 +241,7 @@ def plot_lgbm_features(tab: pd.DataFrame, feats: list[str], path: Path) -> None:
     bins = ttf_bins(y, 1.0)
     for ax, feat in zip(axes.flat, feats):
         v = pd.to_numeric(tab[feat], errors="coerce").to_numpy(dtype=np.float64)
-        ax.scatter(y, v, s=6, alpha=0.4, color=COLORS["lgbm"], lw=0)
+        ax.scatter(y, v, s=6, alpha=0.4, color=BARS, lw=0)
         # Median of the feature per 1-second bin of time to failure: the trend through the cloud.
         med = pd.Series(v).groupby(bins).median()
         ax.plot(med.index.to_numpy() + 0.5, med.to_numpy(), color="black", lw=1.5, label="median per 1 s")
@@ -370,7 +372,7 @@ def plot_test_distribution(d: RunData, path: Path) -> None:
 
 @_styled
 def plot_drift(table: pd.DataFrame, path: Path) -> None:
-    from labquake.drift import draw_ks
+    from labquake.plotting import draw_ks
 
     fig, axes = _figure()
     draw_ks(axes[0, 0], table)

@@ -1,0 +1,58 @@
+"""Do two sets of segments look alike? The statistics, as pure functions on feature tables.
+
+The two-sample Kolmogorov-Smirnov statistic per feature (``ks_table``, with scipy's p-value;
+``ks_statistic`` and ``mean_ks`` without it, for searches that compute thousands) and an
+adversarial-validation AUC (``adversarial_auc``: a small LightGBM classifier telling the two sides'
+rows apart, scored out of fold; 0.5 is indistinguishable). ``drift`` draws and writes them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+ADVERSARIAL_FOLDS = 5
+# columns of a feature table that describe a segment rather than measure it
+NOT_FEATURES = ("seg_id", "start", "target", "cycle", "tsf", "binary", "time_to_failure", "segment")
+
+
+def ks_statistic(a_sorted: np.ndarray, b_sorted: np.ndarray) -> float:
+    """Two-sample KS statistic of two sorted samples (scipy's ks_2samp statistic, without its p-value:
+    the cycle search computes thousands and needs no p-value)."""
+    points = np.concatenate([a_sorted, b_sorted])
+    fa = np.searchsorted(a_sorted, points, side="right") / len(a_sorted)
+    fb = np.searchsorted(b_sorted, points, side="right") / len(b_sorted)
+    return float(np.max(np.abs(fa - fb)))
+
+
+def mean_ks(train: pd.DataFrame, test_sorted: dict[str, np.ndarray]) -> float:
+    """Mean KS statistic over the features between some train rows and the (sorted) test columns."""
+    return float(np.mean([ks_statistic(np.sort(train[f].to_numpy(np.float64)), t) for f, t in test_sorted.items()]))
+
+
+def ks_table(train: pd.DataFrame, test: pd.DataFrame, features: list[str]) -> pd.DataFrame:
+    """Two-sample KS statistic and p-value of each feature, largest statistic first."""
+    from scipy.stats import ks_2samp
+
+    rows = []
+    for name in features:
+        res = ks_2samp(train[name].to_numpy(np.float64), test[name].to_numpy(np.float64))
+        rows.append({"feature": name, "ks_stat": float(res.statistic), "p_value": float(res.pvalue)})
+    return pd.DataFrame(rows).sort_values("ks_stat", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def adversarial_auc(train: pd.DataFrame, test: pd.DataFrame, features: list[str], seed: int = 0) -> float:
+    """Out-of-fold ROC AUC of a small LightGBM classifier telling test rows (1) from train rows (0)."""
+    import lightgbm as lgb
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold
+
+    X = pd.concat([train[features], test[features]], ignore_index=True)
+    y = np.r_[np.zeros(len(train)), np.ones(len(test))]
+    pred = np.zeros(len(y))
+    params = {"objective": "binary", "num_leaves": 8, "learning_rate": 0.05, "min_data_in_leaf": 5, "seed": seed, "verbosity": -1, "num_threads": 1}
+    n_splits = int(min(ADVERSARIAL_FOLDS, len(train), len(test)))
+    for tr, va in StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed).split(X, y):
+        booster = lgb.train(params, lgb.Dataset(X.iloc[tr], y[tr]), num_boost_round=200)
+        pred[va] = booster.predict(X.iloc[va])
+    return float(roc_auc_score(y, pred))
