@@ -107,7 +107,7 @@ def emission_segments(preset: str, seed: int, starts: np.ndarray, rows: int = 15
     """Train segments that overlap a quake's large emission (from the generator's own record)."""
     from labquake import synth
 
-    exp = synth._experiment(synth.PRESETS[preset], seed)
+    exp = synth._experiment(synth.SIZES[preset], seed)
     hit = np.zeros(len(starts), bool)
     for row, _ in exp.train.emissions:
         hit |= (starts < row + synth.MODEL.emission_rows) & (starts + rows > row)

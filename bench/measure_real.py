@@ -111,7 +111,10 @@ def write_module(path: Path, out: dict) -> None:
         per = 11 if key.endswith("quantiles") else 12
         body = "\n".join("    " + " ".join(cells[i : i + per]) for i in range(0, len(cells), per))
         text = re.sub(
-            rf'^{name} = _table\(\n    """\n.*?\n    """\n\)\n', f'{name} = _table(\n    """\n{body}\n    """\n)\n', text, flags=re.S | re.M
+            rf'^{name} = _parse_table\(\n    """\n.*?\n    """\n\)\n',
+            f'{name} = _parse_table(\n    """\n{body}\n    """\n)\n',
+            text,
+            flags=re.S | re.M,
         )
     text = re.sub(r"^LOW_TONE_SPEARMAN = [0-9.]+", f"LOW_TONE_SPEARMAN = {out['low_tone_spearman']:.2f}", text, flags=re.M)
     text = re.sub(r"^WANDER = .*$", f"WANDER = {tuple(tuple(w) for w in out['wander'])}", text, flags=re.M)
@@ -136,7 +139,7 @@ def calibrate() -> None:
     """synth.STATE_KNOTS: the quantiles of the power state over the test recordings of `full`, seeds 0 and 1."""
     from labquake import synth
 
-    v = np.concatenate([synth._experiment(synth.PRESETS["full"], seed).test.power for seed in (0, 1)])
+    v = np.concatenate([synth._experiment(synth.SIZES["full"], seed).test.power for seed in (0, 1)])
     print("STATE_KNOTS =", " ".join(f"{x:.4g}" for x in np.quantile(v, synth.measured.LEVEL_QUANTILES)))
 
 

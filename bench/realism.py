@@ -128,7 +128,7 @@ def quick(real_dir: Path, n: int) -> None:
     from labquake.features import FEATURE_NAMES, segment_features
     from labquake.stats import adversarial_auc, ks_table
 
-    exp = synth._experiment(synth.PRESETS["full"], 0)
+    exp = synth._experiment(synth.SIZES["full"], 0)
     rec = exp.test
     starts = np.sort(np.random.default_rng([0, 2]).choice(rec.n_rows - SEGMENT_ROWS, n, replace=False))
     segs = [synth._render(exp, rec, int(s), int(s) + SEGMENT_ROWS, np.random.default_rng([0, 4, i]), 0) for i, s in enumerate(starts)]
@@ -163,7 +163,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         e, a = r["emission"], r["auto"]
-        sparse = synth.PRESETS[r["preset"]].time_scale > 1
+        sparse = synth.SIZES[r["preset"]].time_scale > 1
         where = "n/a (0.39 s segments)" if sparse else f"{e['loudest_ttf_range'][0]}-{e['loudest_ttf_range'][1]} ({e['cycles']} cycles)"
         quiet = "n/a" if sparse else f"{min(e['peak_at_failure'])}-{max(e['peak_at_failure'])}"
         print(

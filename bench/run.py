@@ -108,7 +108,7 @@ def segments(n: int) -> list[np.ndarray]:
 
     raw = OUT / "raw_tiny"
     if not (raw / "train.csv").is_file():
-        synth.write_dataset(raw, "tiny", 0)
+        synth.run_synth(raw, "tiny", 0)
     x = pd.read_csv(raw / "train.csv", usecols=["acoustic_data"])["acoustic_data"].to_numpy(np.int16)
     segs = [x[i * 150_000 : (i + 1) * 150_000] for i in range(0, len(x) // 150_000, max(1, len(x) // 150_000 // n))]
     segs[0] = pd.read_csv(REAL_SEGMENT)["acoustic_data"].to_numpy(np.int16)

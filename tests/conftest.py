@@ -24,7 +24,7 @@ def tiny_raw(tmp_path_factory) -> Path:
     from labquake import synth
 
     out = tmp_path_factory.mktemp("tiny") / "raw"
-    synth.write_dataset(out, "tiny", 0)
+    synth.run_synth(out, "tiny", 0)
     return out
 
 
@@ -35,7 +35,7 @@ def tiny_features(tiny_raw, tmp_path_factory) -> Path:
 
     base = tmp_path_factory.mktemp("tiny_features")
     out = base / "features"
-    features.build_features(load_config("fast"), tiny_raw, out, base / "interim", jobs=2)
+    features.run_features(load_config("fast"), tiny_raw, out, base / "interim", jobs=2)
     return out
 
 
@@ -45,5 +45,5 @@ def tiny_run(tiny_features, tmp_path_factory) -> Path:
     from labquake.config import load_config
 
     run = tmp_path_factory.mktemp("tiny_run") / "fast"
-    models.train(load_config("fast"), tiny_features, run, device="cpu")
+    models.run_train(load_config("fast"), tiny_features, run, device="cpu")
     return run

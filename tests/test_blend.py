@@ -75,7 +75,7 @@ def summary(**facts) -> dict:
 
 def test_submit_writes_three_checked_files_and_scores(tmp_path, capsys):
     run, data = make_run(tmp_path)
-    record = blend.submit(CFG, run, data, tmp_path / "subs")
+    record = blend.run_submit(CFG, run, data, tmp_path / "subs")
     sub = pd.read_csv(tmp_path / "subs" / "submission_geomean.csv")
     assert list(sub.columns) == ["seg_id", "time_to_failure"]
     assert list(sub["seg_id"]) == list(pd.read_csv(data / "sample_submission.csv")["seg_id"])
@@ -128,7 +128,7 @@ def test_submit_blends_lightgbm_alone_when_the_network_was_dropped(tmp_path, cap
     nn = {"fallback": "drop", "runs": 2, "accepted": 0, "draws": 4, "seeds": [1, 3]}
     # as train records it when the network was dropped
     RunFolder(run).write_summary(summary(models=["lgbm", "nn"], blend_weights={"lgbm": 1.0}, model={"lgbm": {"seeds": [0]}, "nn": nn}))
-    record = blend.submit(CFG, run, data, tmp_path / "subs")
+    record = blend.run_submit(CFG, run, data, tmp_path / "subs")
     sub = pd.read_csv(tmp_path / "subs" / "submission_geomean.csv")
     k = np.arange(6, 0, -1.0)
     assert list(sub["seg_id"]) == list(pd.read_csv(data / "sample_submission.csv")["seg_id"])
@@ -145,13 +145,13 @@ def test_submit_refuses_a_run_of_another_configuration(tmp_path):
     run, data = make_run(tmp_path)
     other = load_config("fast", None, ["nn.runs=3"])
     with pytest.raises(LabquakeError, match="trained with another configuration"):
-        blend.submit(other, run, data, tmp_path / "subs")
+        blend.run_submit(other, run, data, tmp_path / "subs")
     assert not (tmp_path / "subs").exists()
 
 
 def test_submit_without_truth_has_no_test_scores(tmp_path, capsys):
     run, data = make_run(tmp_path, truth=False)
-    record = blend.submit(CFG, run, data, tmp_path / "subs")
+    record = blend.run_submit(CFG, run, data, tmp_path / "subs")
     assert record["test_mae"] is None and record["truth"] is None
     assert "test MAE" not in capsys.readouterr().out
 
@@ -159,20 +159,20 @@ def test_submit_without_truth_has_no_test_scores(tmp_path, capsys):
 def test_submit_refuses_bad_runs_and_keeps_earlier_files(tmp_path):
     run, data = make_run(tmp_path)
     subs = tmp_path / "subs"
-    blend.submit(CFG, run, data, subs)
+    blend.run_submit(CFG, run, data, subs)
     before = {p.name: p.read_bytes() for p in subs.iterdir()}
     test = pd.read_parquet(run / "test.parquet")
     test.loc[2, "nn"] = np.nan
     test.to_parquet(run / "test.parquet")
     with pytest.raises(LabquakeError, match=r"submission_geomean\.csv: time_to_failure nan for seg_000002"):
-        blend.submit(CFG, run, data, subs)
+        blend.run_submit(CFG, run, data, subs)
     test.drop(index=2).assign(nn=1.0).to_parquet(run / "test.parquet")
     with pytest.raises(LabquakeError, match=r"test\.parquet: 1 seg_id of sample_submission\.csv missing, e.g. seg_000002"):
-        blend.submit(CFG, run, data, subs)
+        blend.run_submit(CFG, run, data, subs)
     assert before == {p.name: p.read_bytes() for p in subs.iterdir()}
     (run / "summary.json").unlink()
     with pytest.raises(LabquakeError, match="no finished training run"):
-        blend.submit(CFG, run, data, subs)
+        blend.run_submit(CFG, run, data, subs)
 
 
 def test_check_submission_refuses_negative_nan_and_wrong_rows(tmp_path):
@@ -229,7 +229,7 @@ def test_score_command_one_line_error(tmp_path):
 
 def test_tiny_end_to_end_train_and_submit(tiny_run, tiny_raw, tmp_path, capsys):
     run, raw = tiny_run, tiny_raw
-    record = blend.submit(CFG, run, raw, tmp_path / "subs")
+    record = blend.run_submit(CFG, run, raw, tmp_path / "subs")
     summary = json.loads((run / "summary.json").read_text())
     print(
         f"\ntiny run: OOF MAE {summary['oof_mae']} blend {record['oof_mae']['geomean']:.4f} "

@@ -57,12 +57,12 @@ def test_folders_default_from_the_paths_settings(tmp_path, monkeypatch):
     from labquake.cli import main
 
     calls = {}
-    monkeypatch.setattr(synth, "write_dataset", lambda out, preset, seed, shift, test_shift: calls.update(synth=out))
-    monkeypatch.setattr(data, "build_cache", lambda raw, interim, force: calls.update(cache=(raw, interim)))
-    monkeypatch.setattr(features, "build_features", lambda cfg, raw, out, interim, jobs, scheduler: calls.update(features=(raw, out, interim)))
-    monkeypatch.setattr(models, "train", lambda cfg, feats, run, device, strict, scheduler: calls.update(train=(feats, run)))
-    monkeypatch.setattr(blend, "submit", lambda cfg, run, raw, out: calls.update(submit=(run, raw, out)))
-    monkeypatch.setattr(report, "build_report", lambda run: calls.update(report=run))
+    monkeypatch.setattr(synth, "run_synth", lambda out, preset, seed, shift, test_shift: calls.update(synth=out))
+    monkeypatch.setattr(data, "run_cache", lambda raw, interim, force: calls.update(cache=(raw, interim)))
+    monkeypatch.setattr(features, "run_features", lambda cfg, raw, out, interim, jobs, scheduler: calls.update(features=(raw, out, interim)))
+    monkeypatch.setattr(models, "run_train", lambda cfg, feats, run, device, strict, scheduler: calls.update(train=(feats, run)))
+    monkeypatch.setattr(blend, "run_submit", lambda cfg, run, raw, out: calls.update(submit=(run, raw, out)))
+    monkeypatch.setattr(report, "run_report", lambda run: calls.update(report=run))
     toml = tmp_path / "paths.toml"
     toml.write_text(f'[paths]\nraw = "{tmp_path}/raw"\ninterim = "{tmp_path}/interim"\nfeatures = "{tmp_path}/feats"\n')
     sets = ["--config", str(toml), "--set", f"paths.models={tmp_path}/models", "--set", f"paths.submissions={tmp_path}/subs"]

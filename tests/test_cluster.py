@@ -131,7 +131,7 @@ def test_joblib_backend_runs_parallel_on_the_cluster_and_nests(dask_cluster):
 def test_cluster_tables_are_byte_identical_to_a_local_run(dask_cluster, tiny_raw, tiny_features, tmp_path, monkeypatch):
     monkeypatch.setenv("LABQUAKE_FEATURE_CHUNK", "8")  # several tasks
     out = tmp_path / "features"
-    record = features.build_features(load_config("fast"), tiny_raw, out, _interim(tiny_raw), scheduler=dask_cluster.scheduler_address)
+    record = features.run_features(load_config("fast"), tiny_raw, out, _interim(tiny_raw), scheduler=dask_cluster.scheduler_address)
     assert record["scheduler"] == dask_cluster.scheduler_address and record["jobs"] == 2
     for name in OUTPUTS:
         assert (out / name).read_bytes() == (tiny_features / name).read_bytes(), name
@@ -142,7 +142,7 @@ def test_a_worker_killed_mid_run_is_retried_and_the_output_is_identical(dask_clu
     monkeypatch.setenv("LABQUAKE_FEATURE_CHUNK", "8")
     monkeypatch.setattr(stage, "_chunk_features", _dies_once)
     out = tmp_path / "features"
-    features.build_features(load_config("fast"), tiny_raw, out, _interim(tiny_raw), scheduler=dask_cluster.scheduler_address)
+    features.run_features(load_config("fast"), tiny_raw, out, _interim(tiny_raw), scheduler=dask_cluster.scheduler_address)
     for name in OUTPUTS:
         assert (out / name).read_bytes() == (tiny_features / name).read_bytes(), name
     assert (tmp_path / "killed_a_worker").exists()  # a worker did die
@@ -154,12 +154,12 @@ def test_a_chunk_that_keeps_killing_workers_stops_clearly_and_a_rerun_resumes(da
     monkeypatch.setattr(stage, "_chunk_features", _always_dies)
     out = tmp_path / "features"
     with pytest.raises(LabquakeError, match=r"the Dask cluster failed during the features \(KilledWorker.*rerun to resume") as err:
-        features.build_features(load_config("fast"), tiny_raw, out, _interim(tiny_raw), scheduler=dask_cluster.scheduler_address)
+        features.run_features(load_config("fast"), tiny_raw, out, _interim(tiny_raw), scheduler=dask_cluster.scheduler_address)
     assert "\n" not in str(err.value) and not out.exists()
     kept = list((tmp_path / ".features.parts").glob("*/*.npz"))
     calls = []
     monkeypatch.setattr(stage, "_chunk_features", lambda *a: calls.append(a) or _REAL_CHUNK(*a))
-    features.build_features(load_config("fast"), tiny_raw, out, _interim(tiny_raw), jobs=1)  # resumed here, without the cluster
+    features.run_features(load_config("fast"), tiny_raw, out, _interim(tiny_raw), jobs=1)  # resumed here, without the cluster
     n_chunks = -(-len(pd.read_parquet(out / "train.parquet")) // 8) + -(-len(pd.read_parquet(out / "test.parquet")) // 8)
     assert len(calls) == n_chunks - len(kept)
     for name in OUTPUTS:
@@ -171,7 +171,7 @@ def test_a_part_the_client_cannot_read_names_the_shared_filesystem(dask_cluster,
     monkeypatch.setattr(stage, "_chunk_features", _loses_part)
     out = tmp_path / "features"
     with pytest.raises(LabquakeError, match="filesystem every worker and this machine share") as err:
-        features.build_features(load_config("fast"), tiny_raw, out, _interim(tiny_raw), scheduler=dask_cluster.scheduler_address)
+        features.run_features(load_config("fast"), tiny_raw, out, _interim(tiny_raw), scheduler=dask_cluster.scheduler_address)
     assert "\n" not in str(err.value) and not out.exists()
 
 
@@ -222,7 +222,7 @@ def test_overlap_windows_get_sequences_of_their_own(tiny_raw, tiny_features, tmp
         pytest.skip("targets.overlap_segments is not there yet")
     cfg = load_config("fast", None, ["features.seq_overlap=true"])
     out = tmp_path / "features"
-    features.build_features(cfg, tiny_raw, out, _interim(tiny_raw), jobs=1)
+    features.run_features(cfg, tiny_raw, out, _interim(tiny_raw), jobs=1)
     extra = pd.read_parquet(out / "train_seq_extra.parquet")
     seqs = FeatureFolder(out).sequences("train_extra")
     assert len(extra) == len(seqs) > 0 and list(extra.columns) == ["start", "cycle", "target", "tsf", "binary"]

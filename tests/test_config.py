@@ -86,3 +86,21 @@ def test_a_list_of_names_needs_no_quotes():
     bare = load_config("recipe", None, ["blend.models=[lgbm, nn,seq]"])
     assert quoted.blend.models == bare.blend.models == ("lgbm", "nn", "seq")
     assert load_config("recipe", None, ["lgbm.seeds=[0, 1]"]).lgbm.seeds == (0, 1)  # numbers still parse as JSON
+
+
+def test_runtime_settings_come_from_the_environment_and_key_nothing(monkeypatch):
+    from labquake.models import run_name, train_key
+
+    monkeypatch.setenv("LABQUAKE_FEATURE_CHUNK", "8")
+    monkeypatch.setenv("LABQUAKE_SCHEDULER", "tcp://10.0.0.1:8786")
+    cfg = load_config("fast")
+    assert (cfg.runtime.feature_chunk, cfg.runtime.scheduler, cfg.runtime.scheduler_timeout) == (8, "tcp://10.0.0.1:8786", 20.0)
+    assert load_config("fast", None, ["runtime.feature_chunk=3"]).runtime.feature_chunk == 3  # --set wins
+    monkeypatch.delenv("LABQUAKE_FEATURE_CHUNK")
+    monkeypatch.delenv("LABQUAKE_SCHEDULER")
+    plain = load_config("fast")
+    assert plain.runtime.feature_chunk == 64 and plain.runtime.scheduler is None
+    assert train_key(cfg) == train_key(plain) and run_name(cfg) == run_name(plain) == "fast"  # how, not what
+    monkeypatch.setenv("LABQUAKE_SCHEDULER_TIMEOUT", "soon")
+    with pytest.raises(LabquakeError, match="LABQUAKE_SCHEDULER_TIMEOUT='soon': not a number"):
+        load_config()

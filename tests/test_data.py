@@ -225,7 +225,7 @@ def test_lone_carriage_return_inside_a_line(raw, tmp_path):
 def test_missing_inputs_say_what_to_put_there(raw, tmp_path, missing):
     target = raw if missing == "folder" else raw / missing
     shutil.rmtree(target) if target.is_dir() else target.unlink()
-    msg = error_of(data.build_cache, raw, tmp_path / "interim")
+    msg = error_of(data.run_cache, raw, tmp_path / "interim")
     assert msg.startswith(f"{target}: ")
     assert "labquake synth" in msg and "not found" in msg
     if missing != "folder":
@@ -343,18 +343,18 @@ def test_cli_missing_folder(tmp_path):
 # --- staleness -------------------------------------------------------------------------------------------
 def test_unchanged_is_not_rebuilt_changed_is(raw, tmp_path, logs):
     interim = tmp_path / "interim"
-    first = data.build_cache(raw, interim)
+    first = data.run_cache(raw, interim)
     assert first["train"]["rebuilt"] and first["test"]["rebuilt"]
     assert first["train"]["n_rows"] == SEGMENT_ROWS and first["test"]["seg_ids"] == [SEG]
     before = snapshot(interim)
-    again = data.build_cache(raw, interim)
+    again = data.run_cache(raw, interim)
     assert not again["train"]["rebuilt"] and not again["test"]["rebuilt"]
     assert snapshot(interim) == before
 
     # touched: same bytes, new mtime -> rebuilt, same values
     st = (raw / "train.csv").stat()
     os.utime(raw / "train.csv", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
-    out = data.build_cache(raw, interim)
+    out = data.run_cache(raw, interim)
     assert out["train"]["rebuilt"] and not out["test"]["rebuilt"]
     assert "the source files changed" in logs.text
     assert out["train"]["fingerprint"] != first["train"]["fingerprint"]
@@ -368,10 +368,10 @@ def test_unchanged_is_not_rebuilt_changed_is(raw, tmp_path, logs):
     # a test segment touched -> only the test cache is rebuilt
     seg = raw / "test" / f"{SEG}.csv"
     os.utime(seg, ns=(seg.stat().st_atime_ns, seg.stat().st_mtime_ns + 10**9))
-    out = data.build_cache(raw, interim)
+    out = data.run_cache(raw, interim)
     assert not out["train"]["rebuilt"] and out["test"]["rebuilt"]
 
-    assert data.build_cache(raw, interim, force=True)["train"]["rebuilt"]
+    assert data.run_cache(raw, interim, force=True)["train"]["rebuilt"]
 
 
 @pytest.mark.parametrize("damage", ["truncate_signal", "truncate_ttf", "delete_ttf", "garbage_record", "record_not_object", "old_format"])
@@ -400,7 +400,7 @@ def test_damaged_cache_is_rebuilt(raw, tmp_path, damage, logs):
 
 def test_interrupted_build_keeps_old_cache_and_recovers(raw, tmp_path):
     interim = tmp_path / "interim"
-    data.build_cache(raw, interim)
+    data.run_cache(raw, interim)
     before = snapshot(interim)
     real_parse = data.parse_rows
     calls = []
@@ -415,14 +415,14 @@ def test_interrupted_build_keeps_old_cache_and_recovers(raw, tmp_path):
 
     with mock.patch.object(csv, "parse_rows", parse_then_interrupt), mock.patch.object(csv, "CHUNK_BYTES", 100_000):
         with pytest.raises(KeyboardInterrupt):
-            data.build_cache(raw, interim, force=True)
+            data.run_cache(raw, interim, force=True)
     assert snapshot(interim) == before
 
     # a temporary left by a killed process (one that no longer exists) is cleaned up
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     stale = interim / f".{data.TRAIN_SIGNAL}.tmp{int(dead.stdout)}"
     stale.write_bytes(b"\x00" * 100)
-    data.build_cache(raw, interim, force=True)
+    data.run_cache(raw, interim, force=True)
     assert not stale.exists()
     assert sorted(p.name for p in interim.iterdir()) == sorted(before)
 
@@ -550,5 +550,5 @@ def test_sample_reader_any_bytes(scratch, text):
 def test_unwritable_cache_folder_is_one_line_error(raw, tmp_path):
     interim = tmp_path / "interim"
     interim.write_text("a file where the cache folder should be")
-    msg = error_of(data.build_cache, raw, interim)
+    msg = error_of(data.run_cache, raw, interim)
     assert msg.startswith(f"{interim}: ")

@@ -232,11 +232,11 @@ def test_rerun_is_cached_and_a_config_change_recomputes(tiny_raw, tiny_features,
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
     calls = []
     monkeypatch.setattr(stage, "_chunk_features", lambda *a: calls.append(a) or pytest.fail("recomputed"))
-    features.build_features(load_config("fast"), tiny_raw, out, interim, jobs=1)
+    features.run_features(load_config("fast"), tiny_raw, out, interim, jobs=1)
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before and not calls
     monkeypatch.undo()
     cfg = load_config("fast", None, ["features.simple_threshold=12"])
-    record = features.build_features(cfg, tiny_raw, out, interim, jobs=1)
+    record = features.run_features(cfg, tiny_raw, out, interim, jobs=1)
     assert record["key"] != json.loads((tiny_features / "features.json").read_text())["key"]
     new = pd.read_parquet(out / "train.parquet")
     old = pd.read_parquet(tiny_features / "train.parquet")
@@ -246,7 +246,7 @@ def test_rerun_is_cached_and_a_config_change_recomputes(tiny_raw, tiny_features,
 
 def test_rerun_is_byte_identical_and_jobs_do_not_matter(tiny_raw, tiny_features, tmp_path):
     out = tmp_path / "features"
-    features.build_features(load_config("fast"), tiny_raw, out, tiny_raw.parent / "interim", jobs=1)
+    features.run_features(load_config("fast"), tiny_raw, out, tiny_raw.parent / "interim", jobs=1)
     for name in ("train.parquet", "test.parquet"):
         assert (out / name).read_bytes() == (tiny_features / name).read_bytes(), name
 
@@ -266,10 +266,10 @@ def test_interrupted_run_resumes_from_finished_chunks(tiny_raw, tiny_features, t
 
     monkeypatch.setattr(stage, "_chunk_features", dies_on_third)
     with pytest.raises(KeyboardInterrupt):
-        features.build_features(load_config("fast"), tiny_raw, out, interim, jobs=1)
+        features.run_features(load_config("fast"), tiny_raw, out, interim, jobs=1)
     assert not out.exists()  # nothing partial in place
     monkeypatch.setattr(stage, "_chunk_features", lambda *a: done.append(real(*a)) or done[-1])
-    features.build_features(load_config("fast"), tiny_raw, out, interim, jobs=1)
+    features.run_features(load_config("fast"), tiny_raw, out, interim, jobs=1)
     n_chunks = len(done)
     train_n = len(pd.read_parquet(out / "train.parquet"))
     test_n = len(pd.read_parquet(out / "test.parquet"))

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import re
+import runpy
 import subprocess
 import sys
 import unicodedata
@@ -20,10 +21,12 @@ from labquake import kernel
 from labquake.cli import _config, build_parser
 from labquake.cli import main as cli_main
 from labquake.config import load_config
-from labquake.kernel_template import KernelError, find_competition_data, kernel_paths
 from labquake.util import LabquakeError
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "labquake"
+# The script template is package data, not a module: loaded as a script, as Kaggle runs it.
+TEMPLATE = runpy.run_path(str(SRC / kernel.TEMPLATE), run_name="kernel_template")
+KernelError, find_competition_data, kernel_paths = TEMPLATE["KernelError"], TEMPLATE["find_competition_data"], TEMPLATE["kernel_paths"]
 KID = "tester/labquake-fast"
 
 # What `kaggle kernels push` reads from kernel-metadata.json (kaggle-api, KaggleApi.kernels_push).
@@ -92,7 +95,7 @@ def no_kaggle(monkeypatch, tmp_path) -> Path:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("kernel") / "kernel"
-    kernel.build_kernel(out, load_config("fast"), KID)
+    kernel.run_kernel(out, load_config("fast"), KID)
     return out
 
 
@@ -106,7 +109,7 @@ def test_metadata_is_what_kaggle_push_accepts(built):
 
 def test_id_from_kaggle_username(no_kaggle, monkeypatch, tmp_path):
     monkeypatch.setenv("KAGGLE_USERNAME", "alice")
-    kernel.build_kernel(tmp_path / "k", load_config("fast"), None)
+    kernel.run_kernel(tmp_path / "k", load_config("fast"), None)
     meta = check_kaggle_metadata(tmp_path / "k")
     assert meta["id"] == "alice/labquake-fast" and meta["title"] == "Labquake fast"
 
@@ -124,7 +127,7 @@ def test_id_from_kaggle_json(no_kaggle, monkeypatch, tmp_path, where):
 
 def test_missing_identity_is_a_clear_error(no_kaggle, tmp_path, capsys):
     with pytest.raises(LabquakeError, match=r"--id USER/SLUG.*KAGGLE_USERNAME.*kaggle\.json"):
-        kernel.build_kernel(tmp_path / "k", load_config("fast"), None)
+        kernel.run_kernel(tmp_path / "k", load_config("fast"), None)
     assert not (tmp_path / "k").exists()
     assert cli_main(["kernel", "--out", str(tmp_path / "k"), "--fast"]) == 2
     assert "--id USER/SLUG" in capsys.readouterr().err
@@ -159,13 +162,13 @@ def test_never_overwrites_a_folder_that_is_not_a_kernel(tmp_path, built):
     other.mkdir()
     (other / "notes.txt").write_text("keep me")
     with pytest.raises(LabquakeError, match="not a kernel folder"):
-        kernel.build_kernel(other, load_config("fast"), KID)
+        kernel.run_kernel(other, load_config("fast"), KID)
     assert (other / "notes.txt").read_text() == "keep me"
     # a kernel folder is rebuilt whole: stale files go
     again = tmp_path / "again"
-    kernel.build_kernel(again, load_config("fast"), KID)
+    kernel.run_kernel(again, load_config("fast"), KID)
     (again / "stale.py").write_text("")
-    kernel.build_kernel(again, load_config("fast"), KID)
+    kernel.run_kernel(again, load_config("fast"), KID)
     assert sorted(p.name for p in again.iterdir()) == sorted(p.name for p in built.iterdir())
 
 
@@ -176,9 +179,13 @@ def test_script_carries_the_current_sources(built):
     script = built / kernel.CODE_FILE
     compile(script.read_text(), str(script), "exec")  # valid Python
     assert Path(labquake.__file__).resolve().parent == SRC  # the tests see the working tree
-    on_disk = {f"labquake/{p.relative_to(SRC).as_posix()}": p.read_bytes() for p in SRC.rglob("*.py") if "__pycache__" not in p.parts}
+    on_disk = {
+        f"labquake/{p.relative_to(SRC).as_posix()}": p.read_bytes()
+        for p in SRC.rglob("*.py")
+        if "__pycache__" not in p.parts and "templates" not in p.parts
+    }
     assert sha(kernel.bundled_files(script)) == sha(on_disk)
-    assert "labquake/kernel_template.py" in on_disk and "labquake/cli.py" in on_disk
+    assert "labquake/cli.py" in on_disk and not any("templates" in name for name in kernel.bundled_files(script))  # the template is the script
     # the subpackages travel too, every module of them
     for package in ("features", "models", "report"):
         modules = {f"labquake/{package}/{p.name}" for p in (SRC / package).glob("*.py")}
@@ -186,7 +193,7 @@ def test_script_carries_the_current_sources(built):
 
 
 def test_build_is_deterministic(built, tmp_path):
-    kernel.build_kernel(tmp_path / "k", load_config("fast"), KID)
+    kernel.run_kernel(tmp_path / "k", load_config("fast"), KID)
     for name in (kernel.CODE_FILE, kernel.METADATA_FILE):
         assert (tmp_path / "k" / name).read_bytes() == (built / name).read_bytes()
 
@@ -204,7 +211,7 @@ def test_config_travels_as_cli_arguments(tmp_path):
             "features.wavelet=db8",
         ],
     )
-    kernel.build_kernel(tmp_path / "k", cfg, KID)
+    kernel.run_kernel(tmp_path / "k", cfg, KID)
     import runpy
 
     build = runpy.run_path(str(tmp_path / "k" / kernel.CODE_FILE), run_name="kernel_bundle")["BUILD"]
@@ -261,10 +268,27 @@ def test_kernel_without_data_says_what_to_attach(built, tmp_path):
 
 
 def test_the_template_itself_refuses_to_run():
-    from labquake import kernel_template
-
     with pytest.raises(KernelError, match="labquake kernel"):
-        kernel_template.unpack_package(Path("/nonexistent"))
+        TEMPLATE["unpack_package"](Path("/nonexistent"))
+
+
+def test_the_kernel_runs_the_makefiles_steps():
+    """`make submit` is features, train, submit, then report: the kernel's steps, in that order."""
+    makefile = (SRC.parents[1] / "Makefile").read_text()
+    steps: list[str] = []
+
+    def follow(target: str) -> None:
+        m = re.search(rf"^{target}: ([^#\n]*)(?:##.*)?\n((?:\t.*\n)*)", makefile, flags=re.M)
+        for dep in m.group(1).split():
+            if dep != "$(STAMP)":
+                follow(dep)
+        steps.extend(re.findall(r"\$\(LQ\) ([a-z]+)", m.group(2)))
+
+    follow("submit")
+    assert tuple(steps) == kernel.STEPS == ("features", "train", "submit", "report")
+    build = {"config_args": ["--preset", "fast"], "preset": "fast", "steps": list(kernel.STEPS)}
+    argv = TEMPLATE["pipeline"](Path("/data"), kernel_paths({}), build)
+    assert [a[0] for a in argv] == list(kernel.STEPS) and all(a[-2:] == ["--preset", "fast"] for a in argv)
 
 
 # ----------------------------------------------------------------------------- paths on Kaggle
@@ -307,7 +331,7 @@ def test_kernel_runs_end_to_end_like_on_kaggle(tiny_raw, tmp_path):
     sets = ["nn.runs=1", "lgbm.seeds=[0]", "nn.epochs=30", 'blend.models=["lgbm","nn","seq"]', "seq.runs=1", "seq.epochs=15", "seq.max_redraws=0"]
     cfg = load_config("fast", sets=sets)
     out = tmp_path / "build"
-    kernel.build_kernel(out, cfg, KID)
+    kernel.run_kernel(out, cfg, KID)
     (tmp_path / "input").mkdir()
     (tmp_path / "input" / "LANL-Earthquake-Prediction").symlink_to(tiny_raw, target_is_directory=True)
     working, scratch = tmp_path / "working", tmp_path / "scratch"

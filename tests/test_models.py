@@ -87,7 +87,7 @@ def test_auto_train_cycles_are_chosen_recorded_and_plotted(tmp_path, no_tf):
     cfg = load_config("fast", None, [*QUICK_LGBM, "data.train_cycles=auto", "data.auto_draws=50", "nn.runs=1"])
     d = models.training_data(cfg, feat_dir)
     assert sorted(d.train["cycle"].unique().tolist()) == d.cycle_choice["chosen"]
-    summary = models.train(cfg, feat_dir, tmp_path / "run", device="cpu")
+    summary = models.run_train(cfg, feat_dir, tmp_path / "run", device="cpu")
     record = json.loads((tmp_path / "run" / "cycles.json").read_text())
     assert record["chosen"] == summary["train_cycles"] == d.cycle_choice["chosen"] and len(record["draw_scores"]) == 50
     assert (tmp_path / "run" / "cycles.png").read_bytes()[:4] == b"\x89PNG"
@@ -99,7 +99,7 @@ def test_auto_cycles_and_cycle_folds_on_tiny(tiny_features, tmp_path, no_tf):
     cfg = load_config("fast", None, sets)
     first, again = models.training_data(cfg, tiny_features), models.training_data(cfg, tiny_features)
     assert first.cycle_choice["chosen"] == again.cycle_choice["chosen"] and first.cycle_choice["draw_scores"] == again.cycle_choice["draw_scores"]
-    summary = models.train(cfg, tiny_features, tmp_path / "run", device="cpu")
+    summary = models.run_train(cfg, tiny_features, tmp_path / "run", device="cpu")
     assert summary["cv_scheme"] == "cycles" and summary["train_cycles"] == first.cycle_choice["chosen"]
     oof = pd.read_parquet(tmp_path / "run" / "oof.parquet")
     assert (oof.groupby("cycle")["fold"].nunique() == 1).all()
@@ -369,6 +369,11 @@ def test_seq_architectures_are_the_two_standard_patterns():
     assert gru.get_layer(index=5).input.shape[1] == 150 // 4  # the pooling shortened the sequence before the GRU
     lstm = seq.build_network(load_config("recipe", None, ["seq.arch=causal_lstm"]), 150, 5)
     assert body(lstm) == ["InputLayer", "Conv1D", "LSTM", "LSTM", "Dropout", "Dense"]
+    import typing
+
+    from labquake.config import SeqArch
+
+    assert tuple(seq.BODIES) == typing.get_args(SeqArch)  # every choice of seq.arch has its body
     assert lstm.get_layer(index=1).padding == "causal" and lstm.get_layer(index=2).return_sequences
     for model in (gru, lstm):  # the recipe's heads and loss
         compiled = model.get_compile_config()
@@ -402,7 +407,7 @@ def test_seq_fits_do_not_depend_on_the_fits_before_them(tmp_path):
 def test_train_with_seq_adds_its_column_and_predicts_from_saved_folds(tmp_path):
     feat = write_feature_dir(tmp_path / "features", sequences=True)
     cfg = load_config("fast", None, [*QUICK_LGBM, *QUICK_NN, "nn.reject_ratio=100.0", *QUICK_SEQ, 'blend.models=["lgbm","nn","seq"]'])
-    summary = models.train(cfg, feat, tmp_path / "run", device="cpu")
+    summary = models.run_train(cfg, feat, tmp_path / "run", device="cpu")
     assert summary["models"] == ["lgbm", "nn", "seq"] and set(summary["blend_weights"]) == {"lgbm", "nn", "seq"}
     assert summary["model"]["seq"]["draws"] == 1 and summary["model"]["seq"]["reject_relative_to"] == "lgbm"
     oof, test = pd.read_parquet(tmp_path / "run" / "oof.parquet"), pd.read_parquet(tmp_path / "run" / "test.parquet")
@@ -550,7 +555,7 @@ def test_train_rejects_bad_runs_and_averages_accepted_ones(feat_dir, tmp_path, m
     calls = fake_network(monkeypatch, quality={0: 50.0})
     cfg = load_config("fast", None, QUICK_LGBM + ["nn.runs=2", "nn.max_redraws=2", "nn.seed=10"])
     run = tmp_path / "run"
-    summary = models.train(cfg, feat_dir, run, device="cpu")
+    summary = models.run_train(cfg, feat_dir, run, device="cpu")
     assert [c["seed"] for c in calls] == [10, 11, 12]  # seed = nn.seed + draw: distinct
     runs = json.loads((run / "nn" / "runs.json").read_text())
     assert [r["accepted"] for r in runs["runs"]] == [r["kept"] for r in runs["runs"]] == [False, True, True]
@@ -605,7 +610,7 @@ def test_every_draw_rejected_still_ends_with_a_submission(feat_dir, tmp_path, no
 
 def test_on_reject_best_blends_the_best_draws(feat_dir, tmp_path, no_tf):
     cfg = load_config("fast", None, QUICK_LGBM + ["nn.runs=1", "nn.max_redraws=2", "nn.reject_ratio=0.0001", "nn.on_reject=best"])
-    summary = models.train(cfg, feat_dir, tmp_path / "run", device="cpu")
+    summary = models.run_train(cfg, feat_dir, tmp_path / "run", device="cpu")
     runs = json.loads((tmp_path / "run" / "nn" / "runs.json").read_text())["runs"]
     best = min(runs, key=lambda r: r["oof_mae"])
     assert (
@@ -632,7 +637,7 @@ def test_strict_is_a_one_line_error_exit_2(feat_dir, tmp_path, no_tf, capsys):
     no_tf.clear()
     cfg = load_config("fast", None, QUICK_LGBM + ["nn.runs=1", "nn.max_redraws=1", "nn.reject_ratio=0.0001", "nn.on_reject=error"])
     with pytest.raises(LabquakeError, match="all 2 draws rejected"):
-        models.train(cfg, feat_dir, tmp_path / "run2", device="cpu")
+        models.run_train(cfg, feat_dir, tmp_path / "run2", device="cpu")
     # without --strict, the first run folder finishes from its saved draws
     no_tf.clear()
     assert main([a for a in args if a != "--strict"]) == 0
@@ -666,7 +671,7 @@ def test_train_fills_the_run_folder_and_shares_folds(feat_dir, tmp_path, no_tf, 
     monkeypatch.setattr(lgbm.MODEL, "fit_fold", spy)
     cfg = load_config("fast", None, QUICK_LGBM + ["lgbm.seeds=[0, 1]", "nn.runs=2"])
     run = tmp_path / "run"
-    summary = models.train(cfg, feat_dir, run, device="cpu")
+    summary = models.run_train(cfg, feat_dir, run, device="cpu")
     expected = targets.fold_ids(pd.read_parquet(feat_dir / "train.parquet")["cycle"].to_numpy(), cfg)
     for folds in lgbm_folds + [c["folds"] for c in no_tf]:
         assert np.array_equal(folds, expected)  # one split for both models
@@ -704,19 +709,19 @@ def test_train_fills_the_run_folder_and_shares_folds(feat_dir, tmp_path, no_tf, 
     # Rerun, same configuration: nothing is recomputed, the results are the same.
     lgbm_folds.clear()
     no_tf.clear()
-    again = models.train(cfg, feat_dir, run, device="cpu")
+    again = models.run_train(cfg, feat_dir, run, device="cpu")
     assert lgbm_folds == [] and no_tf == [] and again == summary
 
 
 def test_partial_run_resumes_where_it_stopped(feat_dir, tmp_path, no_tf):
     cfg = load_config("fast", None, QUICK_LGBM + ["nn.runs=2"])
     run = tmp_path / "run"
-    models.train(cfg, feat_dir, run, device="cpu")
+    models.run_train(cfg, feat_dir, run, device="cpu")
     first = pd.read_parquet(run / "oof.parquet")
     shutil.rmtree(run / "nn" / "draw01")  # as if killed during the second network run (a draw's folder appears whole)
     (run / "summary.json").unlink()
     no_tf.clear()
-    models.train(cfg, feat_dir, run, device="cpu")
+    models.run_train(cfg, feat_dir, run, device="cpu")
     assert [c["draw"] for c in no_tf] == [1]
     pd.testing.assert_frame_equal(first, pd.read_parquet(run / "oof.parquet"))
 
@@ -724,12 +729,12 @@ def test_partial_run_resumes_where_it_stopped(feat_dir, tmp_path, no_tf):
 def test_a_run_folder_of_another_config_or_features_is_refused(feat_dir, tmp_path, no_tf):
     cfg = load_config("fast", None, QUICK_LGBM + ["nn.runs=1"])
     run = tmp_path / "run"
-    models.train(cfg, feat_dir, run, device="cpu")
+    models.run_train(cfg, feat_dir, run, device="cpu")
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     other = load_config("fast", None, QUICK_LGBM + ["nn.runs=1", "lgbm.learning_rate=0.05"])
     with pytest.raises(LabquakeError, match="different configuration; choose another --run folder or delete this one"):
-        models.train(other, feat_dir, run, device="cpu")
+        models.run_train(other, feat_dir, run, device="cpu")
     feat2 = write_feature_dir(tmp_path / "features2", key="k2")
     with pytest.raises(LabquakeError, match="different features"):
-        models.train(cfg, feat2, run, device="cpu")
+        models.run_train(cfg, feat2, run, device="cpu")
     assert before == {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}  # untouched

@@ -36,9 +36,9 @@ def _sets(*extra: str) -> list[str]:
 
 def test_an_extra_column_is_read_when_named_and_helps(own, tmp_path, monkeypatch):
     fake_network(monkeypatch)
-    base = models.train(load_config("fast", None, QUICK), own, tmp_path / "base", device="cpu")
+    base = models.run_train(load_config("fast", None, QUICK), own, tmp_path / "base", device="cpu")
     cfg = load_config("fast", None, _sets())
-    summary = models.train(cfg, own, tmp_path / "run", device="cpu")
+    summary = models.run_train(cfg, own, tmp_path / "run", device="cpu")
     assert summary["model"]["lgbm"]["features"][-1] == "my_rms" and "my_rms" not in summary["model"]["nn"]["features"]
     imp = pd.read_csv(tmp_path / "run" / "lgbm" / "importance.csv")
     assert imp.groupby("feature")["gain"].mean().idxmax() == "my_rms"  # the column LightGBM leans on
@@ -71,7 +71,7 @@ def test_a_bad_own_table_is_one_line_exit_2(own, tmp_path, capsys, change, expec
 def test_predict_refuses_a_run_that_reads_a_feature_it_cannot_compute(own, tmp_path, monkeypatch):
     fake_network(monkeypatch)
     cfg = load_config("fast", None, _sets())
-    models.train(cfg, own, tmp_path / "run", device="cpu")
+    models.run_train(cfg, own, tmp_path / "run", device="cpu")
     table = pd.read_parquet(own / "test.parquet").drop(columns="my_rms")  # what labquake computes
     from labquake.util import LabquakeError
 

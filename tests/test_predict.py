@@ -86,7 +86,7 @@ def test_window_starts():
 def test_predict_rows_truth_models_blend_and_mae(fake_models, recording, tmp_path, capsys):
     run = make_run(tmp_path / "run")
     out = tmp_path / "out"
-    record = predict.predict_recording(CFG, run, recording, out, step=STEP, jobs=1)
+    record = predict.run_predict(CFG, run, recording, out, step=STEP, jobs=1)
 
     table = read(out / "predictions.csv")
     assert list(table.columns) == ["start_row", "end_row", "time_to_failure", "lgbm", "nn", "blend"]
@@ -118,22 +118,22 @@ def test_recording_without_truth(fake_models, recording, tmp_path, capsys):
     signal_only = tmp_path / "signal.csv"
     signal_only.write_text("acoustic_data\n" + "\n".join(pd.read_csv(recording)["acoustic_data"].astype(str)) + "\n")
     run = make_run(tmp_path / "run")
-    record = predict.predict_recording(CFG, run, signal_only, tmp_path / "out", step=STEP, jobs=1)
+    record = predict.run_predict(CFG, run, signal_only, tmp_path / "out", step=STEP, jobs=1)
     table = read(tmp_path / "out" / "predictions.csv")
     assert list(table.columns) == ["start_row", "end_row", "lgbm", "nn", "blend"]
     assert record["mae"] is None and "MAE" not in capsys.readouterr().out
     # the same signal as raw int16 samples, mapped in place: the same predictions
     raw = tmp_path / "signal.i16"
     pd.read_csv(recording)["acoustic_data"].to_numpy(np.int16).tofile(raw)
-    predict.predict_recording(CFG, run, raw, tmp_path / "out_raw", step=STEP, jobs=1)
+    predict.run_predict(CFG, run, raw, tmp_path / "out_raw", step=STEP, jobs=1)
     pd.testing.assert_frame_equal(read(tmp_path / "out_raw" / "predictions.csv"), table)
 
 
 def test_resume_reuses_finished_parts(fake_models, recording, tmp_path, monkeypatch):
     run = make_run(tmp_path / "run")
     out = tmp_path / "out"
-    monkeypatch.setenv("LABQUAKE_FEATURE_CHUNK", "1")  # a part per window
-    predict.predict_recording(CFG, run, recording, out, step=STEP, jobs=1)
+    cfg = load_config("fast", sets=["runtime.feature_chunk=1"])  # a part per window
+    predict.run_predict(cfg, run, recording, out, step=STEP, jobs=1)
     first = (out / "predictions.csv").read_bytes()
     parts = sorted((out / ".parts").rglob(f"{predict.PARTS_NAME}_*"))
     assert len(parts) == 3
@@ -149,7 +149,7 @@ def test_resume_reuses_finished_parts(fake_models, recording, tmp_path, monkeypa
         return real(fc, source, starts, rows, part, *args, **kwargs)
 
     monkeypatch.setattr(feature_stage, "_chunk_features", counting)
-    predict.predict_recording(CFG, run, recording, out, step=STEP, jobs=1)
+    predict.run_predict(cfg, run, recording, out, step=STEP, jobs=1)
     assert computed == [[100_000]]  # only the missing window
     assert (out / "predictions.csv").read_bytes() == first
 
@@ -198,7 +198,7 @@ def test_real_run(tiny_raw, tiny_run, tmp_path, capsys):
     """The session's trained run (real saved models) over the whole tiny train recording."""
     out = tmp_path / "out"
     cfg = CFG
-    record = predict.predict_recording(cfg, tiny_run, tiny_raw / "train.csv", out, step=SEGMENT_ROWS, jobs=2)
+    record = predict.run_predict(cfg, tiny_run, tiny_raw / "train.csv", out, step=SEGMENT_ROWS, jobs=2)
     table = read(out / "predictions.csv")
     n = len(truth := truth_of(tiny_raw / "train.csv"))
     assert len(table) == n // SEGMENT_ROWS == record["n_windows"]

@@ -49,7 +49,7 @@ def real(real_dir):
 
 @pytest.fixture(scope="module")
 def exp_full():
-    return synth._experiment(synth.PRESETS["full"], 0)
+    return synth._experiment(synth.SIZES["full"], 0)
 
 
 @pytest.fixture(scope="module")
@@ -123,14 +123,14 @@ def test_test_interval_is_in_the_real_regime(exp_full):
     """Test cycles are longer: the test recording's mean time to failure is 1.11x the train
     segments' (real: 6.32 s against 5.68 s), for every seed; --no-test-shift draws them like train's."""
     for seed in (0, 1, 2):
-        exp = exp_full if seed == 0 else synth._experiment(synth.PRESETS["full"], seed)
+        exp = exp_full if seed == 0 else synth._experiment(synth.SIZES["full"], seed)
         train = np.mean(synth._ttf_at(exp.train, synth._segment_ends(exp.train))) / UNITS
         assert abs(synth._mean_ttf(exp.test) / train / synth.FAULT.test_ratio - 1) < 0.005
         # longer because of larger slips, so the test's cycles start quieter (a shift in the signal)
         test_cycles = np.unique(exp.test.cycle)
         train_cycles = np.unique(exp.train.cycle)[1:-1]
         assert exp.cycles.slip[test_cycles].mean() > exp.cycles.slip[train_cycles].mean() + 1
-    plain = synth._experiment(synth.PRESETS["full"], 0, test_shift=False)
+    plain = synth._experiment(synth.SIZES["full"], 0, test_shift=False)
     assert np.array_equal(plain.train.ttf0, exp_full.train.ttf0)  # train is the same either way
     ratio = synth._mean_ttf(plain.test) / (np.mean(synth._ttf_at(plain.train, synth._segment_ends(plain.train))) / UNITS)
     assert abs(ratio - synth.FAULT.test_ratio) > 0.02

@@ -7,7 +7,6 @@ of other models are that run with a ``seq`` model added by hand (``with_seq``), 
 
 from __future__ import annotations
 
-import json
 import shutil
 import struct
 from pathlib import Path
@@ -18,7 +17,8 @@ import pytest
 
 from labquake import blend, metric, models, report
 from labquake.config import load_config
-from labquake.util import LabquakeError
+from labquake.models.folder import RunFolder
+from labquake.util import LabquakeError, write_json, write_parquet
 
 ALL_PLOTS = set(report.PLOTS) - {"seq_history.png"}  # of the tiny run's models, lgbm and nn
 UNSUBMITTED = ALL_PLOTS - {"test_vs_truth.png"}  # no truth file named: trained, not blended
@@ -36,26 +36,27 @@ def copy_run(tiny_run: Path, dest: Path) -> Path:
 def submitted(tiny_run: Path, tiny_raw: Path, dest: Path, *sets: str) -> Path:
     """A copy of the tiny run, blended by `labquake submit` against the tiny data (its truth included)."""
     run = copy_run(tiny_run, dest)
-    blend.submit(load_config("fast", None, list(sets)), run, tiny_raw, dest / "subs")
+    blend.run_submit(load_config("fast", None, list(sets)), run, tiny_raw, dest / "subs")
     return run
 
 
 def with_seq(run: Path, weights: dict[str, float]) -> Path:
     """``run`` with a third model ``seq`` as training writes one (a column in oof and test, its
     summary.json entries, seq/runs.json and seq/history.csv: the network's, copied), blended with ``weights``."""
-    for name in ("oof", "test"):
-        table = pd.read_parquet(run / f"{name}.parquet")
+    folder = RunFolder(run)
+    for path in (folder.oof_path, folder.test_path):
+        table = pd.read_parquet(path)
         table["seq"] = 0.8 * table["nn"] + 0.5  # unlike either model
-        table.to_parquet(run / f"{name}.parquet", index=False)
-    summary = json.loads((run / "summary.json").read_text())
-    summary.update({k.replace("nn_", "seq_", 1): v for k, v in summary.items() if k.startswith("nn_")})
-    oof = pd.read_parquet(run / "oof.parquet")
+        write_parquet(path, table)
+    summary = folder.summary()
+    summary["model"]["seq"] = dict(summary["model"]["nn"])
+    oof = pd.read_parquet(folder.oof_path)
     summary["oof_mae"]["seq"] = metric.mae(oof["target"], oof["seq"])
     summary["models"], summary["blend_weights"] = ["lgbm", "nn", "seq"], weights
-    (run / "summary.json").write_text(json.dumps(summary))
-    config = json.loads((run / "config.json").read_text())
+    folder.write_summary(summary)
+    config = folder.config()
     config["config"]["blend"].update(models=summary["models"], weights="fitted")
-    (run / "config.json").write_text(json.dumps(config))
+    write_json(folder.config_path, config)
     (run / "seq").mkdir()
     for name in ("runs.json", "history.csv"):
         shutil.copy(run / "nn" / name, run / "seq" / name)
@@ -96,7 +97,7 @@ def check_report(md_path: Path, expected: set[str]) -> str:
 
 @pytest.fixture(scope="module")
 def full_report(tiny_run, tiny_raw, tmp_path_factory) -> Path:
-    return report.build_report(submitted(tiny_run, tiny_raw, tmp_path_factory.mktemp("submitted")))
+    return report.run_report(submitted(tiny_run, tiny_raw, tmp_path_factory.mktemp("submitted")))
 
 
 def test_full_report_has_every_plot(full_report):
@@ -113,19 +114,19 @@ def test_full_report_has_every_plot(full_report):
 
 def test_optional_inputs_skipped_with_a_reason(tiny_run, tmp_path):
     run = copy_run(tiny_run, tmp_path)
-    md = check_report(report.build_report(run, features_dir=tmp_path / "moved"), UNSUBMITTED - {"lgbm_features.png", "drift_ks.png"})
+    md = check_report(report.run_report(run, features_dir=tmp_path / "moved"), UNSUBMITTED - {"lgbm_features.png", "drift_ks.png"})
     assert "the feature folder" in md and "has no train.parquet" in md
     assert "no truth file" in md
 
 
 def test_explicit_arguments_determinism_and_stale_plots(full_report, tiny_run, tiny_features, tiny_raw, tmp_path):
     run = copy_run(tiny_run, tmp_path)  # the same run, not blended: the folders are given instead
-    md = check_report(report.build_report(run, features_dir=tiny_features, truth=tiny_raw / "test_truth.csv"), ALL_PLOTS)
+    md = check_report(report.run_report(run, features_dir=tiny_features, truth=tiny_raw / "test_truth.csv"), ALL_PLOTS)
     assert "10 of 10 test segments matched" in md
     for name in ALL_PLOTS:  # same inputs, same bytes
         assert (run / "report" / name).read_bytes() == (full_report.parent / name).read_bytes(), name
     # Rebuilt without a truth file: the plot of the earlier report is removed, not left stale.
-    md = check_report(report.build_report(run), UNSUBMITTED)
+    md = check_report(report.run_report(run), UNSUBMITTED)
     assert "no truth file" in md
 
 
@@ -136,7 +137,7 @@ def test_report_blends_with_the_submitted_clip_min(tiny_run, tiny_raw, tmp_path)
     data = report.load_run(run)
     oof = pd.read_parquet(run / "oof.parquet")
     np.testing.assert_allclose(data.oof["blend"], np.sqrt(np.clip(oof["lgbm"], 3.0, None) * np.clip(oof["nn"], 3.0, None)))
-    assert data.clip_min == 3.0 and "clip(lgbm, 3)" in report.build_report(run).read_text()
+    assert data.clip_min == 3.0 and "clip(lgbm, 3)" in report.run_report(run).read_text()
 
 
 def test_report_flags_a_dropped_network(tiny_features, tmp_path, monkeypatch):
@@ -147,9 +148,9 @@ def test_report_flags_a_dropped_network(tiny_features, tmp_path, monkeypatch):
     fake_network(monkeypatch, quality={0: 50.0, 1: 50.0})
     cfg = load_config("fast", None, ["lgbm.seeds=[0]", "nn.runs=1", "nn.max_redraws=1"])
     run = tmp_path / "run"
-    summary = models.train(cfg, tiny_features, run, device="cpu")
+    summary = models.run_train(cfg, tiny_features, run, device="cpu")
     assert summary["model"]["nn"]["fallback"] == "drop"
-    md = report.build_report(run).read_text()
+    md = report.run_report(run).read_text()
     flag = [line for line in md.splitlines() if line.startswith("> **Warning:**")]
     assert len(flag) == 1 and "nn: all 2 draws rejected" in flag[0] and "the blend is lgbm" in flag[0]
     assert md.index("> **Warning:**") < md.index("## Scores")  # before any number
@@ -169,7 +170,7 @@ def test_report_of_three_models(tiny_run, tiny_raw, tmp_path):
     for table in (data.oof, data.test):
         expected = np.exp(sum(w * np.log(np.clip(table[m], 0.1, None)) for m, w in weights.items()))
         np.testing.assert_allclose(table["blend"], expected, rtol=1e-12)
-    md = check_report(report.build_report(run, truth=tiny_raw / "test_truth.csv"), ALL_PLOTS | {"seq_history.png"})
+    md = check_report(report.run_report(run, truth=tiny_raw / "test_truth.csv"), ALL_PLOTS | {"seq_history.png"})
     scores = md[md.index("## Scores") : md.index("<details>")]
     row = [line for line in scores.splitlines() if line.startswith("| sequence network | ")]
     assert len(row) == 1 and row[0].endswith(" | 0.2 |") and f"{data.summary['oof_mae']['seq']:.4g}" in row[0]
@@ -184,12 +185,12 @@ def test_report_of_three_models(tiny_run, tiny_raw, tmp_path):
 def test_report_without_lightgbm(tiny_run, tmp_path):
     """Two networks and no LightGBM: no LightGBM section, the blend is sqrt(nn * seq)."""
     run = with_seq(copy_run(tiny_run, tmp_path), {"nn": 0.5, "seq": 0.5})
-    summary = json.loads((run / "summary.json").read_text())
+    summary = RunFolder(run).summary()
     summary["models"] = ["nn", "seq"]
-    (run / "summary.json").write_text(json.dumps(summary))
+    RunFolder(run).write_summary(summary)
     shutil.rmtree(run / "lgbm")
     lgbm_plots = {"lgbm_importance.png", "lgbm_features.png", "lgbm_curves.png"}
-    md = check_report(report.build_report(run), (UNSUBMITTED | {"seq_history.png"}) - lgbm_plots)
+    md = check_report(report.run_report(run), (UNSUBMITTED | {"seq_history.png"}) - lgbm_plots)
     assert "## LightGBM" not in md and "| LightGBM |" not in md and "| lgbm.seeds |" not in md
     assert "The blend is `sqrt(clip(nn, 0.1) * clip(seq, 0.1))`" in md
 
@@ -200,7 +201,7 @@ def test_ttf_bins():
 
 def test_missing_run_folder(tmp_path):
     with pytest.raises(LabquakeError, match="run folder not found"):
-        report.build_report(tmp_path / "nope")
+        report.run_report(tmp_path / "nope")
 
 
 @pytest.mark.parametrize(
@@ -210,7 +211,7 @@ def test_missing_required_file_names_it(tiny_run, tmp_path, victim):
     run = copy_run(tiny_run, tmp_path)
     (run / victim).unlink()
     with pytest.raises(LabquakeError, match=victim.split("/")[-1]) as err:
-        report.build_report(run)
+        report.run_report(run)
     assert "\n" not in str(err.value)
     assert not (run / "report").exists()
 
@@ -222,18 +223,18 @@ def test_corrupt_file_names_it(tiny_run, tmp_path, victim):
     run = copy_run(tiny_run, tmp_path)
     (run / victim).write_bytes(b"\x00garbage\xff{[" * 10)
     with pytest.raises(LabquakeError, match=victim.split("/")[-1]) as err:
-        report.build_report(run)
+        report.run_report(run)
     assert "\n" not in str(err.value)
     assert not (run / "report").exists()  # everything is read before anything is drawn
 
 
 def test_record_without_a_key_it_reads_names_it(tiny_run, tmp_path):
     run = copy_run(tiny_run, tmp_path)
-    summary = json.loads((run / "summary.json").read_text())
+    summary = RunFolder(run).summary()
     del summary["oof_mae"]
-    (run / "summary.json").write_text(json.dumps(summary))
+    RunFolder(run).write_summary(summary)
     with pytest.raises(LabquakeError, match=r"summary.json: no oof_mae"):
-        report.build_report(run)
+        report.run_report(run)
 
 
 def test_cli_report(tiny_run, tmp_path):

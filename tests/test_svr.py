@@ -56,7 +56,7 @@ def test_svr_trains_blends_and_submits_beside_the_recipe(feat_dir, tmp_path, mon
     fake_network(monkeypatch)
     cfg = load_config("fast", None, [*QUICK, 'blend.models=["lgbm","nn","svr"]'])
     run = tmp_path / "run"
-    summary = models.train(cfg, feat_dir, run, device="cpu")
+    summary = models.run_train(cfg, feat_dir, run, device="cpu")
     assert summary["models"] == ["lgbm", "nn", "svr"] and set(summary["blend_weights"]) == {"lgbm", "nn", "svr"}
     assert summary["model"]["svr"] == {"seeds": [0], "features": list(cfg.svr.features)}
     assert list(pd.read_parquet(run / "test.parquet").columns) == ["seg_id", "lgbm", "nn", "svr"]
@@ -65,7 +65,7 @@ def test_svr_trains_blends_and_submits_beside_the_recipe(feat_dir, tmp_path, mon
     raw.mkdir()
     ids = pd.read_parquet(feat_dir / "test.parquet")["seg_id"]
     pd.DataFrame({"seg_id": ids, "time_to_failure": 0.0}).to_csv(raw / "sample_submission.csv", index=False)
-    record = blend.submit(cfg, run, raw, tmp_path / "subs")
+    record = blend.run_submit(cfg, run, raw, tmp_path / "subs")
     assert (tmp_path / "subs" / "submission_svr.csv").is_file() and record["blend"] == "lgbm+nn+svr"
     folds = json.loads((run / "svr" / "draw00" / "folds.json").read_text())
     table = pd.read_parquet(feat_dir / "test.parquet")[list(cfg.svr.features)]

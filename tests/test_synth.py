@@ -26,7 +26,7 @@ from labquake import synth
 from labquake.config import SEGMENT_ROWS
 
 UNITS = synth.UNITS_PER_S  # time to failure is exact in units of 1e-10 s
-TINY = synth.PRESETS["tiny"]
+TINY = synth.SIZES["tiny"]
 W = SEGMENT_ROWS
 
 # The text of the real files: integers without '+', leading zeros or '-0'; times in fixed point with
@@ -132,7 +132,7 @@ def windows(train):
     return pd.DataFrame(rows)
 
 
-def _window_ttf_end(rec: synth.Recording, starts: np.ndarray, rows: int = W) -> tuple[np.ndarray, np.ndarray]:
+def _window_ttf_end(rec: synth.Timeline, starts: np.ndarray, rows: int = W) -> tuple[np.ndarray, np.ndarray]:
     """For windows [s, s + rows): time to failure at the last row (s) and whether one cycle holds them."""
     end = starts + rows - 1
     b0 = np.searchsorted(rec.start_row, starts, side="right") - 1
@@ -144,7 +144,7 @@ def _window_ttf_end(rec: synth.Recording, starts: np.ndarray, rows: int = W) -> 
 @pytest.fixture(scope="module")
 def full_windows():
     """40 far (ttf > 8 s) and 40 near (< 2 s) windows rendered on the full preset's time base (seed 0)."""
-    exp = synth._experiment(synth.PRESETS["full"], 0)
+    exp = synth._experiment(synth.SIZES["full"], 0)
     rec = exp.train
     starts = np.arange(0, rec.n_rows - W + 1, W, dtype=np.int64)
     ttf, one_cycle = _window_ttf_end(rec, starts)
@@ -355,7 +355,7 @@ def test_time_base_at_real_scale(real_dir):
     """docs/data.md's numbers at full scale (no rendering needed: only the per-block time base)."""
     t = pd.read_csv(real_dir / "train_head.csv")["time_to_failure"].to_numpy()
     real = np.rint(t * UNITS).astype(np.int64)
-    rec = synth._experiment(synth.PRESETS["full"], 0).train
+    rec = synth._experiment(synth.SIZES["full"], 0).train
     assert rec.n_rows == 629_145_480 and rec.rows.sum() == rec.n_rows
     same = rec.cycle[1:] == rec.cycle[:-1]
     drop = rec.ttf0[:-1] - (rec.rows[:-1] - 1) * synth.ROW_STEP - rec.ttf0[1:]
@@ -416,7 +416,7 @@ def test_cycle_lengths_like_real():
 def test_activity_follows_the_fault_state_not_the_clock():
     """Activity is a function of stress (plus precursors and noise): cycles of different lengths look
     alike early on, and a cycle that follows a large slip starts quiet (the memory effect)."""
-    exp = synth._experiment(synth.PRESETS["full"], 0)
+    exp = synth._experiment(synth.SIZES["full"], 0)
     rec = exp.train
     ttf = rec.ttf0 / UNITS
     tsf = exp.cycle_seconds[rec.cycle] - ttf
@@ -452,7 +452,7 @@ def test_ttf_at_rows_matches_expanded_recording(exp_tiny):
 def test_test_writer_memory_does_not_grow_with_the_recording(tmp_path):
     """The truth is looked up per segment, not by expanding the test recording row by row (that
     took 13 GB at full scale). Three segments from demo's 33-million-row test recording."""
-    exp = synth._experiment(synth.PRESETS["demo"], 0)
+    exp = synth._experiment(synth.SIZES["demo"], 0)
     tracemalloc.start()
     try:
         ids, truth, size = synth._write_test(tmp_path, exp, 0, 3)
@@ -561,7 +561,7 @@ def test_real_window_looks_synthetic(real_dir, full_windows):
 # --- 4. determinism and 5. the command line --------------------------------------------------------
 def test_same_seed_same_bytes(tiny_raw, exp_tiny, tmp_path):
     again = tmp_path / "again"
-    info = synth.write_dataset(again, "tiny", 0)
+    info = synth.run_synth(again, "tiny", 0)
     assert info["train_rows"] == TINY.train_rows and info["test_segments"] == TINY.test_segments
     assert info["train_cycle_rows"] == exp_tiny.train.cycle_rows  # the jumps of train.csv (tested above)
     hashes = tree_hashes(again)
@@ -604,7 +604,7 @@ def test_shift_puts_test_and_some_train_cycles_in_a_louder_regime(tmp_path):
         ratio = b.loudness / a.loudness
         np.testing.assert_allclose(ratio, np.where(regime[b.cycle], synth.SHIFT_GAIN, 1.0))
     assert regime[np.unique(shifted.test.cycle)].all() and not regime[0]
-    info = synth.write_dataset(tmp_path / "raw", "tiny", 0, shift=True)
+    info = synth.run_synth(tmp_path / "raw", "tiny", 0, shift=True)
     record = json.loads((tmp_path / "raw" / "regime.json").read_text())
     n_train = info["train_cycles"]
     assert record["train_cycles_in_test_regime"] == [c for c in range(n_train) if regime[c]]

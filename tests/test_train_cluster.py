@@ -21,8 +21,8 @@ def dask_cluster():
 
 def test_train_on_the_cluster_predicts_the_local_bytes(dask_cluster, tiny_features, tmp_path):
     cfg = load_config("fast", None, SETS)
-    local = models.train(cfg, tiny_features, tmp_path / "local", device="cpu")
-    remote = models.train(cfg, tiny_features, tmp_path / "remote", device="cpu", scheduler=dask_cluster.scheduler_address)
+    local = models.run_train(cfg, tiny_features, tmp_path / "local", device="cpu")
+    remote = models.run_train(cfg, tiny_features, tmp_path / "remote", device="cpu", scheduler=dask_cluster.scheduler_address)
     assert remote["oof_mae"] == local["oof_mae"]
     for table in ("oof.parquet", "test.parquet"):
         pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "remote" / table), pd.read_parquet(tmp_path / "local" / table), check_exact=True)

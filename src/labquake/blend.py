@@ -91,7 +91,7 @@ def _aligned(ids: pd.Series, table: pd.DataFrame, path: Path, what: str) -> pd.D
     return table.loc[ids.to_numpy()]
 
 
-def _table(rows: list[tuple[str, float | None, float | None]], with_test: bool) -> str:
+def _scores_table(rows: list[tuple[str, float | None, float | None]], with_test: bool) -> str:
     head = f"{'model':<18}{'OOF MAE':>10}" + (f"{'test MAE':>10}" if with_test else "")
     lines = [head, "-" * len(head)]
     for name, oof, test in rows:
@@ -100,7 +100,7 @@ def _table(rows: list[tuple[str, float | None, float | None]], with_test: bool) 
     return "\n".join(lines)
 
 
-def submit(cfg: Config, run_dir: Path, data_dir: Path, out_dir: Path) -> dict[str, Any]:
+def run_submit(cfg: Config, run_dir: Path, data_dir: Path, out_dir: Path) -> dict[str, Any]:
     """Blend a finished run; write the submission files (the blend, then one per model) and RUN/blend.json; print the scores."""
     timer = Timer()
     run, data_dir, out_dir = RunFolder(run_dir), Path(data_dir), Path(out_dir)
@@ -136,7 +136,7 @@ def submit(cfg: Config, run_dir: Path, data_dir: Path, out_dir: Path) -> dict[st
     rows.append(("median baseline", summary.get("baseline_median_mae"), test_mae["median_baseline"] if test_mae else None))
     for note in rejection_notes(summary):
         print(f"warning: {note}")
-    print(_table(rows, test_mae is not None))
+    print(_scores_table(rows, test_mae is not None))
     if len(weights) > 1 and len(set(weights.values())) > 1:
         print("blend weights (fitted on OOF): " + ", ".join(f"{m} {w:.3f}" for m, w in weights.items()))
     record = stage_record(

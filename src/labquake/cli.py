@@ -41,14 +41,14 @@ def cmd_synth(args: argparse.Namespace) -> None:
     paths = _config(args, preset="recipe").paths  # synth's own --preset is the dataset's size
     from labquake import synth
 
-    synth.write_dataset(_path(args.out, paths.raw), args.preset, args.seed, shift=args.shift, test_shift=args.test_shift)
+    synth.run_synth(_path(args.out, paths.raw), args.preset, args.seed, shift=args.shift, test_shift=args.test_shift)
 
 
 def cmd_cache(args: argparse.Namespace) -> None:
     paths = _config(args, preset="recipe").paths
     from labquake import data
 
-    data.build_cache(_path(args.data, paths.raw), _path(args.interim, paths.interim), force=args.force)
+    data.run_cache(_path(args.data, paths.raw), _path(args.interim, paths.interim), force=args.force)
 
 
 def cmd_features(args: argparse.Namespace) -> None:
@@ -56,8 +56,8 @@ def cmd_features(args: argparse.Namespace) -> None:
     from labquake import features
 
     p = cfg.paths
-    scheduler = scheduler_address(args.scheduler)
-    features.build_features(
+    scheduler = scheduler_address(args.scheduler, cfg.runtime.scheduler)
+    features.run_features(
         cfg, _path(args.data, p.raw), _path(args.out, p.features), _path(args.interim, p.interim), jobs=args.jobs, scheduler=scheduler
     )
 
@@ -66,16 +66,16 @@ def cmd_train(args: argparse.Namespace) -> None:
     cfg = _config(args)
     from labquake import models
 
-    features_dir, scheduler = _path(args.features, cfg.paths.features), scheduler_address(args.scheduler)
-    models.train(cfg, features_dir, _run(args, cfg), device=args.device, strict=args.strict, scheduler=scheduler)
+    features_dir, scheduler = _path(args.features, cfg.paths.features), scheduler_address(args.scheduler, cfg.runtime.scheduler)
+    models.run_train(cfg, features_dir, _run(args, cfg), device=args.device, strict=args.strict, scheduler=scheduler)
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
     cfg = _config(args)
     from labquake import predict
 
-    scheduler = scheduler_address(args.scheduler)
-    predict.predict_recording(cfg, _run(args, cfg), Path(args.recording), Path(args.out), step=args.step, jobs=args.jobs, scheduler=scheduler)
+    scheduler = scheduler_address(args.scheduler, cfg.runtime.scheduler)
+    predict.run_predict(cfg, _run(args, cfg), Path(args.recording), Path(args.out), step=args.step, jobs=args.jobs, scheduler=scheduler)
 
 
 def cmd_drift(args: argparse.Namespace) -> None:
@@ -97,7 +97,7 @@ def cmd_submit(args: argparse.Namespace) -> None:
     cfg = _config(args)
     from labquake import blend
 
-    blend.submit(cfg, _run(args, cfg), _path(args.data, cfg.paths.raw), _path(args.out, cfg.paths.submissions))
+    blend.run_submit(cfg, _run(args, cfg), _path(args.data, cfg.paths.raw), _path(args.out, cfg.paths.submissions))
 
 
 def cmd_score(args: argparse.Namespace) -> None:
@@ -111,19 +111,20 @@ def cmd_report(args: argparse.Namespace) -> None:
     cfg = _config(args)
     from labquake import report
 
-    report.build_report(_run(args, cfg))
+    report.run_report(_run(args, cfg))
 
 
 def cmd_kernel(args: argparse.Namespace) -> None:
     cfg = _config(args)
     from labquake import kernel
 
-    kernel.build_kernel(Path(args.out), cfg, kernel_id=args.id)
+    kernel.run_kernel(Path(args.out), cfg, kernel_id=args.id)
 
 
 RUN_HELP = f"run folder (default: paths.models/NAME, {DEFAULTS.models}/NAME: the preset, PRESET-KEY when the settings differ from it)"
 
 
+# Long by design: one declarative table of every command and its flags.
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="labquake",

@@ -22,33 +22,26 @@ Dask is imported only when a scheduler is given, so commands start fast without 
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from labquake.util import LabquakeError, log
 
-SCHEDULER_ENV = "LABQUAKE_SCHEDULER"
-TIMEOUT_ENV = "LABQUAKE_SCHEDULER_TIMEOUT"  # seconds to wait for the scheduler to answer
-DEFAULT_TIMEOUT = 20.0
+SCHEDULER_ENV = "LABQUAKE_SCHEDULER"  # runtime.scheduler (config.RUNTIME_ENV)
+TIMEOUT_ENV = "LABQUAKE_SCHEDULER_TIMEOUT"  # runtime.scheduler_timeout
 
 
-def scheduler_address(given: str | None) -> str | None:
-    """``--scheduler ADDRESS``, else the LABQUAKE_SCHEDULER environment variable, else None (local)."""
-    address = given if given is not None else os.environ.get(SCHEDULER_ENV)
+def scheduler_address(given: str | None, configured: str | None = None) -> str | None:
+    """``--scheduler ADDRESS``, else runtime.scheduler (or LABQUAKE_SCHEDULER), else None (local)."""
+    address = given if given is not None else configured
     return address.strip() or None if address else None
 
 
 def connect_timeout() -> float:
-    """Seconds to wait for a scheduler: LABQUAKE_SCHEDULER_TIMEOUT, else 20."""
-    raw = os.environ.get(TIMEOUT_ENV, "")
-    try:
-        value = float(raw) if raw.strip() else DEFAULT_TIMEOUT
-    except ValueError:
-        raise LabquakeError(f"{TIMEOUT_ENV}={raw!r}: not a number of seconds") from None
-    if value <= 0:
-        raise LabquakeError(f"{TIMEOUT_ENV}={raw!r}: must be positive")
-    return value
+    """Seconds to wait for a scheduler: runtime.scheduler_timeout as the environment sets it."""
+    from labquake.config import load_config
+
+    return load_config().runtime.scheduler_timeout
 
 
 BACKEND = "labquake-dask"  # joblib's Dask backend with the fix of _backend_class

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import tomllib
 import types
 import typing
@@ -247,6 +248,48 @@ class BlendConfig:
 
 
 @dataclass(frozen=True)
+class RuntimeConfig:
+    """How a command runs, not what it computes: part of no cache key and no run key.
+
+    Each setting may also come from its environment variable (RUNTIME_ENV), which a TOML file or
+    --set overrides; ``--scheduler`` overrides ``runtime.scheduler``.
+    """
+
+    feature_chunk: int = 64  # segments per resumable chunk of the features stage (a task on a cluster)
+    scheduler: str | None = None  # a Dask scheduler's address; None: this machine
+    scheduler_timeout: float = 20.0  # seconds to wait for the scheduler to answer
+
+    def __post_init__(self) -> None:
+        if self.feature_chunk < 1 or self.scheduler_timeout <= 0:
+            raise LabquakeError("config: runtime.feature_chunk must be >= 1 and runtime.scheduler_timeout > 0")
+
+
+RUNTIME_ENV = {
+    "LABQUAKE_FEATURE_CHUNK": "runtime.feature_chunk",
+    "LABQUAKE_SCHEDULER": "runtime.scheduler",
+    "LABQUAKE_SCHEDULER_TIMEOUT": "runtime.scheduler_timeout",
+}
+
+
+def runtime_from_env(environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """The runtime settings the environment sets, as overrides ({"runtime.KEY": value})."""
+    env = os.environ if environ is None else environ
+    out: dict[str, Any] = {}
+    for var, key in RUNTIME_ENV.items():
+        raw = env.get(var, "").strip()
+        if not raw:
+            continue
+        if key == "runtime.scheduler":
+            out[key] = raw
+            continue
+        try:
+            out[key] = float(raw) if key == "runtime.scheduler_timeout" else int(raw)
+        except ValueError:
+            raise LabquakeError(f"{var}={raw!r}: not a number") from None
+    return out
+
+
+@dataclass(frozen=True)
 class Config:
     preset: str = "recipe"
     paths: Paths = field(default_factory=Paths)
@@ -258,6 +301,7 @@ class Config:
     seq: SeqConfig = field(default_factory=SeqConfig)
     svr: SVRConfig = field(default_factory=SVRConfig)
     blend: BlendConfig = field(default_factory=BlendConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -351,6 +395,10 @@ def load_config(preset: str = "recipe", file: str | Path | None = None, sets: li
     if preset not in PRESETS:
         raise LabquakeError(f"config: unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
     cfg = with_overrides(Config(), {**PRESETS[preset], "preset": preset})
+    try:
+        cfg = with_overrides(cfg, runtime_from_env())
+    except LabquakeError as exc:  # a bad value names its variable
+        raise LabquakeError(str(exc).replace("config: runtime.", "environment: runtime.")) from None
     if file is not None:
         path = Path(file)
         try:

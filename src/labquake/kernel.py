@@ -2,10 +2,11 @@
 
 After lopuhin/kaggle-imet-2019's build.py: the package's own source files (read from the
 installed package at build time, so there is no second copy of any code) are zipped, base64
-encoded and pasted into kernel_template.py together with the configuration, written as the
+encoded and pasted into the script template (package data: templates/kernel_script.py) together
+with the configuration, written as the
 `--preset`/`--set` arguments that rebuild it. On Kaggle the script unpacks the package and runs
 the same `labquake features/train/submit/report` commands as a local run; only the folders
-differ (kernel_template.kernel_paths). The build is deterministic: sorted files, fixed zip
+differ (the template's kernel_paths). The build is deterministic: sorted files, fixed zip
 timestamps and modes, no build time, so the same sources and configuration give the same script.
 
 The output folder is what `kaggle kernels push -p FOLDER` expects: the script and a
@@ -32,7 +33,10 @@ from labquake.util import LabquakeError, atomic_path, log
 COMPETITION = "LANL-Earthquake-Prediction"
 CODE_FILE = "labquake_kernel.py"
 METADATA_FILE = "kernel-metadata.json"
-TEMPLATE = "kernel_template.py"
+TEMPLATE = "templates/kernel_script.py"  # package data: read, never imported
+# The steps of a local `make submit` (features, train, submit, then report), which the kernel runs in
+# this order; tests/test_kernel.py holds them to the Makefile's.
+STEPS = ("features", "train", "submit", "report")
 BUILD_TOKEN = '"__LABQUAKE_BUILD__"'
 PACKAGE_TOKEN = '"__LABQUAKE_PACKAGE__"'
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip can hold: no build time in the bundle
@@ -65,7 +69,7 @@ def package_files(root: Path | None = None) -> dict[str, bytes]:
     files = {}
     for path in root.rglob("*.py"):
         rel = path.relative_to(root)
-        if "__pycache__" in rel.parts or any(part.startswith(".") for part in rel.parts):
+        if "__pycache__" in rel.parts or rel.parts[0] == "templates" or any(part.startswith(".") for part in rel.parts):
             continue
         files[(Path("labquake") / rel).as_posix()] = path.read_bytes()
     if "labquake/__init__.py" not in files or "labquake/cli.py" not in files:
@@ -114,13 +118,13 @@ def config_args(cfg: Config) -> list[str]:
     sets: list[str] = [] if preset == cfg.preset else [f"preset={cfg.preset}"]
     for section in dataclasses.fields(cfg):
         ours, theirs = getattr(cfg, section.name), getattr(base, section.name)
-        if not dataclasses.is_dataclass(ours):
+        if not dataclasses.is_dataclass(ours) or section.name == "runtime":  # how this machine runs, not the kernel
             continue
         for f in dataclasses.fields(ours):
             value = getattr(ours, f.name)
             if value != getattr(theirs, f.name):
                 sets.append(f"{section.name}.{f.name}={json.dumps(value)}")
-    if load_config(preset, sets=sets) != cfg:
+    if dataclasses.replace(load_config(preset, sets=sets), runtime=cfg.runtime) != cfg:
         raise LabquakeError("this configuration cannot be written as --set arguments; report it as a bug")
     return ["--preset", preset, *[a for s in sets for a in ("--set", s)]]
 
@@ -209,14 +213,15 @@ def kernel_metadata(kid: str, *, private: bool = True, gpu: bool = True) -> dict
 def render_script(cfg: Config, files: dict[str, bytes] | None = None) -> str:
     """The kernel script: the template with the build record and the packed package pasted in."""
     files = package_files() if files is None else files
-    template_name = f"labquake/{TEMPLATE}"
-    if template_name not in files:
-        raise LabquakeError(f"the package has no {TEMPLATE}")
-    template = files[template_name].decode()
+    path = package_dir() / TEMPLATE
+    if not path.is_file():
+        raise LabquakeError(f"{path}: the package has no kernel script template")
+    template = path.read_text()
     blob = pack(files)
     build = {
         "version": __version__,
         "preset": cfg.preset,
+        "steps": list(STEPS),
         "config_args": config_args(cfg),
         "sha256": hashlib.sha256(blob).hexdigest(),
         "files": sorted(files),
@@ -239,7 +244,7 @@ def _literal(obj: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def build_kernel(out: Path, cfg: Config, kernel_id: str | None = None, *, private: bool = True, gpu: bool = True) -> Path:
+def run_kernel(out: Path, cfg: Config, kernel_id: str | None = None, *, private: bool = True, gpu: bool = True) -> Path:
     """Write the kernel folder (script and kernel-metadata.json) that `kaggle kernels push -p` uploads."""
     out = Path(out)
     kid = resolve_kernel_id(kernel_id, cfg)

@@ -1,6 +1,6 @@
 """Time to failure along a continuous recording (`labquake predict`): windows, features, a run's models.
 
-``predict_recording`` slides SEGMENT_ROWS-row windows over one recording (starts 0, step, 2 step, ...;
+``run_predict`` slides SEGMENT_ROWS-row windows over one recording (starts 0, step, 2 step, ...;
 the last window ends inside the file), computes the features and sequences of every window with the
 features stage (``features.stage.compute_windows``: the same code as the tables, no second
 implementation), and predicts them with a finished run's saved models and its blend. Into ``DIR``:
@@ -100,7 +100,7 @@ def _parts_dir(out_dir: Path, key: str) -> Path:
     return root / key
 
 
-def _table(scores: dict[str, float]) -> str:
+def _mae_table(scores: dict[str, float]) -> str:
     head = f"{'model':<12}{'MAE':>10}"
     return "\n".join([head, "-" * len(head), *(f"{name:<12}{value:>10.4f}" for name, value in scores.items())])
 
@@ -126,7 +126,8 @@ def plot_predictions(table: pd.DataFrame, models: list[str], path: Path, title: 
     plt.close(fig)
 
 
-def predict_recording(
+# Long by design: the stage's steps in order, each timed; it reads top to bottom.
+def run_predict(
     cfg: Config,
     run_dir: Path,
     recording: Path,
@@ -207,6 +208,6 @@ def predict_recording(
         record["timings_s"] = {**timer.timings, "total": timer.total()}
         write_json(record_tmp, record)
     if scores is not None:
-        print(_table(scores))
+        print(_mae_table(scores))
     log.info(f"predict: wrote {out_dir}/predictions.csv ({len(table):,} windows) in {timer.total():.1f} s")
     return record

@@ -1,7 +1,7 @@
 """Kaggle's raw files, validated, into a memory-mappable binary cache; recordings for ``predict``.
 
 - ``csv``: parsing and validating Kaggle's CSV files (train.csv, the test segments, sample_submission.csv);
-- ``cache``: the binary cache of train and test (``build_cache``, ``load_train``, ``load_test``) and
+- ``cache``: the binary cache of train and test (``run_cache``, ``load_train``, ``load_test``) and
   reads from it (``read_rows``, ``read_at``);
 - ``recordings``: one continuous recording in any format of ``RECORDING_FORMATS`` (``load_recording``).
 
@@ -16,12 +16,12 @@ from labquake.data.cache import (
     TRAIN_TTF,
     TestData,
     TrainData,
-    build_cache,
     load_test,
     load_train,
     mapped_file,
     read_at,
     read_rows,
+    run_cache,
 )
 from labquake.data.csv import BOM, CHUNK_BYTES, check_header, parse_rows, read_csv, read_sample_ids, read_segment, read_train, scan_rows
 from labquake.data.recordings import RECORDING_FORMATS, Recording, RecordingFormat, load_recording, recording_format
@@ -39,7 +39,7 @@ __all__ = [
     "RecordingFormat",
     "TestData",
     "TrainData",
-    "build_cache",
+    "run_cache",
     "check_header",
     "load_recording",
     "load_test",

@@ -195,6 +195,7 @@ def _ensure_signal(
     stage: str,
     config: dict[str, Any],
     force: bool = False,
+    sizes: Callable[[dict], dict[str, int]] | None = None,
     **extra: Any,
 ) -> tuple[dict, bool]:
     """Bring ``cache`` up to date with the recording at ``path``: its record, and whether it was rebuilt.
@@ -203,10 +204,11 @@ def _ensure_signal(
     chunk at a time and returns the row count; they are appended to the cache files, so memory stays
     bounded. ``fingerprint()`` identifies the source, before and after reading (a file that changed
     meanwhile is an error). The record (``extra`` added) is written last; see the module docstring.
+    ``sizes``: the file sizes a record implies, default a signal of ``n_rows`` (and its times).
     """
     key = fingerprint()
     folder = cache.folder
-    reason, record = _stale_reason(folder, cache.record, key, _signal_sizes(cache.signal, cache.ttf))
+    reason, record = _stale_reason(folder, cache.record, key, sizes or _signal_sizes(cache.signal, cache.ttf))
     if reason is None and not force:
         return record, False
     log.info("cache: building the %s cache from %s (%s)", stage.removeprefix("cache-"), path, "--force" if reason is None else reason)
@@ -280,46 +282,33 @@ def _test_inputs(data_dir: Path) -> tuple[list[str], list[Path], str]:
 
 
 def _ensure_test(data_dir: Path, interim: Path, force: bool = False) -> tuple[dict, bool]:
-    ids, files, fingerprint = _test_inputs(data_dir)
-    reason, record = _stale_reason(interim, TEST_RECORD, fingerprint, _test_sizes)
-    if reason is None and not force:
-        return record, False
+    ids, files, _ = _test_inputs(data_dir)
     test_dir = files[0].parent
-    log.info("cache: building the test cache from %s (%s)", test_dir, "--force" if reason is None else reason)
-    extra = sorted({p.stem for p in test_dir.glob("*.csv")} - set(ids))
-    if extra:
-        log.warning(
-            "%s: %d segment file(s) not in sample_submission.csv, ignored: %s",
-            test_dir,
-            len(extra),
-            ", ".join(extra[:5]) + (", ..." if len(extra) > 5 else ""),
-        )
-    timer = Timer()
-    threads = io_threads()
-    interim.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temps(interim, (TEST_SIGNAL,))
-    with atomic_path(interim / TEST_SIGNAL) as tmp:
-        with open(tmp, "wb") as out, ThreadPoolExecutor(threads) as pool, timer.step("parse"):
-            segments = ordered_map(pool, read_segment, files, ahead=2 * threads + 1)
-            for values in progress(segments, total=len(files), desc="test segments"):
-                out.write(values.astype(I16, copy=False).tobytes())
-        if _test_inputs(data_dir)[2] != fingerprint:
-            raise LabquakeError(f"{test_dir}: changed while it was being read; run again")
-        (interim / TEST_RECORD).unlink(missing_ok=True)  # the array changes now: the old record goes first
-    record = stage_record(
+
+    def read(sink: Callable[..., None]) -> int:
+        extra = sorted({p.stem for p in test_dir.glob("*.csv")} - set(ids))
+        if extra:
+            shown = ", ".join(extra[:5]) + (", ..." if len(extra) > 5 else "")
+            log.warning("%s: %d segment file(s) not in sample_submission.csv, ignored: %s", test_dir, len(extra), shown)
+        threads = io_threads()
+        with ThreadPoolExecutor(threads) as pool:
+            for values in progress(ordered_map(pool, read_segment, files, ahead=2 * threads + 1), total=len(files), desc="test segments"):
+                sink(values)
+        return len(files) * SEGMENT_ROWS
+
+    return _ensure_signal(
+        test_dir,
+        read,
+        SignalCache(interim, TEST_SIGNAL, None, TEST_RECORD),
+        lambda: _test_inputs(data_dir)[2],
         "cache-test",
         {"data": str(data_dir), "interim": str(interim)},
-        timer,
-        format=CACHE_FORMAT,
-        fingerprint=fingerprint,
+        force,
+        sizes=_test_sizes,
         seg_ids=ids,
         n_segments=len(ids),
         segment_rows=SEGMENT_ROWS,
-        files={"signal": TEST_SIGNAL},
     )
-    write_json(interim / TEST_RECORD, record)
-    log.info("cache: %d test segments in %.1f s -> %s", len(ids), timer.total(), interim)
-    return record, True
 
 
 # Reading the cache. A memory-mapped file is read rather than paged in through its map: scanning
@@ -384,7 +373,7 @@ def load_test(data_dir: Path, interim: Path) -> TestData:
     return TestData(seg_ids=ids, signal=signal, fingerprint=record["fingerprint"])
 
 
-def build_cache(data_dir: Path, interim: Path, force: bool = False) -> dict:
+def run_cache(data_dir: Path, interim: Path, force: bool = False) -> dict:
     """Bring both caches up to date (``labquake cache``); their records, each with ``rebuilt``."""
     data_dir, interim = Path(data_dir), Path(interim)
     _data_dir(data_dir)

@@ -141,12 +141,16 @@ def parse_rows(chunk: bytes, first_line: int, path: Path, columns: tuple[str, ..
     return arrays
 
 
-def check_header(line: bytes, expected: bytes, path: Path) -> None:
+def check_header(line: bytes, path: Path, *choices: tuple[str, ...]) -> tuple[str, ...]:
+    """The columns of the first of ``choices`` that the header line names; a one-line error otherwise."""
     found = line.removeprefix(BOM).rstrip(b"\r\n")
+    for columns in choices:
+        if found == ",".join(columns).encode():
+            return columns
+    expected = " or ".join(repr(",".join(c)) for c in choices)
     if not line:
-        raise _error(path, None, f"empty file (expected the header {expected.decode()!r} and rows)")
-    if found != expected:
-        raise _error(path, 1, f"header is {_show(found, 60)}, expected {expected.decode()!r}")
+        raise _error(path, None, f"empty file (expected the header {expected} and rows)")
+    raise _error(path, 1, f"header is {_show(found, 60)}, expected {expected}")
 
 
 def iter_chunks(f: BinaryIO, path: Path, chunk_bytes: int, first_line: int = 2) -> Iterator[tuple[int, bytes]]:
@@ -198,7 +202,7 @@ def read_csv(
     threads = threads or io_threads()
     n = 0
     with open(path, "rb") as f:
-        check_header(f.readline(MAX_LINE), b",".join(c.encode() for c in columns), path)
+        check_header(f.readline(MAX_LINE), path, columns)
         total = _n_blocks(f, chunk_bytes)
         with ThreadPoolExecutor(threads) as pool:
             parsed = ordered_map(pool, lambda c: parse_rows(c[1], c[0], path, columns), iter_chunks(f, path, chunk_bytes), ahead=threads + 2)
@@ -230,7 +234,7 @@ def read_segment(path: Path, rows: int = SEGMENT_ROWS, chunk_bytes: int = 4 << 2
     pieces: list[tuple[int, bytes]] = []
     n = 0
     with open(path, "rb") as f:
-        check_header(f.readline(MAX_LINE), TEST_COLUMNS[0].encode(), path)
+        check_header(f.readline(MAX_LINE), path, TEST_COLUMNS)
         for first, piece in iter_chunks(f, path, chunk_bytes):
             n += piece.count(b"\n")
             if n <= rows:
@@ -253,7 +257,7 @@ def read_sample_ids(path: Path) -> list[str]:
     except OSError as exc:  # a folder, no permission
         raise _error(path, None, f"cannot read: {exc.strerror or exc}") from None
     lines = raw.rstrip(b"\r\n").split(b"\n")
-    check_header(lines[0] if raw else b"", SUB_HEADER, path)
+    check_header(lines[0] if raw else b"", path, SUBMISSION_COLUMNS)
     ids: list[str] = []
     seen: dict[str, int] = {}
     for no, raw_line in enumerate(lines[1:], start=2):

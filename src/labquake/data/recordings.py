@@ -14,7 +14,7 @@ import numpy as np
 
 from labquake.config import SEGMENT_ROWS
 from labquake.data.cache import SignalCache, _ensure_signal, _io_errors, _open
-from labquake.data.csv import BOM, CHUNK_BYTES, F64, I16, MAX_LINE, TEST_COLUMNS, TRAIN_COLUMNS, _error, _n_blocks, _show, read_csv
+from labquake.data.csv import CHUNK_BYTES, F64, I16, MAX_LINE, TEST_COLUMNS, TRAIN_COLUMNS, _error, _n_blocks, check_header, read_csv
 from labquake.util import (
     LabquakeError,
     file_fingerprint,
@@ -52,15 +52,7 @@ class KaggleCSV:
 
     def columns(self, path: Path) -> tuple[str, ...]:
         with open(path, "rb") as f:
-            line = f.readline(MAX_LINE)
-        found = line.removeprefix(BOM).rstrip(b"\r\n")
-        for columns in (TRAIN_COLUMNS, TEST_COLUMNS):
-            if found == ",".join(columns).encode():
-                return columns
-        expected = " or ".join(repr(",".join(c)) for c in (TRAIN_COLUMNS, TEST_COLUMNS))
-        if not line:
-            raise _error(path, None, f"empty file (expected the header {expected} and rows)")
-        raise _error(path, 1, f"header is {_show(found, 60)}, expected {expected}")
+            return check_header(f.readline(MAX_LINE), path, TRAIN_COLUMNS, TEST_COLUMNS)
 
     def read(self, path: Path, columns: tuple[str, ...], sink: Callable[..., None], min_rows: int) -> int:
         return read_csv(path, columns, sink, min_rows, unit="window")

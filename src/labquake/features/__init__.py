@@ -24,7 +24,7 @@ _LAZY = {
     "featurizer": "segment",
     "noise_vector": "segment",
     "segment_features": "segment",
-    "build_features": "stage",
+    "run_features": "stage",
 }
 
 __all__ = ["FEATURES", "FEATURE_NAMES", *_LAZY]

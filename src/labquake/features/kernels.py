@@ -135,6 +135,7 @@ def rolling_var(x, w, out):  # pragma: no cover - compiled
     return out
 
 
+# Long by design: one numba loop, kept whole so that it compiles to a single pass over the data.
 @_lazy_njit
 def band_extremes(power, bands, peak, valley):  # pragma: no cover - compiled
     """Per frame and band (first bin, end bin, q): the mean magnitude of the q largest and of the q
@@ -340,6 +341,7 @@ def windowed_frames(y, first, hop, window, out):  # pragma: no cover - compiled
     return out
 
 
+# Long by design: one numba loop, kept whole so that it compiles to a single pass over the data.
 @_lazy_njit
 def select_pair(a, r, buf):  # pragma: no cover - compiled
     """The values of rank r and r + 1 (0-based, ascending; r + 1 clipped) of finite a, a unchanged.

@@ -1,6 +1,6 @@
 """The features stage (`labquake features`): one feature table for train and one for test, cached.
 
-``build_features`` writes one table for train (a row per 150,000-row segment) and one for test (a
+``run_features`` writes one table for train (a row per 150,000-row segment) and one for test (a
 row per test segment, in sample_submission.csv order), and beside them each segment's sequence for
 the networks that see time (``features.sequences``; ``train_seq.npy``, ``test_seq.npy``, rows in
 table order; ``load_sequences`` reads them). Segments are read from the memory-mapped binary cache
@@ -15,7 +15,6 @@ is swapped in whole only when everything succeeded.
 from __future__ import annotations
 
 import functools
-import os
 import shutil
 import warnings
 import zipfile
@@ -29,8 +28,6 @@ from labquake.features.folder import RECORD, SEQUENCES, TABLES, FeatureFolder
 from labquake.features.segment import featurizer
 from labquake.features.table import FEATURE_NAMES
 from labquake.util import LabquakeError, json_key, log, usable_cpus
-
-DEFAULT_CHUNK = 64  # segments per resumable chunk (env LABQUAKE_FEATURE_CHUNK overrides)
 
 
 @functools.lru_cache(maxsize=1)
@@ -165,6 +162,7 @@ def _shared_fs_error(part: str) -> LabquakeError:
     return LabquakeError(f"{part}: a Dask worker wrote this chunk but it cannot be read here: {SHARED_FS}")
 
 
+# Long by design: the chunks' scheduling, local or on a cluster, with its resume and failure paths in one view.
 def _compute(
     cfg: Config, workers: int, parts: Path, tasks: list[Task], total: int, cluster_threads: int = 0
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -180,7 +178,7 @@ def _compute(
     rows = SEGMENT_ROWS
     fc = cfg.features
     steps, channels = seq_shape(fc, rows)
-    chunk = int(os.environ.get("LABQUAKE_FEATURE_CHUNK", DEFAULT_CHUNK))
+    chunk = cfg.runtime.feature_chunk
     done: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     todo = []
     order: dict[str, list[str]] = {}  # each task's part files, in segment order
@@ -260,12 +258,12 @@ def compute_windows(
     """
     from labquake.cluster import joblib_backend
 
-    with joblib_backend(scheduler) as threads:
+    with joblib_backend(scheduler, cfg.runtime.scheduler_timeout) as threads:
         parts.mkdir(parents=True, exist_ok=True)
         return _compute(cfg, n_jobs(jobs), parts, [(name, source, np.asarray(starts, np.int64), True)], len(starts), threads)[name]
 
 
-def build_features(cfg: Config, data_dir: Path, out_dir: Path, interim: Path, jobs: int = 0, scheduler: str | None = None) -> dict[str, Any]:
+def run_features(cfg: Config, data_dir: Path, out_dir: Path, interim: Path, jobs: int = 0, scheduler: str | None = None) -> dict[str, Any]:
     """Write the feature folder ``out_dir`` (see the module docstring); returns the stage record.
 
     ``train.parquet``, ``test.parquet``, their sequences ``train_seq.npy`` and ``test_seq.npy``
@@ -277,10 +275,11 @@ def build_features(cfg: Config, data_dir: Path, out_dir: Path, interim: Path, jo
     """
     from labquake.cluster import joblib_backend
 
-    with joblib_backend(scheduler) as threads:
+    with joblib_backend(scheduler, cfg.runtime.scheduler_timeout) as threads:
         return _build(cfg, Path(data_dir), Path(out_dir), Path(interim), jobs, scheduler, threads)
 
 
+# Long by design: the stage's steps in order, each timed; it reads top to bottom.
 def _build(cfg: Config, data_dir: Path, out_dir: Path, interim: Path, jobs: int, scheduler: str | None, threads: int) -> dict[str, Any]:
     import pandas as pd
 

@@ -8,6 +8,6 @@ blended. ``models.cv`` is the one cross-validation loop, ``models.train`` the st
 
 from labquake.models.folder import RunFolder, default_run_dir, run_name, train_key
 from labquake.models.registry import MODELS, model, reads, training_data
-from labquake.models.train import predict_saved, train
+from labquake.models.train import predict_saved, run_train
 
-__all__ = ["MODELS", "RunFolder", "default_run_dir", "model", "predict_saved", "reads", "run_name", "train", "train_key", "training_data"]
+__all__ = ["MODELS", "RunFolder", "default_run_dir", "model", "predict_saved", "reads", "run_name", "run_train", "train_key", "training_data"]

@@ -133,7 +133,7 @@ def _fit_draws(
                 from labquake.cluster import joblib_backend
 
                 pinned = {"threads": inputs.threads} if hasattr(inputs, "threads") else {}
-                with joblib_backend(scheduler):
+                with joblib_backend(scheduler, cfg.runtime.scheduler_timeout):
                     call = delayed(_fit_task)
                     args = [(name, cfg, str(data.features_dir.resolve()), device, k, m.seed(cfg, d), str(tmp[d].resolve()), pinned) for d, k in tasks]
                     fits = Parallel(n_jobs=-1, batch_size=1)(call(*a) for a in args)

@@ -30,6 +30,29 @@ from labquake.models.network import fold_fit, heads, predict_ttf, reused, target
 from labquake.trainset import TrainingData
 
 
+def _conv_gru(x, c):
+    """Conv1D + MaxPooling1D blocks that shorten the sequence, then a GRU."""
+    from keras import layers
+
+    for filters in c.conv_filters:
+        x = layers.Conv1D(filters, c.conv_kernel, padding="same", activation="relu")(x)
+        x = layers.MaxPooling1D(c.pool)(x)
+    return layers.GRU(c.gru_units)(x)
+
+
+def _causal_lstm(x, c):
+    """A causal Conv1D, then stacked LSTMs."""
+    from keras import layers
+
+    x = layers.Conv1D(c.conv_filters[0], c.conv_kernel, padding="causal", activation="relu")(x)
+    for i, units in enumerate(c.lstm_units):
+        x = layers.LSTM(units, return_sequences=i < len(c.lstm_units) - 1)(x)
+    return x
+
+
+BODIES = {"conv_gru": _conv_gru, "causal_lstm": _causal_lstm}  # seq.arch: its Literal's values
+
+
 def build_network(cfg: Config, steps: int, channels: int, compile: bool = True):
     """``seq.arch``'s body on (steps, channels), then the recipe's heads."""
     import keras
@@ -37,16 +60,7 @@ def build_network(cfg: Config, steps: int, channels: int, compile: bool = True):
 
     c = cfg.seq
     inputs = keras.Input(shape=(steps, channels), name="sequence")
-    x = inputs
-    if c.arch == "conv_gru":
-        for filters in c.conv_filters:
-            x = layers.Conv1D(filters, c.conv_kernel, padding="same", activation="relu")(x)
-            x = layers.MaxPooling1D(c.pool)(x)
-        x = layers.GRU(c.gru_units)(x)
-    else:  # causal_lstm
-        x = layers.Conv1D(c.conv_filters[0], c.conv_kernel, padding="causal", activation="relu")(x)
-        for i, units in enumerate(c.lstm_units):
-            x = layers.LSTM(units, return_sequences=i < len(c.lstm_units) - 1)(x)
+    x = BODIES[c.arch](inputs, c)
     if c.dropout > 0:
         x = layers.Dropout(c.dropout)(x)
     for units in c.dense_units:

@@ -35,7 +35,9 @@ def blend_weights(cfg: Config, runs: dict[str, ModelRun], y: np.ndarray) -> dict
     return {n: 1.0 / len(used) for n in used}
 
 
-def train(cfg: Config, features_dir: Path, run_dir: Path, device: str = "auto", strict: bool = False, scheduler: str | None = None) -> dict[str, Any]:
+def run_train(
+    cfg: Config, features_dir: Path, run_dir: Path, device: str = "auto", strict: bool = False, scheduler: str | None = None
+) -> dict[str, Any]:
     """Cross-validate every model of blend.models on the feature folder; fill ``run_dir`` (module docstring).
 
     ``strict``: stop with an error when every draw of a network is rejected, whatever its on_reject says.

@@ -1,6 +1,6 @@
 """Plots and a Markdown report of one run folder, for a person to look at.
 
-``build_report(RUN)`` reads what ``train`` and ``submit`` left in the run folder (``load``) and
+``run_report(RUN)`` reads what ``train`` and ``submit`` left in the run folder (``load``) and
 writes ``RUN/report/*.png`` (``plots``) and ``RUN/report/report.md`` (``markdown``, last), which
 embeds every plot:
 
@@ -24,7 +24,7 @@ says why in place of the plot. Any other missing or unreadable input is a one-li
 """
 
 from labquake.report.load import RunData, load_run
-from labquake.report.markdown import build_report
+from labquake.report.markdown import run_report
 from labquake.report.plots import PLOTS, ttf_bins
 
-__all__ = ["PLOTS", "RunData", "build_report", "load_run", "ttf_bins"]
+__all__ = ["PLOTS", "RunData", "run_report", "load_run", "ttf_bins"]

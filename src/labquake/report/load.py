@@ -74,7 +74,7 @@ class RunData:
     x_label = "segment start (million rows of train.csv)"
 
 
-def read_csv(path: Path, required: tuple[str, ...] = ()) -> pd.DataFrame:
+def read_run_csv(path: Path, required: tuple[str, ...] = ()) -> pd.DataFrame:
     """A CSV table with the ``required`` columns, or a one-line error naming the file."""
     try:
         df = pd.read_csv(path)
@@ -145,13 +145,13 @@ def load_run(run_dir: Path, features_dir: Path | None = None, truth: Path | None
         summary=summary,
         records=records,
         runs={n: _object(run / n / "runs.json", "runs") for n in nets},
-        history={n: read_csv(run / n / "history.csv", ("run", "fold", "epoch")) for n in nets},
+        history={n: read_run_csv(run / n / "history.csv", ("run", "fold", "epoch")) for n in nets},
     )
     boosted = [n for n in names if "importance.csv" in model(n).extras]  # the model that writes gains: LightGBM
     if boosted:
-        imp = read_csv(folder.model_dir(boosted[0]) / "importance.csv", ("feature", "gain"))
+        imp = read_run_csv(folder.model_dir(boosted[0]) / "importance.csv", ("feature", "gain"))
         d.importance = pd.DataFrame({"feature": imp["feature"].astype(str), "gain": imp["gain"].astype(np.float64)})
-        d.curves = read_csv(folder.model_dir(boosted[0]) / "curves.csv", ("seed", "fold", "iteration", "valid_mae"))
+        d.curves = read_run_csv(folder.model_dir(boosted[0]) / "curves.csv", ("seed", "fold", "iteration", "valid_mae"))
     _load_features(d, Path(features_dir) if features_dir is not None else None)
     _load_truth(d, Path(truth) if truth is not None else None)
     return d

@@ -1,6 +1,6 @@
 """report.md: the scores, every plot, each network's draws, timings and configuration of a run.
 
-``build_report`` reads the run (``report.load``), draws the plots (``report.plots``) and writes
+``run_report`` reads the run (``report.load``), draws the plots (``report.plots``) and writes
 ``RUN/report/report.md`` last, so an unreadable input fails the report before it writes anything.
 """
 
@@ -64,7 +64,7 @@ def _fmt(v: Any) -> str:
     return str(v).replace("|", "\\|")
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+def _md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
     lines += ["| " + " | ".join(_fmt(c) for c in r) + " |" for r in rows]
     return lines + [""]
@@ -100,7 +100,7 @@ def _scores_section(d: RunData) -> list[str]:
     baseline = mae(oof["target"], np.full(len(oof), float(np.median(oof["target"]))))
     rows.append(["constant: median of the target", round(baseline, 4), summary["baseline_median_mae"], ""])
     lines = ["## Scores", ""]
-    lines += _table(["model", "OOF MAE (s), computed here", "in summary.json", "blend weight"], rows)
+    lines += _md_table(["model", "OOF MAE (s), computed here", "in summary.json", "blend weight"], rows)
     lines += [
         blend_line(d) + " The constant baseline here is the median of all trained targets (summary.json's uses each fold's training median).",
         "",
@@ -124,7 +124,7 @@ def _runs_section(name: str, runs: dict[str, Any]) -> list[str]:
     keys: list[str] = []
     for it in runs["runs"]:
         keys += [k for k, v in it.items() if k not in keys and _cell_ok(v)]
-    return lines + _table(keys, [[it.get(k) for k in keys] for it in runs["runs"]])
+    return lines + _md_table(keys, [[it.get(k) for k in keys] for it in runs["runs"]])
 
 
 def _cell_ok(v: Any) -> bool:
@@ -145,7 +145,7 @@ def _timings_section(d: RunData) -> list[str]:
             if step != "total":
                 rows.append([stage, step, f"{s:.2f}", f"{100 * s / total:.0f}%" if total > 0 else "—"])
         rows.append([stage, "**total**", f"**{total:.2f}**", f"finished {rec['finished']}"])
-    lines = ["## Timings", ""] + _table(["stage", "step", "seconds", "share of stage / when"], rows)
+    lines = ["## Timings", ""] + _md_table(["stage", "step", "seconds", "share of stage / when"], rows)
     missing = [s for s in ("features", "train", "blend") if s not in dict(records)]
     if missing:
         lines += [f"_No record of: {', '.join(missing)}._", ""]
@@ -163,7 +163,7 @@ def _config_section(d: RunData) -> list[str]:
     changed = [k for k in flat if k not in _KEY_SETTINGS and k != "preset" and k in default and not _same(flat[k], default[k]) and used(k)]
     rows += [[k, flat[k], _fmt(default[k])] for k in changed]
     lines = ["## Configuration", ""]
-    lines += _table(["setting", "value", "recipe default (where different)"], rows)
+    lines += _md_table(["setting", "value", "recipe default (where different)"], rows)
     lines += [
         "<details><summary>Full configuration (config.json)</summary>",
         "",
@@ -182,7 +182,8 @@ def _same(a: Any, b: Any) -> bool:
     return norm(a) == norm(b)
 
 
-def build_report(run_dir: Path, features_dir: Path | None = None, truth: Path | None = None) -> Path:
+# Long by design: the report's sections in the order they appear in report.md.
+def run_report(run_dir: Path, features_dir: Path | None = None, truth: Path | None = None) -> Path:
     """Write RUN/report/*.png and RUN/report/report.md (last); return the path of report.md.
 
     ``features_dir``: the feature folder (for the feature plots); default: the one train.json
@@ -240,7 +241,7 @@ def build_report(run_dir: Path, features_dir: Path | None = None, truth: Path | 
             "adversarial-validation AUC and every feature's distributions).",
             "",
         ]
-        md += _table(
+        md += _md_table(
             ["feature", "KS statistic", "p-value"], [[r.feature, round(r.ks_stat, 4), f"{r.p_value:.2g}"] for r in d.drift.head(8).itertuples()]
         )
         md += ["", plot("drift_ks.png", plots.plot_drift, d.drift), ""]

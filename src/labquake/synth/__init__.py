@@ -99,7 +99,7 @@ from labquake.synth.timebase import (  # noqa: F401 (the tests and benches read 
     UNITS_PER_S,
     Cycles,
     FaultModel,
-    Recording,
+    Timeline,
     _Clock,
     _cycles,
     _mean_ttf,
@@ -116,24 +116,26 @@ CHUNK_BLOCKS = 512  # rows per generated chunk: about 2.1 million
 
 
 @dataclass(frozen=True)
-class Preset:
+class Size:
+    """A synthetic dataset's size (`labquake synth --preset NAME`); config.PRESETS are the configuration's."""
+
     train_rows: int
     test_segments: int
     time_scale: int  # the gap between blocks, as a multiple of the real one
     test_coverage: float = 0.9  # share of the test recording covered by segments
 
 
-PRESETS: dict[str, Preset] = {
-    "tiny": Preset(train_rows=5_500_000, test_segments=10, time_scale=32),
-    "demo": Preset(train_rows=36_000_000, test_segments=200, time_scale=10),
-    "full": Preset(train_rows=629_145_480, test_segments=2_624, time_scale=1, test_coverage=0.94),
+SIZES: dict[str, Size] = {
+    "tiny": Size(train_rows=5_500_000, test_segments=10, time_scale=32),
+    "demo": Size(train_rows=36_000_000, test_segments=200, time_scale=10),
+    "full": Size(train_rows=629_145_480, test_segments=2_624, time_scale=1, test_coverage=0.94),
 }
 
 
 @dataclass
 class _Experiment:
-    train: Recording
-    test: Recording
+    train: Timeline
+    test: Timeline
     cycles: Cycles
     cycle_gain: np.ndarray
     cycle_offset: np.ndarray  # unit-sd activity offset of each cycle
@@ -149,8 +151,9 @@ class _Experiment:
         return self.cycles.seconds
 
 
+# Long by design: the experiment is drawn from one random stream in a fixed order, visible in one place.
 def _experiment(
-    preset: Preset, seed: int, model: SignalModel = MODEL, fault: FaultModel = FAULT, shift: bool = False, test_shift: bool = True
+    preset: Size, seed: int, model: SignalModel = MODEL, fault: FaultModel = FAULT, shift: bool = False, test_shift: bool = True
 ) -> _Experiment:
     """The whole experiment's time base, cycles and per-block state.
 
@@ -266,7 +269,8 @@ def _write_test(out: Path, exp: _Experiment, seed: int, n_seg: int) -> tuple[lis
     return ids, format_times(truth), sum(sizes)
 
 
-def write_dataset(out: Path, preset: str, seed: int, shift: bool = False, test_shift: bool = True) -> dict:
+# Long by design: the stage's files in the order they are written, each atomically.
+def run_synth(out: Path, preset: str, seed: int, shift: bool = False, test_shift: bool = True) -> dict:
     """Write a synthetic dataset in Kaggle's layout into ``out``; return what was written, which
     ``synth.json`` beside the files records (with the true mean time to failure of train and test).
 
@@ -275,11 +279,11 @@ def write_dataset(out: Path, preset: str, seed: int, shift: bool = False, test_s
     ``regime.json`` beside the files names the train cycles (numbered as the features stage numbers
     them) that share the test's regime.
     """
-    if preset not in PRESETS:
-        raise LabquakeError(f"synth: unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
+    if preset not in SIZES:
+        raise LabquakeError(f"synth: unknown preset {preset!r} (choose from {', '.join(SIZES)})")
     if seed < 0:
         raise LabquakeError(f"synth: seed must be >= 0, got {seed}")
-    p = PRESETS[preset]
+    p = SIZES[preset]
     out = Path(out)
     t0 = time.perf_counter()
     exp = _experiment(p, seed, shift=shift, test_shift=test_shift)

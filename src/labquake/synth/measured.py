@@ -27,13 +27,13 @@ from __future__ import annotations
 import numpy as np
 
 
-def _table(text: str) -> np.ndarray:
+def _parse_table(text: str) -> np.ndarray:
     return np.array(text.split(), dtype=np.float64)
 
 
 # every bin of a 2,048-sample frame up to 0.12 cycles/sample, where the varying parts live, then coarser
 FREQ_KNOTS = np.r_[np.arange(0, 0.12, 1 / 2048), np.arange(0.12, 0.5, 0.02), 0.5]
-FLOOR = _table(
+FLOOR = _parse_table(
     """
     6.223 6.223 15.29 13.54 12.92 12.11 11.82 11.18 10.78 10.49 10.77 11.38
     11.11 10.83 11.21 11.97 11.96 11.79 11.88 12.57 12.84 13.16 13.57 14.44
@@ -60,7 +60,7 @@ FLOOR = _table(
     4.434 4.575
     """
 )
-TONE = _table(
+TONE = _parse_table(
     """
     0 0 0.0066 0 0 0.0145 0.0172 0.1286 0.2721 0.3804 0.2716 0.0589
     0 0 0.0361 0.072 0.0845 0.0093 0.0211 0.3599 0.9572 5.19 16.81 21.25
@@ -87,7 +87,7 @@ TONE = _table(
     0.0103 0.0236
     """
 )
-LOW = _table(
+LOW = _parse_table(
     """
     1.32 1.32 1.132 1.102 1.108 1.138 0.9435 0.6395 0.5515 0.2825 0.3857 0.9903
     2.47 2.945 2.824 2.212 2.871 4.801 7.746 11.67 16.7 12.66 19.88 65.6
@@ -115,13 +115,13 @@ LOW = _table(
     """
 )
 LEVEL_QUANTILES = np.linspace(0, 1, 21)
-TONE_LEVEL = _table(
+TONE_LEVEL = _parse_table(
     """
     0.0519 0.2257 0.3576 0.4815 0.5283 0.5619 0.7038 0.8 0.8803 0.9505 1.03
     1.236 1.339 1.514 1.717 1.823 2.053 2.17 2.511 2.943 5.967
     """
 )
-LOW_LEVEL = _table(
+LOW_LEVEL = _parse_table(
     """
     0.0182 0.0233 0.0501 0.0801 0.1076 0.1218 0.1333 0.1601 0.1801 0.1873 0.2221
     0.2355 0.2666 0.3021 0.4233 0.4815 0.5618 0.6714 1.077 1.987 15.42

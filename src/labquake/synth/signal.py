@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from labquake.synth import measured
-from labquake.synth.timebase import BLOCK_GAP_EXTRA, BLOCK_GAP_SHORT, LONG_GAP_SHARE, UNITS_PER_S, Recording, _expand
+from labquake.synth.timebase import BLOCK_GAP_EXTRA, BLOCK_GAP_SHORT, LONG_GAP_SHARE, UNITS_PER_S, Timeline, _expand
 
 if TYPE_CHECKING:
     from labquake.synth import _Experiment
@@ -61,7 +61,7 @@ MODEL = SignalModel()
 # Quantiles (measured.LEVEL_QUANTILES) of the power state v over the test recordings of `full`,
 # seeds 0 and 1 (bench/measure_real.py --calibrate): v at these quantiles gets the real test
 # segments' quantiles of the tone's weight.
-STATE_KNOTS = measured._table(
+STATE_KNOTS = measured._parse_table(
     """
     -0.2343 -0.07981 -0.03433 -0.00941 0.009234 0.02501 0.04043 0.05651 0.07507 0.09708 0.1215
     0.1491 0.1795 0.216 0.2572 0.3059 0.3583 0.4352 0.5539 0.7223 1.434
@@ -115,7 +115,7 @@ def _smooth(rng: np.random.Generator, n: int, parts: list[tuple[float, float]]) 
     return np.interp(np.arange(n, dtype=np.float64), np.arange(k) * SMOOTH_STEP, knots).astype(np.float32)
 
 
-def stress(exp: _Experiment, rec: Recording) -> np.ndarray:
+def stress(exp: _Experiment, rec: Timeline) -> np.ndarray:
     """Per block: the fault's loading state u (0 at the mean post-slip stress, 1 at the mean threshold)."""
     c = exp.cycles
     tsf = c.seconds[rec.cycle] - rec.ttf0 / UNITS_PER_S  # seconds since the cycle started
@@ -123,7 +123,7 @@ def stress(exp: _Experiment, rec: Recording) -> np.ndarray:
     return (s - c.rest) / (1 - c.rest)
 
 
-def _activity(exp: _Experiment, rec: Recording, model: SignalModel, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _activity(exp: _Experiment, rec: Timeline, model: SignalModel, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Per block: activity a in [0, 1] and loudness factor.
 
     Activity follows the loading state (not the time left), plus precursors late in the cycle and a
@@ -149,7 +149,7 @@ def _activity(exp: _Experiment, rec: Recording, model: SignalModel, rng: np.rand
     return a, loud  # a unclipped: below 0 early in a quiet cycle, so the power state stays continuous
 
 
-def _levels(rec: Recording, knots: np.ndarray, model: SignalModel, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _levels(rec: Timeline, knots: np.ndarray, model: SignalModel, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Per block: the weights of the measured tone and low spectra (synth.measured).
 
     The power state v (unclipped activity * loudness) is mapped through its quantiles (``knots``) to the real
@@ -177,7 +177,7 @@ def _emission(exp: _Experiment, seed: int, cycle: int, model: SignalModel) -> np
     return wave * (exp.emission_peak[cycle] / np.abs(wave).max())
 
 
-def _render(exp: _Experiment, rec: Recording, lo: int, hi: int, rng: np.random.Generator, seed: int, model: SignalModel = MODEL) -> np.ndarray:
+def _render(exp: _Experiment, rec: Timeline, lo: int, hi: int, rng: np.random.Generator, seed: int, model: SignalModel = MODEL) -> np.ndarray:
     """The int16 signal of rows [lo, hi) of a recording: the measured floor, plus the tone and the low
     part at their per-block weights, Gaussian noise under log-normal envelopes (short emission
     events), plus the baseline with its slow wander, and the quake's emission."""

@@ -51,7 +51,7 @@ FAULT = FaultModel()
 
 
 @dataclass
-class Recording:
+class Timeline:
     """Per-block description of one continuous recording (train, or the test interval)."""
 
     start_row: np.ndarray  # int64, first row of each block
@@ -124,12 +124,12 @@ def _replace_cycles(cycles: Cycles, first: int, new: Cycles) -> None:
         getattr(cycles, name)[first:] = getattr(new, name)[: len(cycles.seconds) - first]
 
 
-def _segment_ends(rec: Recording) -> np.ndarray:
+def _segment_ends(rec: Timeline) -> np.ndarray:
     """The last row of each whole 150,000-row segment of a recording (the train targets' rows)."""
     return np.arange(1, rec.n_rows // SEGMENT_ROWS + 1, dtype=np.int64) * SEGMENT_ROWS - 1
 
 
-def _mean_ttf(rec: Recording) -> float:
+def _mean_ttf(rec: Timeline) -> float:
     """Mean time to failure over a recording's rows, in seconds."""
     mid = rec.ttf0 - ROW_STEP * (rec.rows - 1) / 2
     return float(np.average(mid, weights=rec.rows) / UNITS_PER_S)
@@ -175,7 +175,7 @@ def _to_units(seconds: float, offset: int) -> int:
 
 def _record(
     clock: _Clock, lengths: itertools.count, n_rows: int, first: tuple[int, int] | None, offset: int, emission_lead: np.ndarray
-) -> tuple[Recording, int]:
+) -> tuple[Timeline, int]:
     """Blocks for ``n_rows`` rows; cycles come from ``lengths`` (cycle index, seconds).
 
     ``first``: (cycle index, start units) for a partial first cycle. Returns the recording and the
@@ -205,10 +205,10 @@ def _record(
     keep = cat[0] < n_rows
     start_row, rows, ttf0, cyc, times = (a[keep] for a in cat)
     rows = np.minimum(rows, n_rows - start_row)
-    return Recording(start_row, rows, ttf0, cyc, times, n_rows, emissions, cycle_rows), cut_cycle
+    return Timeline(start_row, rows, ttf0, cyc, times, n_rows, emissions, cycle_rows), cut_cycle
 
 
-def _expand(rec: Recording, lo: int, hi: int, values: list[np.ndarray]) -> list[np.ndarray]:
+def _expand(rec: Timeline, lo: int, hi: int, values: list[np.ndarray]) -> list[np.ndarray]:
     """Per-row copies of per-block values for rows [lo, hi)."""
     b0 = int(np.searchsorted(rec.start_row, lo, side="right")) - 1
     b1 = int(np.searchsorted(rec.start_row, hi, side="left"))
@@ -217,13 +217,13 @@ def _expand(rec: Recording, lo: int, hi: int, values: list[np.ndarray]) -> list[
     return [np.repeat(v[b0:b1], counts) for v in values]
 
 
-def _ttf_units(rec: Recording, lo: int, hi: int) -> np.ndarray:
+def _ttf_units(rec: Timeline, lo: int, hi: int) -> np.ndarray:
     """Time to failure of rows [lo, hi), int64 units."""
     first, ttf0 = _expand(rec, lo, hi, [rec.start_row, rec.ttf0])
     return ttf0 - ROW_STEP * (np.arange(lo, hi, dtype=np.int64) - first)
 
 
-def _ttf_at(rec: Recording, rows: np.ndarray) -> np.ndarray:
+def _ttf_at(rec: Timeline, rows: np.ndarray) -> np.ndarray:
     """Time to failure at some rows, int64 units (without expanding the whole recording)."""
     rows = np.asarray(rows, np.int64)
     b = np.searchsorted(rec.start_row, rows, side="right") - 1

@@ -1,6 +1,7 @@
 """LANL Earthquake Prediction with labquake, as one Kaggle kernel script.
 
-This file is the template of the script that `labquake kernel` writes (see kernel.py). The built
+This file is the template of the script that `labquake kernel` writes (see kernel.py): package
+data, not a module of the package (nothing imports it; the tests load it as a script). The built
 script carries the labquake package inside it (a base64 zip, at the end). When it runs it unpacks
 the package into a scratch folder, finds the competition data and runs the same command-line
 steps as a local `make submit` (features, train, submit, report), then copies the blend to
@@ -147,15 +148,19 @@ def unpack_package(dest: Path) -> Path:
 
 
 def pipeline(data: Path, paths: KernelPaths, build: dict) -> list[list[str]]:
-    """The command lines of a local `make submit`, with the kernel's folders."""
+    """The command lines of a local `make submit` (the build's steps, kernel.STEPS), with the kernel's folders."""
     cfg = list(build["config_args"])
     run = paths.run(build["preset"])
-    return [
-        ["features", "--data", str(data), "--out", str(paths.features), "--interim", str(paths.interim), *cfg],
-        ["train", "--features", str(paths.features), "--run", str(run), *cfg],
-        ["submit", "--run", str(run), "--data", str(data), "--out", str(paths.submissions), *cfg],
-        ["report", "--run", str(run), *cfg],
-    ]
+    folders = {
+        "features": ["--data", str(data), "--out", str(paths.features), "--interim", str(paths.interim)],
+        "train": ["--features", str(paths.features), "--run", str(run)],
+        "submit": ["--run", str(run), "--data", str(data), "--out", str(paths.submissions)],
+        "report": ["--run", str(run)],
+    }
+    unknown = [s for s in build["steps"] if s not in folders]
+    if unknown:
+        raise KernelError(f"this kernel script does not know the step {unknown[0]!r}: rebuild it with `labquake kernel`")
+    return [[step, *folders[step], *cfg] for step in build["steps"]]
 
 
 def run_step(argv: list[str]) -> None:
