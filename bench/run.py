@@ -191,7 +191,31 @@ def full_scale(raw: Path) -> dict:
     res["segments"] = record["n_train"] + record["n_test"]
     res["features_seg_per_s"] = record["segments_per_s"]
     res["cpus"] = len(os.sched_getaffinity(0))
+    res["verify"] = verify_costs(interim, res["features_from_cache"]["seconds"])
     return res
+
+
+def verify_costs(interim: Path, features_seconds: float, run: Path | None = None) -> dict:
+    """What checking checksums costs: the cache as `features` checks it (every file, in parallel
+    threads), against the features stage from the cache; and a run folder as `predict` checks it."""
+    from labquake.data.cache import TEST_RECORD, TRAIN_RECORD, _damaged
+    from labquake.models.folder import RunFolder
+
+    out: dict = {}
+    t0 = time.perf_counter()
+    for name in (TRAIN_RECORD, TEST_RECORD):
+        record = json.loads((interim / name).read_text())
+        assert _damaged(interim, record["checksums"]) is None
+    out["cache_seconds"] = round(time.perf_counter() - t0, 2)
+    out["cache_gb"] = round(sum(p.stat().st_size for p in interim.glob("*.*") if p.suffix in (".i16", ".f64")) / 1e9, 2)
+    out["cache_share_of_features"] = round(out["cache_seconds"] / features_seconds, 4)
+    run = run or Path(os.environ.get("BENCH_RUN", "models/recipe"))
+    if (run / "summary.json").is_file():
+        t0 = time.perf_counter()
+        problems = RunFolder(run).verify()
+        out["run_seconds"], out["run"], out["run_problems"] = round(time.perf_counter() - t0, 3), str(run), len(problems)
+        out["run_files"] = sum(1 for p in run.rglob("*") if p.is_file())
+    return out
 
 
 def main() -> None:
@@ -227,6 +251,16 @@ def main() -> None:
         print(
             f"features from cache: {f['features_from_cache']['seconds']} s, peak RSS {f['features_from_cache']['peak_rss_gb']} GB, "
             f"{f['segments']} segments at {f['features_seg_per_s']} seg/s on {f['cpus']} cores"
+        )
+        v = f["verify"]
+        print(
+            f"checksums: the cache ({v['cache_gb']} GB) in {v['cache_seconds']} s, {100 * v['cache_share_of_features']:.1f}% of features from the cache",
+            end="",
+        )
+        print(
+            f"; a run folder ({v['run']}, {v['run_files']} files) in {v['run_seconds']} s"
+            if "run_seconds" in v
+            else " (no run folder: BENCH_RUN=DIR)"
         )
     path.write_text(json.dumps(results, indent=2) + "\n")
     print(f"written {path}")

@@ -11,12 +11,12 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "labquake"
 
 # Bottom to top. A module may import its own layer or a lower one; the test below finds the rest.
 LAYERS = [
-    ("", "util", "features.table", "config", "metric", "stats", "plotting"),  # "": labquake/__init__.py (__version__)
+    ("", "util", "features.table", "config", "metric", "stats", "plotting", "integrity"),  # "": labquake/__init__.py (__version__)
     ("data", "targets", "synth", "cluster", "features.folder", "features.kernels", "features.segment", "features.reference", "features.sequences"),
     ("features.stage", "features", "trainset"),
     ("models.base", "models.network", "models.lgbm", "models.nn", "models.seq", "models.svr", "models.registry", "models.folder"),
     ("models.cv", "models.train", "models"),
-    ("blend", "predict", "drift", "report", "kernel"),
+    ("blend", "predict", "drift", "report", "kernel", "verify"),
     ("cli", "__main__", "templates"),  # templates: package data, the kernel's script (it runs the command line)
 ]
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from labquake import __version__
 from labquake.cluster import SCHEDULER_ENV, scheduler_address
 from labquake.config import PRESETS, Config, load_config
-from labquake.util import LabquakeError, log, setup_logging
+from labquake.util import LabquakeError, is_no_space, log, no_space, setup_logging
 
 DEFAULTS = Config().paths  # for the help texts; the loaded configuration's paths are used
 
@@ -105,6 +105,17 @@ def cmd_score(args: argparse.Namespace) -> None:
 
     mae = blend.score_files(Path(args.submission), Path(args.truth))
     print(f"MAE {mae:.4f}  ({args.submission} against {args.truth})")
+
+
+def cmd_verify(args: argparse.Namespace) -> None:
+    from labquake.verify import run_verify
+
+    kind, problems, checked = run_verify(Path(args.path))
+    for p in problems:
+        print(p)
+    if problems:
+        raise LabquakeError(f"{args.path}: {len(problems)} bad file(s) in this {kind} (listed above)")
+    print(f"{args.path}: {kind}, {checked} files checked, all intact")
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -214,6 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("submission", help="seg_id,time_to_failure CSV")
     p.add_argument("truth", help="seg_id,time_to_failure CSV (synth writes test_truth.csv)")
 
+    p = add("verify", cmd_verify, "check a cache, a feature folder or a run folder against its checksums", [common])
+    p.add_argument("path", help="the folder")
+
     p = add("report", cmd_report, "plots and report.md of a run", [common, configurable])
     p.add_argument("--run", help=RUN_HELP)
 
@@ -233,6 +247,11 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except LabquakeError as exc:
         print(f"labquake {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if not is_no_space(exc):
+            raise
+        print(f"labquake {args.command}: error: {no_space(exc.filename or 'a file', exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         log.warning("interrupted: outputs of finished steps are kept, nothing partial was written")

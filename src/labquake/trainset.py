@@ -65,6 +65,7 @@ def load_training_data(cfg: Config, features_dir: Path, reads: dict[str, tuple[s
     folder = FeatureFolder(features_dir)
     meta = folder.record()
     folder.check_settings(cfg, meta)
+    folder.require_intact([folder.table_path("train").name, folder.table_path("test").name])
     train = read_table(folder.table_path("train"), META_COLUMNS, HINT)
     test = read_table(folder.table_path("test"), ("seg_id",), HINT)
     feats = union(reads)

@@ -4,7 +4,9 @@ logging, progress, stage records."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
+import io
 import json
 import logging
 import os
@@ -73,13 +75,19 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
     Works for files and directories. A failure or an interruption leaves the old output (or none),
     never a partial one; the temporary is removed, and a stale one from a killed run is replaced.
+    A write that fails for want of space is a one-line error naming ``path``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     _remove(tmp)
     try:
-        yield tmp
+        try:
+            yield tmp
+        except OSError as exc:
+            if is_no_space(exc):
+                raise no_space(path, exc) from None
+            raise
         if path.is_dir() and not path.is_symlink():
             old = path.with_name(f".{path.name}.old{os.getpid()}")
             os.replace(path, old)
@@ -89,6 +97,40 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             os.replace(tmp, path)
     finally:
         _remove(tmp)
+
+
+NO_SPACE = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)  # a full disk, a file-size limit, a quota
+
+
+def is_no_space(exc: BaseException) -> bool:
+    """A write refused for want of space (h5py's errors carry the reason in their text only)."""
+    text = str(exc)
+    return isinstance(exc, OSError) and (exc.errno in NO_SPACE or "File too large" in text or "No space left" in text or "errno = 27" in text)
+
+
+def no_space(path: str | Path, exc: OSError) -> LabquakeError:
+    return LabquakeError(f"{path}: could not be written ({exc.strerror or exc}): free some space and run again; earlier outputs are intact")
+
+
+def digest(data: bytes) -> str:
+    """The checksum recorded for an artifact: sha256, hex."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def file_digest(path: str | Path, block: int = 8 << 20) -> str:
+    """The sha256 of a file, read in blocks (hashlib releases the GIL: files hash in parallel threads)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(block):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_bytes(path: str | Path, data: bytes) -> str:
+    """``data`` to ``path`` atomically; its checksum, computed from the bytes written (no second read)."""
+    with atomic_path(path) as tmp:
+        Path(tmp).write_bytes(data)
+    return digest(data)
 
 
 def _remove(p: Path) -> None:
@@ -200,23 +242,38 @@ def progress(iterable: Iterable[Any], total: int | None = None, desc: str = "") 
     )
 
 
+def parquet_bytes(table: Any) -> bytes:
+    buf = io.BytesIO()
+    table.to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
+def npy_bytes(array: Any) -> bytes:
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
+
+
 def write_csv(path: Path, table: Any) -> None:
     """A pandas table as CSV, atomically (no index)."""
     with atomic_path(path) as tmp:
         table.to_csv(tmp, index=False)
 
 
-def write_parquet(path: Path, table: Any) -> None:
-    """A pandas table as parquet, atomically (no index)."""
-    with atomic_path(path) as tmp:
-        table.to_parquet(tmp, index=False)
+def write_parquet(path: Path, table: Any) -> str:
+    """A pandas table as parquet, atomically (no index); its checksum."""
+    return write_bytes(path, parquet_bytes(table))
 
 
-def save_npz(path: Path, **arrays: Any) -> None:
+def save_npz(path: Path, **arrays: Any) -> str:
+    """Arrays as .npz, atomically; its checksum."""
     import numpy as np
 
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return write_bytes(path, buf.getvalue())
 
 
 def load_npz(path: Path) -> dict[str, Any]:

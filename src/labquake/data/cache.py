@@ -27,6 +27,7 @@ just before the new arrays are renamed into place, so a killed build leaves the 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import mmap
 import os
@@ -44,6 +45,7 @@ from labquake.util import (
     LabquakeError,
     Timer,
     atomic_path,
+    file_digest,
     file_fingerprint,
     io_threads,
     json_key,
@@ -118,7 +120,21 @@ def _stale_reason(interim: Path, record_name: str, fingerprint: str, sizes: Call
         actual = f.stat().st_size if f.is_file() else None
         if actual != size:
             return f"{name} is {'missing' if actual is None else f'{actual:,} bytes'}, expected {size:,} bytes", record
+    bad = _damaged(interim, record.get("checksums") or {})
+    if bad:
+        return f"{bad} does not match its checksum (changed since it was written)", record
     return None, record
+
+
+def _damaged(folder: Path, checksums: dict[str, str]) -> str | None:
+    """The first cache file that does not match its recorded checksum; the files hash in parallel
+    (hashlib releases the GIL), so checking costs about one read of the largest."""
+    if not checksums:
+        return None  # a cache of an older labquake: its sizes were checked above
+    names = sorted(checksums)
+    with ThreadPoolExecutor(min(len(names), io_threads())) as pool:
+        found = dict(zip(names, pool.map(lambda n: file_digest(folder / n), names)))
+    return next((n for n in names if found[n] != checksums[n]), None)
 
 
 def _signal_sizes(signal: str, ttf: str | None) -> Callable[[dict], dict[str, int]]:
@@ -211,7 +227,10 @@ def _ensure_signal(
     reason, record = _stale_reason(folder, cache.record, key, sizes or _signal_sizes(cache.signal, cache.ttf))
     if reason is None and not force:
         return record, False
-    log.info("cache: building the %s cache from %s (%s)", stage.removeprefix("cache-"), path, "--force" if reason is None else reason)
+    damaged = reason is not None and "checksum" in reason
+    (log.warning if damaged else log.info)(
+        "cache: building the %s cache from %s (%s)", stage.removeprefix("cache-"), path, "--force" if reason is None else reason
+    )
     timer = Timer()
     folder.mkdir(parents=True, exist_ok=True)
     names = (cache.signal,) + ((cache.ttf,) if cache.ttf else ())
@@ -220,10 +239,13 @@ def _ensure_signal(
         tmps = [stack.enter_context(atomic_path(folder / name)) for name in names]
         files = [stack.enter_context(open(tmp, "wb")) for tmp in tmps]
         dtypes = (I16, F64)[: len(files)]
+        hashes = [hashlib.sha256() for _ in files]  # the checksums, from the bytes as they are written
 
         def sink(*arrays: np.ndarray) -> None:
-            for fh, dtype, a in zip(files, dtypes, arrays):
-                fh.write(a.astype(dtype, copy=False).tobytes())
+            for fh, h, dtype, a in zip(files, hashes, dtypes, arrays):
+                data = a.astype(dtype, copy=False).tobytes()
+                fh.write(data)
+                h.update(data)
 
         with timer.step("parse"):
             n = read(sink)
@@ -241,6 +263,7 @@ def _ensure_signal(
         fingerprint=key,
         n_rows=n,
         files={"signal": cache.signal} | ({"ttf": cache.ttf} if cache.ttf else {}),
+        checksums={name: h.hexdigest() for name, h in zip(names, hashes)},
         **extra,
     )
     write_json(folder / cache.record, record)
@@ -385,3 +408,36 @@ def run_cache(data_dir: Path, interim: Path, force: bool = False) -> dict:
             log.info("cache: %s is up to date in %s", name, interim)
         out[name] = {**record, "rebuilt": rebuilt}
     return out
+
+
+def verify_cache(interim: Path) -> tuple[list[str], int]:
+    """Every file of the cache in ``interim`` against its record's sizes and checksums: the problems
+    (one line each) and how many files were checked. ``labquake features`` rebuilds a bad cache itself."""
+    interim = Path(interim)
+    problems, checked = [], 0
+    for record_name in (TRAIN_RECORD, TEST_RECORD):
+        path = interim / record_name
+        if not path.is_file():
+            continue
+        try:
+            record = json.loads(path.read_text())
+            names = list((record.get("files") or {}).values())
+        except (OSError, ValueError, AttributeError) as exc:
+            problems.append(f"{path}: unreadable ({type(exc).__name__}); `labquake cache --force` rebuilds it")
+            continue
+        sums = record.get("checksums") or {}
+        for name in names:
+            checked += 1
+            f = interim / name
+            if not f.is_file():
+                problems.append(f"{f}: missing; `labquake features` rebuilds the cache")
+            elif name in sums and file_digest(f) != sums[name]:
+                problems.append(f"{f}: does not match its checksum (changed since it was written); `labquake features` rebuilds the cache")
+        if not sums:
+            log.info(f"{path}: written before labquake recorded checksums: only the files' sizes can be checked")
+            reason, _ = _stale_reason(
+                interim, record_name, record.get("fingerprint", ""), _train_sizes if record_name == TRAIN_RECORD else _test_sizes
+            )
+            if reason:
+                problems.append(f"{interim}: {reason}; `labquake features` rebuilds the cache")
+    return problems, checked

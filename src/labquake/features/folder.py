@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from labquake.config import Config
-from labquake.util import LabquakeError, read_json
+from labquake.integrity import check_files
+from labquake.util import LabquakeError, log, read_json
 
 META_COLUMNS = ("start", "cycle", "target", "tsf", "binary")  # a training row's facts, not features
 RECORD = "features.json"
@@ -55,13 +56,35 @@ class FeatureFolder:
         return [*(self.table_path(w) for w in which), *(self.sequences_path(w) for w in which), self.record_path]
 
     def finished(self, key: str, seq_overlap: bool) -> bool:
-        """Every file there and the record's key is ``key`` (a damaged record: not finished)."""
+        """Every file there, the record's key is ``key`` and every file matches its checksum (a damaged
+        file or record: not finished, so ``labquake features`` builds the folder again, and says why)."""
         if not all(p.is_file() for p in self.files(seq_overlap)):
             return False
         try:
-            return read_json(self.record_path).get("key") == key
+            if read_json(self.record_path).get("key") != key:
+                return False
         except LabquakeError:
             return False
+        problems = self.verify()
+        for p in problems:
+            log.warning(f"features: {p}: building the folder again")
+        return not problems
+
+    def verify(self, names: list[str] | None = None) -> list[str]:
+        """Its files (``names``: only these) against the checksums features.json records; a folder of
+        an older labquake, or of your own, without checksums: by loading each."""
+        meta = self.record()
+        manifest = meta.get("checksums")
+        if manifest is None:
+            present = [p.name for p in self.path.iterdir() if p.suffix in (".parquet", ".npy")]
+            return [p for p in check_files(self.path, [n for n in present if names is None or n in names]) if p]
+        return check_files(self.path, names, manifest)
+
+    def require_intact(self, names: list[str]) -> None:
+        """A one-line error naming the first damaged file of ``names``, and what to rerun."""
+        problems = self.verify(names)
+        if problems:
+            raise LabquakeError(f"{problems[0]}; rerun `labquake features` (it builds the folder again)")
 
     def record(self) -> dict[str, Any]:
         """features.json, checked: it must say how many raw rows the features came from."""
@@ -98,6 +121,7 @@ class FeatureFolder:
         if not path.is_file():
             hint = " with --set features.seq_overlap=true" if which == "train_extra" else ""
             raise LabquakeError(f"{path}: no sequences here: run `labquake features`{hint}")
+        self.require_intact([path.name])
         try:
             return np.load(path, mmap_mode="r")
         except (OSError, ValueError) as exc:

@@ -285,7 +285,7 @@ def _build(cfg: Config, data_dir: Path, out_dir: Path, interim: Path, jobs: int,
 
     from labquake import data, targets
     from labquake.features.sequences import SEQ_CHANNELS
-    from labquake.util import Timer, atomic_path, read_json, stage_record, write_json
+    from labquake.util import Timer, atomic_path, npy_bytes, parquet_bytes, read_json, stage_record, write_bytes, write_json
 
     timer = Timer()
     with timer.step("cache"):
@@ -328,13 +328,16 @@ def _build(cfg: Config, data_dir: Path, out_dir: Path, interim: Path, jobs: int,
         # the folder is swapped whole: old tables or new ones, never a mix of the two
         tmp.mkdir()
         with timer.step("write"):
-            train_table.to_parquet(tmp / TABLES["train"], index=False)
-            test_table.to_parquet(tmp / TABLES["test"], index=False)
-            np.save(tmp / SEQUENCES["train"], values["train"][1])
-            np.save(tmp / SEQUENCES["test"], values["test"][1])
+            # each file's checksum from the bytes written (features.json records them)
+            checksums = {
+                TABLES["train"]: write_bytes(tmp / TABLES["train"], parquet_bytes(train_table)),
+                TABLES["test"]: write_bytes(tmp / TABLES["test"], parquet_bytes(test_table)),
+                SEQUENCES["train"]: write_bytes(tmp / SEQUENCES["train"], npy_bytes(values["train"][1])),
+                SEQUENCES["test"]: write_bytes(tmp / SEQUENCES["test"], npy_bytes(values["test"][1])),
+            }
             if extra is not None:
-                np.save(tmp / SEQUENCES["train_extra"], values["train_extra"][1])
-                extra.reset_index(drop=True).to_parquet(tmp / TABLES["train_extra"], index=False)
+                checksums[SEQUENCES["train_extra"]] = write_bytes(tmp / SEQUENCES["train_extra"], npy_bytes(values["train_extra"][1]))
+                checksums[TABLES["train_extra"]] = write_bytes(tmp / TABLES["train_extra"], parquet_bytes(extra.reset_index(drop=True)))
         record = stage_record(
             "features",
             cfg.to_dict(),
@@ -350,6 +353,7 @@ def _build(cfg: Config, data_dir: Path, out_dir: Path, interim: Path, jobs: int,
             seq_channels=list(SEQ_CHANNELS),
             seq_shape=list(seq_shape(cfg.features, rows)),
             data_dir=str(data_dir),
+            checksums=checksums,
             segments_per_s=round((len(train_table) + len(test_table) + n_extra) / max(timer.timings["compute"], 1e-9), 2),
         )
         write_json(tmp / RECORD, record)

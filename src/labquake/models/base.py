@@ -26,6 +26,7 @@ class FoldFit:
     test: np.ndarray
     info: dict[str, Any] = field(default_factory=dict)  # JSON: best iteration/epoch, scaling, ...
     history: pd.DataFrame = field(default_factory=pd.DataFrame)  # one row per iteration/epoch
+    files: dict[str, str] = field(default_factory=dict)  # the fold's saved files: name -> checksum (util.digest)
 
 
 @dataclass
@@ -39,6 +40,7 @@ class Draw:
     test: np.ndarray
     folds: list[dict[str, Any]]  # FoldFit.info per fold
     history: pd.DataFrame  # fold, then the model's columns
+    files: dict[str, str] = field(default_factory=dict)  # every fold's saved files: name -> checksum
 
 
 @runtime_checkable
@@ -73,7 +75,8 @@ class Model(Protocol):
         """Its arrays, from the shared training data (``data.reads[name]``: its columns)."""
 
     def fit_fold(self, cfg: Config, inputs: Any, folds: np.ndarray, k: int, seed: int, fold_dir: Path) -> FoldFit:
-        """Train on the rows not in fold k; predict fold k and the test rows; save ``fold_dir/fold{k}.*``."""
+        """Train on the rows not in fold k; predict fold k and the test rows; save ``fold_dir/fold{k}.*``
+        and return their checksums in ``FoldFit.files``."""
 
     def predict_saved(
         self, cfg: Config, draw_dir: Path, folds: list[dict], table: pd.DataFrame, sequences: np.ndarray | None, device: str

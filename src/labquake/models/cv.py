@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from labquake.config import Config
+from labquake.integrity import CHECKSUMS, check_files
 from labquake.metric import mae
 from labquake.models.base import Draw, FoldFit
 from labquake.models.folder import RunFolder
@@ -48,7 +49,8 @@ def draw_from_folds(name: str, draw: int, seed: int, folds: np.ndarray, n_test: 
         test += np.asarray(fit.test, np.float64) / len(fits)
     history = pd.concat([f.history.assign(fold=k) for k, f in enumerate(fits)], ignore_index=True)
     history = history[["fold", *[c for c in history.columns if c != "fold"]]]
-    return Draw(name, draw, seed, oof, test, [f.info for f in fits], history)
+    files = {n: d for f in fits for n, d in f.files.items()}
+    return Draw(name, draw, seed, oof, test, [f.info for f in fits], history, files)
 
 
 def cross_validate(name: str, cfg: Config, inputs: Any, folds: np.ndarray, n_test: int, seed: int, draw_dir: Path, draw: int = 0) -> Draw:
@@ -146,12 +148,18 @@ def _fit_draws(
 
 
 def save_draw(res: Draw, draw_dir: Path) -> None:
-    save_npz(draw_dir / "result.npz", oof=res.oof, test=res.test)
+    """A draw's files; its manifest (CHECKSUMS: the fold models' and result.npz's checksums) before folds.json."""
+    files = {**res.files, "result.npz": save_npz(draw_dir / "result.npz", oof=res.oof, test=res.test)}
     res.history.to_csv(draw_dir / "history.csv", index=False)
+    write_json(draw_dir / CHECKSUMS, files)
     (draw_dir / "folds.json").write_text(json.dumps(res.folds, indent=1, default=float) + "\n")
 
 
 def load_draw(name: str, draw_dir: Path, draw: int, seed: int) -> Draw:
+    """A finished draw, checked against its manifest before it is used."""
+    problems = check_files(draw_dir, ["result.npz"])
+    if problems:
+        raise LabquakeError(f"{problems[0]}; delete {draw_dir} and rerun `labquake train` (it trains that draw again)")
     arrays = load_npz(draw_dir / "result.npz")
     return Draw(name, draw, seed, arrays["oof"], arrays["test"], read_json(draw_dir / "folds.json"), pd.read_csv(draw_dir / "history.csv"))
 

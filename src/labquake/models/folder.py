@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from labquake.config import PRESETS, Config, load_config
+from labquake.integrity import CHECKSUMS, check_files
 from labquake.models.registry import model
-from labquake.util import LabquakeError, json_key, read_json, write_json
+from labquake.util import LabquakeError, json_key, log, read_json, write_json
 
 TRAIN_HINT = "run `labquake train` first"
 FLAT_KEYS = ("seeds", "runs", "accepted", "draws", "reject_bound", "reject_relative_to", "fallback")  # NAME_KEY before nesting
@@ -152,6 +153,39 @@ class RunFolder:
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         write_json(self.summary_path, summary)
+
+    def verify(self, tables_only: bool = False) -> list[str]:
+        """Every artifact of a finished run checked against its checksum (fold models, result.npz,
+        oof.parquet, test.parquet); a run of an older labquake, without checksums, by loading each
+        (said once in the log). Returns the problems, one line each, with what to rerun."""
+        summary = self.summary()
+        problems = []
+        tables = summary.get("checksums")
+        for p in check_files(self.path, [self.oof_path.name, self.test_path.name], tables):
+            problems.append(f"{p}; rerun `labquake train` (finished draws are loaded, the tables written again)")
+        old = tables is None
+        for name in [] if tables_only else summary.get("models", []):
+            runs = read_json(self.runs_path(name)) if self.runs_path(name).is_file() else {"runs": []}
+            for r in runs.get("runs", []):
+                draw = self.path / r["dir"]
+                if not draw.is_dir():
+                    problems.append(f"{draw}: missing; rerun `labquake train` (it trains that draw again)")
+                    continue
+                old = old or not (draw / CHECKSUMS).is_file()
+                names = [*sorted(p.name for p in draw.iterdir() if p.name.startswith("fold") and p.suffix != ".json"), "result.npz"]
+                found = check_files(draw, None if (draw / CHECKSUMS).is_file() else names)
+                problems += [f"{p}; delete {draw} and rerun `labquake train` (it trains that draw again)" for p in found]
+        if old:
+            log.info(f"{self.path}: written before labquake recorded checksums: its files were checked by loading them")
+        return problems
+
+    def require_intact(self, tables_only: bool = False) -> None:
+        """A one-line error naming the first damaged artifact (``labquake verify`` lists them all);
+        ``tables_only``: oof.parquet and test.parquet, what submit and report read."""
+        problems = self.verify(tables_only)
+        if problems:
+            more = f" ({len(problems) - 1} more: `labquake verify {self.path}`)" if len(problems) > 1 else ""
+            raise LabquakeError(problems[0] + more)
 
 
 def rejection_note(summary: dict[str, Any], name: str) -> str | None:

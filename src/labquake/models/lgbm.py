@@ -17,7 +17,7 @@ import pandas as pd
 from labquake.config import Config
 from labquake.models.base import Base, Draw, FoldFit
 from labquake.trainset import TrainingData
-from labquake.util import atomic_path, log, usable_cpus, write_csv
+from labquake.util import log, usable_cpus, write_bytes, write_csv
 
 
 @dataclass(frozen=True)
@@ -93,15 +93,16 @@ class LightGBM(Base):
             ],
         )
         best = int(booster.best_iteration or booster.current_iteration())
-        if fold_dir is not None:
-            with atomic_path(fold_dir / f"fold{k}.txt") as tmp:
-                booster.save_model(tmp, num_iteration=best)
+        files = {}
+        if fold_dir is not None:  # save_model's text, checksummed as it is written
+            files[f"fold{k}.txt"] = write_bytes(fold_dir / f"fold{k}.txt", booster.model_to_string(num_iteration=best).encode())
         curve = np.asarray(next(iter(record["valid"].values())))
         return FoldFit(
             valid=booster.predict(X[va], num_iteration=best),
             test=booster.predict(inputs.X_test, num_iteration=best),
             info={"best_iteration": best, "gain": booster.feature_importance("gain", iteration=best).tolist()},
             history=pd.DataFrame({"iteration": np.arange(1, len(curve) + 1), "valid_mae": curve}),
+            files=files,
         )
 
     def predict_saved(

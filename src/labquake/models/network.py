@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from labquake.util import LabquakeError, log
+from labquake.util import LabquakeError, file_digest, log
 
 HEADS = ("ttf", "tsf", "binary")  # network outputs, in the order of the loss weights
 MONITOR = "val_ttf_mae"  # Keras 3's name for the validation MAE of the output layer named "ttf"
@@ -182,4 +182,6 @@ def fold_fit(c: Any, network: ReusedNetwork, x_tr, y_tr, x_va, y_va, x_te, weigh
     best = int(hist[MONITOR].to_numpy().argmin()) + 1
     log.info(f"seed {seed} {weights_path.name.split('.')[0]}: best epoch {best} of {len(hist)} (batch {batch_size(c, len(x_tr))})")
     info = {**info, "best_epoch": best, "epochs": len(hist), "batch_size": batch_size(c, len(x_tr))}
-    return FoldFit(predict_ttf(model, x_va), predict_ttf(model, x_te), info, hist.assign(epoch=np.arange(1, len(hist) + 1)))
+    # Keras writes HDF5 only to a path, so this checksum is the one read back (a small file, just written)
+    files = {weights_path.name: file_digest(weights_path)}
+    return FoldFit(predict_ttf(model, x_va), predict_ttf(model, x_te), info, hist.assign(epoch=np.arange(1, len(hist) + 1)), files)

@@ -17,7 +17,7 @@ from labquake.config import Config
 from labquake.models.base import Base, FoldFit
 from labquake.models.nn import min_max_scaler
 from labquake.trainset import TrainingData
-from labquake.util import atomic_path
+from labquake.util import write_bytes
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,8 @@ class SupportVector(Base):
         return Inputs(data.train[cols].to_numpy(np.float64), data.train["target"].to_numpy(np.float64), data.test[cols].to_numpy(np.float64))
 
     def fit_fold(self, cfg: Config, inputs: Inputs, folds: np.ndarray, k: int, seed: int, fold_dir: Path) -> FoldFit:
+        import io
+
         import joblib
         from sklearn.svm import SVR
 
@@ -48,13 +50,15 @@ class SupportVector(Base):
         X = inputs.X
         scaler = min_max_scaler(X[tr].min(axis=0), X[tr].max(axis=0))
         svr = SVR(kernel=c.kernel, C=c.C, epsilon=c.epsilon, gamma=c.gamma).fit(scaler.transform(X[tr]), inputs.y[tr])
-        with atomic_path(fold_dir / f"fold{k}.joblib") as tmp:
-            joblib.dump({"scaler": scaler, "svr": svr}, tmp)
+        buf = io.BytesIO()
+        joblib.dump({"scaler": scaler, "svr": svr}, buf)
+        files = {f"fold{k}.joblib": write_bytes(fold_dir / f"fold{k}.joblib", buf.getvalue())}
         return FoldFit(
             valid=svr.predict(scaler.transform(X[va])),
             test=svr.predict(scaler.transform(inputs.X_test)),
             info={"support_vectors": int(len(svr.support_))},
             history=pd.DataFrame({"n_train": [int(tr.sum())]}),
+            files=files,
         )
 
     def predict_saved(

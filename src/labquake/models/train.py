@@ -72,9 +72,13 @@ def run_train(
     weights = blend_weights(cfg, runs, y)
     with timer.step("write"):
         oof = data.train[list(META_COLUMNS)].assign(fold=data.folds, **{n: runs[n].oof for n in cfg.blend.models})
-        write_parquet(run.oof_path, oof)
-        write_parquet(run.test_path, pd.DataFrame({"seg_id": data.test["seg_id"], **{n: runs[n].test for n in cfg.blend.models}}))
-    summary = make_summary(cfg, data, runs, weights, run.config())
+        checksums = {
+            run.oof_path.name: write_parquet(run.oof_path, oof),
+            run.test_path.name: write_parquet(
+                run.test_path, pd.DataFrame({"seg_id": data.test["seg_id"], **{n: runs[n].test for n in cfg.blend.models}})
+            ),
+        }
+    summary = {**make_summary(cfg, data, runs, weights, run.config()), "checksums": checksums}
     write_json(run.record_path("train"), stage_record("train", cfg.to_dict(), timer, features_dir=str(features_dir), device=device, summary=summary))
     run.write_summary(summary)
     scores = ", ".join(f"{n} {summary['oof_mae'][n]:.4f}" for n in cfg.blend.models)

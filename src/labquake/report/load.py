@@ -124,6 +124,7 @@ def load_run(run_dir: Path, features_dir: Path | None = None, truth: Path | None
     clip_min = float(records.get("blend", config["blend"])["clip_min"])
     summary = _object(folder.summary_path, "models", "blend_weights", "oof_mae", "baseline_median_mae")
     summary = folder.summary()
+    folder.require_intact(tables_only=True)
     names, weights = summary["models"], summary["blend_weights"]
     if not isinstance(names, list) or not names or not isinstance(weights, dict) or not weights or not set(weights) <= set(names):
         raise LabquakeError(f"{run / 'summary.json'}: models must be a list of model names and blend_weights weights of some of them")
@@ -169,6 +170,12 @@ def _load_features(d: RunData, features_dir: Path | None) -> None:
         return
     if (features_dir / "features.json").is_file():
         d.features_record = _object(features_dir / "features.json", *STAGE_KEYS)
+        from labquake.features.folder import FeatureFolder
+
+        problems = FeatureFolder(features_dir).verify(["train.parquet", "test.parquet"])
+        if problems:
+            d.features_note = f"no feature plots: {problems[0]}"
+            return
     if d.importance is not None:  # the features LightGBM used, most important first, as in the importance plot
         ranked = d.importance.groupby("feature")["gain"].mean().sort_values(ascending=False, kind="stable")
         d.feature_table = read_table(path, ("cycle", "target", *ranked.index))
