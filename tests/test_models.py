@@ -738,3 +738,15 @@ def test_a_run_folder_of_another_config_or_features_is_refused(feat_dir, tmp_pat
     with pytest.raises(LabquakeError, match="different features"):
         models.run_train(cfg, feat2, run, device="cpu")
     assert before == {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}  # untouched
+
+
+def test_the_recipe_cycles_follow_real_train_not_the_row_count(tmp_path):
+    from labquake.config import REAL_TRAIN_ROWS
+
+    path = write_feature_dir(tmp_path / "features", n_cycles=6)
+    meta = json.loads((path / "features.json").read_text())
+    cfg = load_config("fast")
+    (path / "features.json").write_text(json.dumps({**meta, "n_rows": REAL_TRAIN_ROWS}))  # full synthetic data's size
+    assert sorted(models.training_data(cfg, path).train["cycle"].unique()) == [0, 1, 2, 3, 4, 5]  # every cycle
+    (path / "features.json").write_text(json.dumps({**meta, "real_train": True}))
+    assert sorted(models.training_data(cfg, path).train["cycle"].unique()) == [0, 1, 2, 4]  # the recipe's list

@@ -43,10 +43,10 @@ def test_segment_targets_tsf_and_binary():
 
 def test_train_cycles_recipe_list_only_on_real_data():
     cfg = load_config()
-    assert targets.train_cycles(cfg, REAL_TRAIN_ROWS) == (0, 1, 2, 4, 7, 9, 10, 11, 13, 14)
-    assert targets.train_cycles(cfg, 1_000_000) is None
+    assert targets.train_cycles(cfg, True) == (0, 1, 2, 4, 7, 9, 10, 11, 13, 14)  # Kaggle's real recording
+    assert targets.train_cycles(cfg, False) is None
     cfg = load_config("recipe", None, ["data.train_cycles=[1,2]"])
-    assert targets.train_cycles(cfg, 1_000_000) == (1, 2)
+    assert targets.train_cycles(cfg, False) == (1, 2)
 
 
 def test_folds_match_sklearn_kfold_and_cover_every_row_once():
@@ -100,3 +100,24 @@ def test_memory_mapped_columns_are_read_the_same(tmp_path):
     import pandas as pd
 
     pd.testing.assert_frame_equal(targets.segment_targets(mapped, cfg, seg=3), targets.segment_targets(ttf, cfg, seg=3))
+
+
+def test_the_real_recording_is_recognised_by_its_first_rows_not_its_size(real_dir):
+    """tests/data/train_head.csv is the real train.csv's first rows: they, and only they, make real data."""
+    from labquake.config import REAL_HEAD_ROWS
+    from labquake.data import TrainData
+    from labquake.data.csv import read_train
+
+    parts = []
+    read_train(real_dir / "train_head.csv", lambda s, f: parts.append((s.copy(), f.copy())), min_rows=1)
+    signal, ttf = (np.concatenate([p[i] for p in parts]) for i in (0, 1))
+    assert len(signal) == REAL_HEAD_ROWS
+    tail = np.zeros(10, np.int16), np.full(10, 1.0)
+    real = TrainData(np.r_[signal, tail[0]], np.r_[ttf, tail[1]], "x")
+    assert real.is_real_kaggle
+    changed = signal.copy()
+    changed[1000] += 1  # one sample differs: not the real recording
+    assert not TrainData(np.r_[changed, tail[0]], np.r_[ttf, tail[1]], "x").is_real_kaggle
+    # synthetic data of Kaggle's size is not real: the row count decides nothing
+    synthetic = TrainData(np.zeros(REAL_TRAIN_ROWS // 1000, np.int16), np.ones(REAL_TRAIN_ROWS // 1000), "x")
+    assert not synthetic.is_real_kaggle

@@ -22,7 +22,11 @@ from labquake.util import LabquakeError, json_key
 
 SEGMENT_ROWS = 150_000
 SUBMISSION_COLUMNS = ("seg_id", "time_to_failure")  # sample_submission.csv and every submission file
-REAL_TRAIN_ROWS = 629_145_480  # the size of Kaggle's train.csv: how real data is recognised
+REAL_TRAIN_ROWS = 629_145_480  # the size of Kaggle's train.csv
+# Kaggle's real train.csv is recognised by its content, never by its size: the sha256 of its first
+# REAL_HEAD_ROWS rows as int16 signal bytes then float64 time bytes (tests/data/train_head.csv holds them)
+REAL_HEAD_ROWS = 149_999
+REAL_HEAD_KEY = "13447982abebea2f30ff58db751a9984cb4ef8bb52cc06c2eec6a083a6b4ffb6"
 OnReject = Literal["drop", "best", "error"]  # values of NAME.on_reject for the networks
 CVScheme = Literal["kfold", "cycles"]
 SeqArch = Literal["conv_gru", "causal_lstm"]

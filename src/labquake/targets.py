@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from labquake.config import REAL_TRAIN_ROWS, SEGMENT_ROWS, Config
+from labquake.config import SEGMENT_ROWS, Config
 from labquake.data import read_at, read_rows
 from labquake.util import LabquakeError
 
@@ -66,13 +66,12 @@ def segment_targets(ttf: np.ndarray, cfg: Config, seg: int = SEGMENT_ROWS) -> pd
     )
 
 
-def train_cycles(cfg: Config, n_rows: int) -> tuple[int, ...] | None:
-    """Cycles to train on: configured, else the recipe's list on real Kaggle data, else all (None)."""
+def train_cycles(cfg: Config, real: bool) -> tuple[int, ...] | None:
+    """Cycles to train on: configured, else the recipe's list on Kaggle's real recording (``real``:
+    recognised by its content, features.json's ``real_train``), else all (None)."""
     if cfg.data.train_cycles is not None:
         return cfg.data.train_cycles
-    if n_rows == REAL_TRAIN_ROWS:
-        return cfg.data.recipe_cycles
-    return None
+    return cfg.data.recipe_cycles if real else None
 
 
 def select_segments(table: pd.DataFrame, cycles: tuple[int, ...] | None) -> pd.DataFrame:

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from labquake import targets
-from labquake.config import REAL_TRAIN_ROWS, Config
+from labquake.config import Config
 from labquake.features.folder import HINT, META_COLUMNS, FeatureFolder
 from labquake.stats import ks_table, mean_ks
 from labquake.util import LabquakeError, log, read_table
@@ -77,14 +77,18 @@ def load_training_data(cfg: Config, features_dir: Path, reads: dict[str, tuple[s
     if test["seg_id"].duplicated().any():
         raise LabquakeError(f"{folder.table_path('test')}: seg_id {test['seg_id'][test['seg_id'].duplicated()].iloc[0]} appears twice")
     choice = None
+    real = real_recording(meta, folder)
     if cfg.data.train_cycles == "auto":
         d = cfg.data
-        recipe = d.recipe_cycles if meta["n_rows"] == REAL_TRAIN_ROWS else None
+        recipe = d.recipe_cycles if real else None
         choice = choose_cycles(train, test, feats, d.auto_share, d.auto_draws, d.auto_seed, recipe)
         log.info(f"data.train_cycles=auto: cycles {choice['chosen']} (mean KS {choice['score']:.4f}; all cycles {choice['all_cycles_score']:.4f})")
         cycles = tuple(choice["chosen"])
     else:
-        cycles = targets.train_cycles(cfg, meta["n_rows"])
+        cycles = targets.train_cycles(cfg, real)
+        if cfg.data.train_cycles is None:
+            which = f"the recipe's list {list(cycles)}: Kaggle's real recording" if real else "every cycle: not Kaggle's real recording"
+            log.info(f"data.train_cycles: {which}")
     selected = targets.select_segments(train, cycles)
     rows = np.arange(len(train)) if cycles is None else np.flatnonzero(train["cycle"].isin(cycles).to_numpy())
     dropped: tuple[str, ...] = ()
@@ -112,6 +116,17 @@ def load_training_data(cfg: Config, features_dir: Path, reads: dict[str, tuple[s
         cycle_choice=choice,
         reads=reads,
     )
+
+
+def real_recording(meta: dict[str, Any], folder: FeatureFolder) -> bool:
+    """Whether the features came from Kaggle's real train.csv (features.json's ``real_train``, which
+    the features stage decides by the file's first rows). A record without it (an older labquake,
+    or a table of your own) is taken as not real, and the log says so."""
+    if "real_train" not in meta:
+        log.info(
+            f"{folder.record_path}: no real_train: taken as not Kaggle's real recording (every cycle trains unless data.train_cycles says otherwise)"
+        )
+    return meta.get("real_train") is True
 
 
 def fold_baseline(y: np.ndarray, folds: np.ndarray, stat: Callable[[np.ndarray], float]) -> np.ndarray:

@@ -39,12 +39,13 @@ from typing import Any
 
 import numpy as np
 
-from labquake.config import SEGMENT_ROWS
+from labquake.config import REAL_HEAD_KEY, REAL_HEAD_ROWS, SEGMENT_ROWS
 from labquake.data.csv import F64, I16, SYNTH_HINT, read_sample_ids, read_segment, read_train
 from labquake.util import (
     LabquakeError,
     Timer,
     atomic_path,
+    digest,
     file_digest,
     file_fingerprint,
     io_threads,
@@ -70,6 +71,14 @@ class TrainData:
     @property
     def n_rows(self) -> int:
         return int(self.signal.shape[0])
+
+    @property
+    def is_real_kaggle(self) -> bool:
+        """Whether this is Kaggle's real train.csv, by the content of its first rows (config.REAL_HEAD_KEY)."""
+        return (
+            self.n_rows >= REAL_HEAD_ROWS
+            and head_key(read_rows(self.signal, 0, REAL_HEAD_ROWS), read_rows(self.ttf, 0, REAL_HEAD_ROWS)) == REAL_HEAD_KEY
+        )
 
 
 @dataclass(frozen=True)
@@ -408,6 +417,11 @@ def run_cache(data_dir: Path, interim: Path, force: bool = False) -> dict:
             log.info("cache: %s is up to date in %s", name, interim)
         out[name] = {**record, "rebuilt": rebuilt}
     return out
+
+
+def head_key(signal: np.ndarray, ttf: np.ndarray) -> str:
+    """What recognises a recording by its first rows: sha256 of their int16 then float64 bytes."""
+    return digest(np.asarray(signal, I16).tobytes() + np.asarray(ttf, F64).tobytes())
 
 
 def verify_cache(interim: Path) -> tuple[list[str], int]:

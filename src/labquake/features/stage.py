@@ -302,6 +302,8 @@ def _build(cfg: Config, data_dir: Path, out_dir: Path, interim: Path, jobs: int,
         meta = targets.segment_targets(train.ttf, cfg)
         extra = targets.overlap_segments(train.ttf, cfg) if overlap else None
     n_cycles = int(meta["cycle"].max()) + 1 if len(meta) else 0
+    real = train.is_real_kaggle
+    log.info(f"features: {data_dir / 'train.csv'} {'is' if real else 'is not'} Kaggle's real recording (by its first rows)")
     if n_cycles <= 1:
         log.warning(f"{data_dir / 'train.csv'}: no quake (time_to_failure never jumps up): one cycle")
     parts_root = out_dir.parent / f".{out_dir.name}.parts"
@@ -344,6 +346,7 @@ def _build(cfg: Config, data_dir: Path, out_dir: Path, interim: Path, jobs: int,
             timer,
             key=key,
             n_rows=train.n_rows,
+            real_train=real,
             n_train=len(train_table),
             n_test=len(test_table),
             n_train_extra=n_extra,
