@@ -198,14 +198,15 @@ def full_scale(raw: Path) -> dict:
 def verify_costs(interim: Path, features_seconds: float, run: Path | None = None) -> dict:
     """What checking checksums costs: the cache as `features` checks it (every file, in parallel
     threads), against the features stage from the cache; and a run folder as `predict` checks it."""
-    from labquake.data.cache import TEST_RECORD, TRAIN_RECORD, _damaged
+    from labquake.data.cache import TEST_RECORD, TRAIN_RECORD
+    from labquake.integrity import damaged_blocks
     from labquake.models.folder import RunFolder
 
     out: dict = {}
     t0 = time.perf_counter()
     for name in (TRAIN_RECORD, TEST_RECORD):
         record = json.loads((interim / name).read_text())
-        assert _damaged(interim, record["checksums"]) is None
+        assert damaged_blocks(interim, record["checksums"]) is None
     out["cache_seconds"] = round(time.perf_counter() - t0, 2)
     out["cache_gb"] = round(sum(p.stat().st_size for p in interim.glob("*.*") if p.suffix in (".i16", ".f64")) / 1e9, 2)
     out["cache_share_of_features"] = round(out["cache_seconds"] / features_seconds, 4)

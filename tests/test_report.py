@@ -44,11 +44,11 @@ def with_seq(run: Path, weights: dict[str, float]) -> Path:
     """``run`` with a third model ``seq`` as training writes one (a column in oof and test, its
     summary.json entries, seq/runs.json and seq/history.csv: the network's, copied), blended with ``weights``."""
     folder = RunFolder(run)
+    summary = folder.summary()
     for path in (folder.oof_path, folder.test_path):
         table = pd.read_parquet(path)
         table["seq"] = 0.8 * table["nn"] + 0.5  # unlike either model
-        write_parquet(path, table)
-    summary = folder.summary()
+        summary["checksums"][path.name] = write_parquet(path, table)  # as training records them
     summary["model"]["seq"] = dict(summary["model"]["nn"])
     oof = pd.read_parquet(folder.oof_path)
     summary["oof_mae"]["seq"] = metric.mae(oof["target"], oof["seq"])

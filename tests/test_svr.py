@@ -72,3 +72,19 @@ def test_svr_trains_blends_and_submits_beside_the_recipe(feat_dir, tmp_path, mon
     saved = svr.MODEL.predict_saved(cfg, run / "svr" / "draw00", folds, table, None)
     np.testing.assert_allclose(saved, pd.read_parquet(run / "test.parquet")["svr"], rtol=1e-12)
     assert models.train_key(cfg) != models.train_key(load_config("fast", None, QUICK))  # another run
+
+
+def test_a_damaged_svr_fold_is_found_before_use(feat_dir, tmp_path, monkeypatch):
+    from labquake.models.folder import RunFolder
+
+    fake_network(monkeypatch)
+    cfg = load_config("fast", None, [*QUICK, 'blend.models=["lgbm","svr"]'])
+    run = tmp_path / "run"
+    models.run_train(cfg, feat_dir, run, device="cpu")
+    assert RunFolder(run).verify() == []
+    fold = run / "svr" / "draw00" / "fold1.joblib"
+    fold.write_bytes(fold.read_bytes()[:500])  # cut short
+    problems = RunFolder(run).verify(("models",))
+    assert len(problems) == 1 and "fold1.joblib: does not match its checksum" in problems[0]
+    with pytest.raises(Exception, match="fold1.joblib: does not match its checksum"):
+        RunFolder(run).require_intact(("models",))

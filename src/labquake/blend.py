@@ -108,7 +108,7 @@ def run_submit(cfg: Config, run_dir: Path, data_dir: Path, out_dir: Path) -> dic
     run.require_finished()
     summary = run.summary()
     run.check_trained_with(cfg)
-    run.require_intact(tables_only=True)
+    run.require_intact(("tables",))
     clip_min = cfg.blend.clip_min
     names = list(summary.get("models") or cfg.blend.models)
     weights = summary.get("blend_weights") or {m: 1 / len(names) for m in names}

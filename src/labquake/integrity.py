@@ -8,9 +8,13 @@ of an older labquake have no checksums: their files are checked by loading them.
 
 from __future__ import annotations
 
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
-from labquake.util import file_digest, read_json
+from labquake.util import digest, file_digest, io_threads, read_json
 
 CHECKSUMS = "checksums.json"  # a draw folder's manifest: its files' checksums
 
@@ -66,3 +70,51 @@ def check_files(folder: Path, names: list[str] | None = None, manifest: dict[str
         elif file_digest(path) != expected:
             problems.append(f"{path}: does not match its checksum (changed since it was written)")
     return problems
+
+
+BLOCK_BYTES = 256 << 20  # a cache file's checksums are per block of this many bytes, checked in parallel
+
+
+class BlockHasher:
+    """sha256 of each BLOCK_BYTES block of a file, fed the bytes as they are written."""
+
+    def __init__(self) -> None:
+        self.digests: list[str] = []
+        self._h = hashlib.sha256()
+        self._filled = 0
+
+    def update(self, data: bytes) -> None:
+        view = memoryview(data)
+        while len(view):
+            take = min(len(view), BLOCK_BYTES - self._filled)
+            self._h.update(view[:take])
+            self._filled += take
+            view = view[take:]
+            if self._filled == BLOCK_BYTES:
+                self.digests.append(self._h.hexdigest())
+                self._h, self._filled = hashlib.sha256(), 0
+
+    def record(self) -> dict[str, Any]:
+        tail = [self._h.hexdigest()] if self._filled or not self.digests else []
+        return {"block_bytes": BLOCK_BYTES, "sha256": self.digests + tail}
+
+
+def block_ok(path: Path, block_bytes: int, i: int, expected: str) -> bool:
+    with open(path, "rb") as fh:
+        return digest(os.pread(fh.fileno(), block_bytes, i * block_bytes)) == expected
+
+
+def damaged_blocks(folder: Path, checksums: dict[str, Any]) -> str | None:
+    """The first cache file that does not match its recorded block checksums. Every block of every
+    file is one task of a thread pool (hashlib releases the GIL), so the check runs on every core."""
+    if not checksums:
+        return None  # a cache of an older labquake: its sizes were checked above
+    whole = [n for n, c in sorted(checksums.items()) if isinstance(c, str)]  # one checksum for the whole file
+    bad = next((n for n in whole if file_digest(folder / n) != checksums[n]), None)
+    if bad:
+        return bad
+    blocks = {n: c for n, c in checksums.items() if not isinstance(c, str)}
+    tasks = [(name, i, d, int(c["block_bytes"])) for name, c in sorted(blocks.items()) for i, d in enumerate(c["sha256"])]
+    with ThreadPoolExecutor(io_threads()) as pool:
+        ok = list(pool.map(lambda t: block_ok(folder / t[0], t[3], t[1], t[2]), tasks))
+    return next((t[0] for t, good in zip(tasks, ok) if not good), None)

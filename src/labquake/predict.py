@@ -66,7 +66,7 @@ def check_run(cfg: Config, run_dir: Path) -> dict[str, float]:
         key = differ[0].split(".", 1)[1]
         first = f"{differ[0]}: {run_features.get(key)!r} in the run, {getattr(cfg.features, key)!r} here"
         raise LabquakeError(f"{run.path}: made with other feature settings ({first}{more}); predict with the run's settings (--set, --config)")
-    run.require_intact()
+    run.require_intact(("models",))
     weights = run.summary().get("blend_weights")
     if not isinstance(weights, dict) or not weights or not all(isinstance(w, (int, float)) for w in weights.values()):
         raise LabquakeError(f"{run.summary_path}: no blend_weights (a run of an older labquake); {TRAIN_HINT} into a new folder")

@@ -8,6 +8,7 @@
 The cache's layout and staleness rules are in ``cache``'s docstring.
 """
 
+from labquake.data.arrays import mapped_file, read_at, read_rows
 from labquake.data.cache import (
     TEST_RECORD,
     TEST_SIGNAL,
@@ -18,9 +19,6 @@ from labquake.data.cache import (
     TrainData,
     load_test,
     load_train,
-    mapped_file,
-    read_at,
-    read_rows,
     run_cache,
 )
 from labquake.data.csv import BOM, CHUNK_BYTES, check_header, parse_rows, read_csv, read_sample_ids, read_segment, read_train, scan_rows

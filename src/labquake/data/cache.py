@@ -27,9 +27,7 @@ just before the new arrays are renamed into place, so a killed build leaves the 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
-import mmap
 import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -40,13 +38,14 @@ from typing import Any
 import numpy as np
 
 from labquake.config import REAL_HEAD_KEY, REAL_HEAD_ROWS, SEGMENT_ROWS
+from labquake.data.arrays import _open, mapped_file, read_at, read_rows  # noqa: F401 (re-exported by data)
 from labquake.data.csv import F64, I16, SYNTH_HINT, read_sample_ids, read_segment, read_train
+from labquake.integrity import BlockHasher, damaged_blocks
 from labquake.util import (
     LabquakeError,
     Timer,
     atomic_path,
     digest,
-    file_digest,
     file_fingerprint,
     io_threads,
     json_key,
@@ -129,21 +128,10 @@ def _stale_reason(interim: Path, record_name: str, fingerprint: str, sizes: Call
         actual = f.stat().st_size if f.is_file() else None
         if actual != size:
             return f"{name} is {'missing' if actual is None else f'{actual:,} bytes'}, expected {size:,} bytes", record
-    bad = _damaged(interim, record.get("checksums") or {})
+    bad = damaged_blocks(interim, record.get("checksums") or {})
     if bad:
         return f"{bad} does not match its checksum (changed since it was written)", record
     return None, record
-
-
-def _damaged(folder: Path, checksums: dict[str, str]) -> str | None:
-    """The first cache file that does not match its recorded checksum; the files hash in parallel
-    (hashlib releases the GIL), so checking costs about one read of the largest."""
-    if not checksums:
-        return None  # a cache of an older labquake: its sizes were checked above
-    names = sorted(checksums)
-    with ThreadPoolExecutor(min(len(names), io_threads())) as pool:
-        found = dict(zip(names, pool.map(lambda n: file_digest(folder / n), names)))
-    return next((n for n in names if found[n] != checksums[n]), None)
 
 
 def _signal_sizes(signal: str, ttf: str | None) -> Callable[[dict], dict[str, int]]:
@@ -241,28 +229,9 @@ def _ensure_signal(
         "cache: building the %s cache from %s (%s)", stage.removeprefix("cache-"), path, "--force" if reason is None else reason
     )
     timer = Timer()
-    folder.mkdir(parents=True, exist_ok=True)
     names = (cache.signal,) + ((cache.ttf,) if cache.ttf else ())
-    _remove_stale_temps(folder, names)
-    with contextlib.ExitStack() as stack:
-        tmps = [stack.enter_context(atomic_path(folder / name)) for name in names]
-        files = [stack.enter_context(open(tmp, "wb")) for tmp in tmps]
-        dtypes = (I16, F64)[: len(files)]
-        hashes = [hashlib.sha256() for _ in files]  # the checksums, from the bytes as they are written
-
-        def sink(*arrays: np.ndarray) -> None:
-            for fh, h, dtype, a in zip(files, hashes, dtypes, arrays):
-                data = a.astype(dtype, copy=False).tobytes()
-                fh.write(data)
-                h.update(data)
-
-        with timer.step("parse"):
-            n = read(sink)
-        for fh in files:
-            fh.close()
-        if fingerprint() != key:
-            raise LabquakeError(f"{path}: changed while it was being read; run again")
-        (folder / cache.record).unlink(missing_ok=True)  # the arrays change now: the old record goes first
+    with timer.step("parse"):
+        n, checksums = _write_arrays(folder, names, read, lambda: fingerprint() == key, cache.record, path)
     seconds = timer.total()
     record = stage_record(
         stage,
@@ -272,12 +241,41 @@ def _ensure_signal(
         fingerprint=key,
         n_rows=n,
         files={"signal": cache.signal} | ({"ttf": cache.ttf} if cache.ttf else {}),
-        checksums={name: h.hexdigest() for name, h in zip(names, hashes)},
+        checksums=checksums,
         **extra,
     )
     write_json(folder / cache.record, record)
     log.info("cache: %s rows of %s in %.1f s (%.1f M rows/s) -> %s", f"{n:,}", path.name, seconds, n / max(seconds, 1e-9) / 1e6, folder)
     return record, True
+
+
+def _write_arrays(
+    folder: Path, names: tuple[str, ...], read: Callable[[Callable[..., None]], int], unchanged: Callable[[], bool], record: str, path: Path
+) -> tuple[int, dict[str, Any]]:
+    """The arrays ``read`` passes to its sink, appended to the files ``names`` (int16, then float64),
+    each checksummed per block as it is written; renamed into place only if the source is ``unchanged``
+    (the old record goes first). The row count and the checksums."""
+    folder.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(folder, names)
+    with contextlib.ExitStack() as stack:
+        tmps = [stack.enter_context(atomic_path(folder / name)) for name in names]
+        files = [stack.enter_context(open(tmp, "wb")) for tmp in tmps]
+        dtypes = (I16, F64)[: len(files)]
+        hashes = [BlockHasher() for _ in files]
+
+        def sink(*arrays: np.ndarray) -> None:
+            for fh, h, dtype, a in zip(files, hashes, dtypes, arrays):
+                data = a.astype(dtype, copy=False).tobytes()
+                fh.write(data)
+                h.update(data)
+
+        n = read(sink)
+        for fh in files:
+            fh.close()
+        if not unchanged():
+            raise LabquakeError(f"{path}: changed while it was being read; run again")
+        (folder / record).unlink(missing_ok=True)  # the arrays change now: the old record goes first
+    return n, {name: h.record() for name, h in zip(names, hashes)}
 
 
 def _ensure_train(data_dir: Path, interim: Path, force: bool = False) -> tuple[dict, bool]:
@@ -343,45 +341,6 @@ def _ensure_test(data_dir: Path, interim: Path, force: bool = False) -> tuple[di
     )
 
 
-# Reading the cache. A memory-mapped file is read rather than paged in through its map: scanning
-# the 5 GB time column would leave it all resident, and even a few thousand scattered rows 1.2 MB
-# apart page in most of it (the kernel reads ahead around every fault): 3.8 GB resident.
-
-
-def mapped_file(a: np.ndarray) -> tuple[str, int] | None:
-    """File name and byte offset of an array memory-mapped from a file (a cache array), else None."""
-    if isinstance(a, np.memmap) and isinstance(a.base, mmap.mmap) and a.filename:
-        return str(a.filename), int(a.offset)
-    return None
-
-
-def read_rows(a: np.ndarray, lo: int, hi: int) -> np.ndarray:
-    """``a[lo:hi]`` in memory."""
-    where = mapped_file(a)
-    if where is None:
-        return np.asarray(a[lo:hi])
-    name, offset = where
-    hi = min(hi, len(a))
-    return np.fromfile(name, dtype=a.dtype, count=max(hi - lo, 0), offset=offset + lo * a.itemsize)
-
-
-def read_at(a: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """``a[rows]`` in memory, for a few scattered rows."""
-    where = mapped_file(a)
-    if where is None:
-        return np.asarray(a[rows])
-    name, offset = where
-    out = np.empty(len(rows), dtype=a.dtype)
-    with open(name, "rb") as fh:
-        for i, r in enumerate(np.asarray(rows, dtype=np.int64)):
-            out[i] = np.frombuffer(os.pread(fh.fileno(), a.itemsize, offset + int(r) * a.itemsize), dtype=a.dtype)[0]
-    return out
-
-
-def _open(path: Path, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
-    return np.memmap(path, dtype=dtype, mode="r", shape=shape)
-
-
 def load_train(data_dir: Path, interim: Path) -> TrainData:
     """train.csv as read-only arrays; the cache is (re)built first if it is missing or stale."""
     data_dir, interim = Path(data_dir), Path(interim)
@@ -445,7 +404,7 @@ def verify_cache(interim: Path) -> tuple[list[str], int]:
             f = interim / name
             if not f.is_file():
                 problems.append(f"{f}: missing; `labquake features` rebuilds the cache")
-            elif name in sums and file_digest(f) != sums[name]:
+            elif name in sums and damaged_blocks(interim, {name: sums[name]}):
                 problems.append(f"{f}: does not match its checksum (changed since it was written); `labquake features` rebuilds the cache")
         if not sums:
             log.info(f"{path}: written before labquake recorded checksums: only the files' sizes can be checked")

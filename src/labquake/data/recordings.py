@@ -13,7 +13,8 @@ from typing import Protocol
 import numpy as np
 
 from labquake.config import SEGMENT_ROWS
-from labquake.data.cache import SignalCache, _ensure_signal, _io_errors, _open
+from labquake.data.arrays import _open
+from labquake.data.cache import SignalCache, _ensure_signal, _io_errors
 from labquake.data.csv import CHUNK_BYTES, F64, I16, MAX_LINE, TEST_COLUMNS, TRAIN_COLUMNS, _error, _n_blocks, check_header, read_csv
 from labquake.util import (
     LabquakeError,

@@ -154,17 +154,18 @@ class RunFolder:
     def write_summary(self, summary: dict[str, Any]) -> None:
         write_json(self.summary_path, summary)
 
-    def verify(self, tables_only: bool = False) -> list[str]:
+    def verify(self, parts: tuple[str, ...] = ("tables", "models")) -> list[str]:
         """Every artifact of a finished run checked against its checksum (fold models, result.npz,
         oof.parquet, test.parquet); a run of an older labquake, without checksums, by loading each
-        (said once in the log). Returns the problems, one line each, with what to rerun."""
+        (said once in the log). ``parts``: "tables" (what submit and report read), "models" (what
+        predict reads). Returns the problems, one line each, with what to rerun."""
         summary = self.summary()
         problems = []
         tables = summary.get("checksums")
-        for p in check_files(self.path, [self.oof_path.name, self.test_path.name], tables):
+        for p in check_files(self.path, [self.oof_path.name, self.test_path.name], tables) if "tables" in parts else []:
             problems.append(f"{p}; rerun `labquake train` (finished draws are loaded, the tables written again)")
-        old = tables is None
-        for name in [] if tables_only else summary.get("models", []):
+        old = tables is None and "tables" in parts
+        for name in summary.get("models", []) if "models" in parts else []:
             runs = read_json(self.runs_path(name)) if self.runs_path(name).is_file() else {"runs": []}
             for r in runs.get("runs", []):
                 draw = self.path / r["dir"]
@@ -179,10 +180,9 @@ class RunFolder:
             log.info(f"{self.path}: written before labquake recorded checksums: its files were checked by loading them")
         return problems
 
-    def require_intact(self, tables_only: bool = False) -> None:
-        """A one-line error naming the first damaged artifact (``labquake verify`` lists them all);
-        ``tables_only``: oof.parquet and test.parquet, what submit and report read."""
-        problems = self.verify(tables_only)
+    def require_intact(self, parts: tuple[str, ...] = ("tables", "models")) -> None:
+        """A one-line error naming the first damaged artifact of ``parts`` (``labquake verify`` lists them all)."""
+        problems = self.verify(parts)
         if problems:
             more = f" ({len(problems) - 1} more: `labquake verify {self.path}`)" if len(problems) > 1 else ""
             raise LabquakeError(problems[0] + more)

@@ -124,7 +124,7 @@ def load_run(run_dir: Path, features_dir: Path | None = None, truth: Path | None
     clip_min = float(records.get("blend", config["blend"])["clip_min"])
     summary = _object(folder.summary_path, "models", "blend_weights", "oof_mae", "baseline_median_mae")
     summary = folder.summary()
-    folder.require_intact(tables_only=True)
+    folder.require_intact(("tables",))
     names, weights = summary["models"], summary["blend_weights"]
     if not isinstance(names, list) or not names or not isinstance(weights, dict) or not weights or not set(weights) <= set(names):
         raise LabquakeError(f"{run / 'summary.json'}: models must be a list of model names and blend_weights weights of some of them")
