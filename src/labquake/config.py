@@ -56,7 +56,7 @@ class Paths:
 class DataConfig:
     # Segments are always SEGMENT_ROWS long: Kaggle's test files are, and so is the binary cache.
     # Cycles trained on. None: the recipe's list on real Kaggle data, every cycle otherwise.
-    # "auto": the subset of complete cycles whose features look most like the test's (drift.py).
+    # "auto": the subset of complete cycles whose features look most like the test's (trainset.choose_cycles).
     train_cycles: tuple[int, ...] | str | None = None
     recipe_cycles: tuple[int, ...] = (0, 1, 2, 4, 7, 9, 10, 11, 13, 14)
     auto_share: float = 0.6  # "auto": subset size, as a share of the complete cycles (at least 2)

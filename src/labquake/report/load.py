@@ -1,12 +1,13 @@
 """Reading a run folder for the report: every file, checked, before anything is drawn.
 
-What is read is what ``models.train`` and ``blend.submit`` write (see the docstring of
-``labquake.models`` for the run folder):
+What is read is what ``models.run_train`` and ``blend.run_submit`` write (``models/folder.py`` has
+the run folder's layout):
 
 - required, from ``train`` (a finished run: ``summary.json`` is written last): ``config.json``,
-  ``oof.parquet`` and ``test.parquet`` (a column per model of summary.json's ``models``),
-  ``summary.json``, ``train.json``; ``lgbm/importance.csv`` and ``lgbm/curves.csv`` when LightGBM is
-  one of the models; ``NAME/runs.json`` and ``NAME/history.csv`` of each network NAME (nn, seq);
+  ``oof.parquet`` and ``test.parquet`` (a column per model of summary.json's ``models``, checked
+  against their checksums), ``summary.json``, ``train.json``; ``NAME/importance.csv`` and
+  ``NAME/curves.csv`` of the model whose ``extras`` name them (LightGBM); ``NAME/runs.json`` and
+  ``NAME/history.csv`` of each model that rejects draws (the networks);
 - optional: ``blend.json`` (after ``submit``; it names the truth file, if there was one, and the
   ``clip_min`` the submission used), the feature folder ``train.json`` names (for the feature plots;
   it may have been moved or rebuilt since), and the truth file.
