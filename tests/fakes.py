@@ -1,9 +1,13 @@
-"""Stand-ins shared by the tests: feature tables shaped like the features stage's, and a network
-that trains without TensorFlow. The run folder around them is written by the real ``models.train``."""
+"""Stand-ins and helpers shared by the tests: feature tables shaped like the features stage's, a
+network that trains without TensorFlow (the run folder around them is written by the real
+``models.run_train``), and the command line run as a user meets it (``cli``, ``snapshot``,
+``one_line_error``)."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -81,3 +85,27 @@ def fake_network(monkeypatch, quality: dict[int, float] | None = None) -> list[d
 
     monkeypatch.setattr(nn.MODEL, "fit_fold", fit_fold)  # the registered instance: what the loop calls
     return calls
+
+
+def cli(*args, env=None, cwd=None, limit: int | None = None) -> subprocess.CompletedProcess:
+    """`labquake ARGS` in a fresh process; ``limit``: RLIMIT_FSIZE in bytes there (a full disk for any larger file)."""
+    code = "import sys; from labquake.cli import main; sys.exit(main(sys.argv[1:]))"
+    if limit is not None:  # SIGXFSZ ignored, so a write past the limit fails with EFBIG instead of killing the process
+        code = f"import resource, signal; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit})); {code}"
+    return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file of a folder and its bytes: what "earlier outputs are intact" compares."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def one_line_error(out: subprocess.CompletedProcess, *needles: str) -> str:
+    """Exit 2, no traceback, exactly one error line, holding every needle; the line."""
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert "Traceback" not in out.stderr, out.stderr[-3000:]
+    lines = [line for line in out.stderr.strip().splitlines() if "error:" in line]
+    assert len(lines) == 1, out.stderr[-3000:]
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]

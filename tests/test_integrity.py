@@ -6,40 +6,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from fakes import cli, one_line_error, snapshot
 
 from labquake.models.folder import RunFolder
 
 ROWS = 300_000  # the recording predict reads: the first rows of the tiny train.csv
-
-
-def cli(*args, limit: int | None = None):
-    """`labquake ARGS` in a fresh process; ``limit``: RLIMIT_FSIZE in bytes, a full disk for any larger file."""
-    code = "import sys; from labquake.cli import main; sys.exit(main(sys.argv[1:]))"
-    if limit is not None:
-        code = (
-            f"import resource, signal; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit})); "
-            + code
-        )
-    return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, timeout=600)
-
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def one_line(out: subprocess.CompletedProcess, *needles: str) -> str:
-    assert out.returncode == 2, out.stderr[-3000:]
-    assert "Traceback" not in out.stderr, out.stderr[-3000:]
-    lines = [line for line in out.stderr.strip().splitlines() if "error:" in line]
-    assert len(lines) == 1, out.stderr[-3000:]
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def damage(path: Path, how: str) -> None:
@@ -85,7 +59,7 @@ def test_a_damaged_model_is_one_line_and_nothing_is_overwritten(predicted, recor
     damage(bad / victim, how)
     before = snapshot(out)
     res = cli("predict", "--run", bad, "--recording", recording, "--out", out, "--fast", "--jobs", "1", "--step", "100000")
-    one_line(res, victim.split("/")[-1], "does not match its checksum", "rerun `labquake train`")
+    one_line_error(res, victim.split("/")[-1], "does not match its checksum", "rerun `labquake train`")
     assert snapshot(out) == before
     verify = cli("verify", bad)
     assert verify.returncode == 2 and victim.split("/")[-1] in verify.stdout and len(verify.stdout.strip().splitlines()) == 1
@@ -107,16 +81,18 @@ def test_verify_lists_every_bad_file_and_passes_an_intact_folder(predicted, tiny
     assert len(listed) == 3 and {"fold0.txt", "oof.parquet", "result.npz"} == {
         n for n in ("fold0.txt", "oof.parquet", "result.npz") if any(n in x for x in listed)
     }
-    assert "3 bad file(s) in this run folder" in one_line(res)
+    assert "3 bad file(s) in this run folder" in one_line_error(res)
 
 
 def test_submit_and_report_check_the_tables_they_read(tiny_run, tiny_raw, tmp_path):
     bad = tmp_path / "run"
     shutil.copytree(tiny_run, bad)
     damage(bad / "test.parquet", "alter")
-    one_line(cli("submit", "--run", bad, "--data", tiny_raw, "--out", tmp_path / "subs", "--fast"), "test.parquet", "does not match its checksum")
+    one_line_error(
+        cli("submit", "--run", bad, "--data", tiny_raw, "--out", tmp_path / "subs", "--fast"), "test.parquet", "does not match its checksum"
+    )
     assert not (tmp_path / "subs").exists()
-    one_line(cli("report", "--run", bad, "--fast"), "test.parquet", "does not match its checksum")
+    one_line_error(cli("report", "--run", bad, "--fast"), "test.parquet", "does not match its checksum")
 
 
 def test_an_altered_feature_table_is_refused_by_train(tiny_features, tmp_path):
@@ -125,7 +101,7 @@ def test_an_altered_feature_table_is_refused_by_train(tiny_features, tmp_path):
     damage(feats / "train.parquet", "alter")
     before = snapshot(feats)
     res = cli("train", "--features", feats, "--run", tmp_path / "run", "--fast")
-    one_line(res, "train.parquet", "does not match its checksum", "rerun `labquake features`")
+    one_line_error(res, "train.parquet", "does not match its checksum", "rerun `labquake features`")
     assert snapshot(feats) == before and not (tmp_path / "run").exists()
     assert "train.parquet" in cli("verify", feats).stdout
 
@@ -159,7 +135,7 @@ def test_an_older_run_without_checksums_is_verified_by_loading(predicted, record
     assert ok.returncode == 0 and ok.stderr.count("written before labquake recorded checksums") == 1, ok.stderr
     damage(old / "lgbm" / "draw00" / "fold0.txt", "truncate")
     res = cli("predict", "--run", old, "--recording", recording, "--out", tmp_path / "out", "--fast", "--jobs", "1")
-    one_line(res, "fold0.txt", "does not load")
+    one_line_error(res, "fold0.txt", "does not load")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -174,7 +150,7 @@ def test_a_full_disk_in_features_is_one_line_and_keeps_the_old_tables(tiny_raw, 
     res = cli(
         "features", "--data", tiny_raw, "--interim", interim, "--out", out, "--fast", "--jobs", "1", "--set", "features.noise_seed=7", limit=20_000
     )
-    one_line(res, "could not be written", "free some space")
+    one_line_error(res, "could not be written", "free some space")
     assert snapshot(out) == before
 
 
@@ -184,7 +160,7 @@ def test_a_full_disk_in_train_is_one_line_and_keeps_earlier_outputs(tiny_feature
     shutil.copytree(tiny_run, run)
     before = snapshot(feats), snapshot(run)
     res = cli("train", "--features", feats, "--run", tmp_path / "new", "--fast", "--set", "nn.runs=1", limit=50_000)
-    one_line(res, "could not be written", "free some space")
+    one_line_error(res, "could not be written", "free some space")
     assert (snapshot(feats), snapshot(run)) == before
     assert not (tmp_path / "new" / "summary.json").exists()
 
@@ -193,5 +169,5 @@ def test_a_full_disk_in_predict_is_one_line_and_keeps_the_old_predictions(predic
     run, out = predicted
     before = snapshot(out)
     res = cli("predict", "--run", run, "--recording", recording, "--out", out, "--fast", "--jobs", "1", "--step", "50000", limit=20_000)
-    one_line(res, "could not be written", "free some space")
+    one_line_error(res, "could not be written", "free some space")
     assert {k: v for k, v in snapshot(out).items() if not k.startswith(".")} == {k: v for k, v in before.items() if not k.startswith(".")}

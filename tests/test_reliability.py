@@ -16,25 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from fakes import cli, one_line_error, snapshot
 
 from labquake.features import FEATURE_NAMES
-
-
-def cli(*args, env=None, cwd=None):
-    return subprocess.run([sys.executable, "-m", "labquake", *map(str, args)], capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
-
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def one_line_error(out: subprocess.CompletedProcess, *needles: str) -> None:
-    assert out.returncode == 2, out.stderr
-    assert "Traceback" not in out.stderr
-    lines = [line for line in out.stderr.strip().splitlines() if "error:" in line]
-    assert len(lines) == 1, out.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 def test_killed_feature_run_leaves_nothing_partial_and_resumes_identically(tiny_raw, tiny_features, tmp_path):

@@ -185,10 +185,11 @@ def _load_features(d: RunData, features_dir: Path | None) -> None:
         d.feature_table = read_table(path, ("cycle", "target"))
     if (features_dir / "test.parquet").is_file():
         from labquake.stats import ks_table
+        from labquake.trainset import union
 
         train = d.feature_table  # the whole train table (read_table checks the columns, keeps them all)
         test = read_table(features_dir / "test.parquet", ("seg_id",))
-        read = dict.fromkeys(c for f in d.summary["model"].values() for c in f.get("features", ()))
+        read = union({n: tuple(f.get("features", ())) for n, f in d.summary["model"].items()})
         names = [c for c in read if c in train.columns and c in test.columns]
         d.drift = ks_table(train[train["cycle"].isin(d.oof["cycle"].unique())], test, names)
 
