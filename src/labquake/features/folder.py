@@ -77,7 +77,7 @@ class FeatureFolder:
         manifest = meta.get("checksums")
         if manifest is None:
             present = [p.name for p in self.path.iterdir() if p.suffix in (".parquet", ".npy")]
-            return [p for p in check_files(self.path, [n for n in present if names is None or n in names]) if p]
+            return check_files(self.path, [n for n in present if names is None or n in names])
         return check_files(self.path, names, manifest)
 
     def require_intact(self, names: list[str]) -> None:
