@@ -119,12 +119,7 @@ def damaged_blocks(folder: Path, checksums: dict[str, Any]) -> str | None:
     file is one task of a thread pool (hashlib releases the GIL), so the check runs on every core."""
     if not checksums:
         return None  # a cache of an older labquake: its sizes were checked above
-    whole = [n for n, c in sorted(checksums.items()) if isinstance(c, str)]  # one checksum for the whole file
-    bad = next((n for n in whole if file_digest(folder / n) != checksums[n]), None)
-    if bad:
-        return bad
-    blocks = {n: c for n, c in checksums.items() if not isinstance(c, str)}
-    tasks = [(name, i, d, int(c["block_bytes"])) for name, c in sorted(blocks.items()) for i, d in enumerate(c["sha256"])]
+    tasks = [(name, i, d, int(c["block_bytes"])) for name, c in sorted(checksums.items()) for i, d in enumerate(c["sha256"])]
     with ThreadPoolExecutor(io_threads()) as pool:
         ok = list(pool.map(lambda t: block_ok(folder / t[0], t[3], t[1], t[2]), tasks))
     return next((t[0] for t, good in zip(tasks, ok) if not good), None)

@@ -80,9 +80,6 @@ class RunFolder:
     def __repr__(self) -> str:
         return f"RunFolder({str(self.path)!r})"
 
-    def __truediv__(self, name: str) -> Path:
-        return self.path / name
-
     config_path = property(lambda self: self.path / "config.json")
     summary_path = property(lambda self: self.path / "summary.json")
     oof_path = property(lambda self: self.path / "oof.parquet")

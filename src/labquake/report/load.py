@@ -27,7 +27,7 @@ import pandas as pd
 
 from labquake.blend import read_submission
 from labquake.metric import BLEND, predictions
-from labquake.models.folder import RunFolder
+from labquake.models.folder import RunFolder, nested
 from labquake.models.registry import model
 from labquake.util import LabquakeError, read_json, read_table
 
@@ -115,25 +115,24 @@ def load_run(run_dir: Path, features_dir: Path | None = None, truth: Path | None
     folder = RunFolder(run_dir)
     folder.require_finished(f"train first: labquake train --run {folder.path}")
     run = folder.path
-    config = _object(run / "config.json").get("config")
+    config = _object(folder.config_path).get("config")
     if not isinstance(config, dict) or not isinstance((config.get("blend") or {}).get("clip_min"), (int, float)):
-        raise LabquakeError(f"{run / 'config.json'}: no configuration with blend.clip_min (written by `labquake train`)")
-    records = {"train": _object(run / "train.json", *STAGE_KEYS, "features_dir")}
-    if (run / "blend.json").is_file():
-        records["blend"] = _object(run / "blend.json", *STAGE_KEYS, "clip_min", "truth")
+        raise LabquakeError(f"{folder.config_path}: no configuration with blend.clip_min (written by `labquake train`)")
+    records = {"train": _object(folder.record_path("train"), *STAGE_KEYS, "features_dir")}
+    if folder.record_path("blend").is_file():
+        records["blend"] = _object(folder.record_path("blend"), *STAGE_KEYS, "clip_min", "truth")
     # the blend as submitted: submit's clip_min (a setting that does not change the run) if it ran
     clip_min = float(records.get("blend", config["blend"])["clip_min"])
-    summary = _object(folder.summary_path, "models", "blend_weights", "oof_mae", "baseline_median_mae")
-    summary = folder.summary()
+    summary = nested(_object(folder.summary_path, "models", "blend_weights", "oof_mae", "baseline_median_mae"))
     folder.require_intact(("tables",))
     names, weights = summary["models"], summary["blend_weights"]
     if not isinstance(names, list) or not names or not isinstance(weights, dict) or not weights or not set(weights) <= set(names):
-        raise LabquakeError(f"{run / 'summary.json'}: models must be a list of model names and blend_weights weights of some of them")
+        raise LabquakeError(f"{folder.summary_path}: models must be a list of model names and blend_weights weights of some of them")
     nets = networks(names)
-    oof = read_table(run / "oof.parquet", ("start", "cycle", "target", "fold", *names))
-    test = read_table(run / "test.parquet", ("seg_id", *names))
+    oof = read_table(folder.oof_path, ("start", "cycle", "target", "fold", *names))
+    test = read_table(folder.test_path, ("seg_id", *names))
     if oof.empty:
-        raise LabquakeError(f"{run / 'oof.parquet'}: no rows")
+        raise LabquakeError(f"{folder.oof_path}: no rows")
     for table in (oof, test):  # as submit blends: the models and weights training chose
         table["blend"] = predictions({m: table[m] for m in weights}, weights, clip_min)[BLEND]
     d = RunData(
@@ -146,8 +145,8 @@ def load_run(run_dir: Path, features_dir: Path | None = None, truth: Path | None
         test=test,
         summary=summary,
         records=records,
-        runs={n: _object(run / n / "runs.json", "runs") for n in nets},
-        history={n: read_run_csv(run / n / "history.csv", ("run", "fold", "epoch")) for n in nets},
+        runs={n: _object(folder.runs_path(n), "runs") for n in nets},
+        history={n: read_run_csv(folder.history_path(n), ("run", "fold", "epoch")) for n in nets},
     )
     boosted = [n for n in names if "importance.csv" in model(n).extras]  # the model that writes gains: LightGBM
     if boosted:
