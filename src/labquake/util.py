@@ -109,7 +109,8 @@ def is_no_space(exc: BaseException) -> bool:
 
 
 def no_space(path: str | Path, exc: OSError) -> LabquakeError:
-    return LabquakeError(f"{path}: could not be written ({exc.strerror or exc}): free some space and run again; earlier outputs are intact")
+    why = " ".join(str(exc.strerror or exc).split())  # HDF5's messages run over several lines
+    return LabquakeError(f"{path}: could not be written ({why}): free some space and run again; earlier outputs are intact")
 
 
 def digest(data: bytes) -> str:
