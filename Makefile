@@ -23,7 +23,7 @@ CFG      := --preset $(PRESET) $(LQFLAGS)
 RUNFLAG  := $(if $(RUN),--run $(RUN))
 
 .DEFAULT_GOAL := help
-.PHONY: help install run data features train submit predict report score kernel kernel-push test lint bench bench-difficulty bench-seq bench-svr bench-cluster bench-realism clean
+.PHONY: help install run data features train submit predict report score kernel kernel-push test lint bench bench-difficulty bench-seq bench-svr bench-cluster bench-realism bench-shift clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -100,6 +100,9 @@ bench-svr: $(STAMP) ## lgbm, nn and svr side by side on demo and full (same fold
 
 bench-cluster: $(STAMP) ## features on a Dask LocalCluster of 1 and 2 workers against the local run (full size, about 8 minutes; BENCHFLAGS=--preset demo)
 	$(if $(shell command -v flock),flock /tmp/labquake-bench.lock) $(BIN)/python bench/cluster.py $(BENCHFLAGS)
+
+bench-shift: $(STAMP) ## training for the test's regime: every option of issue 21 on demo and full, seeds 0 and 1, with and without the test shift (about 90 minutes)
+	$(BIN)/python bench/shift.py $(BENCHFLAGS)
 
 bench-realism: $(STAMP) ## synthetic test segments against the real test features: make bench-realism REAL=DIR (the real samples; demo and full, seeds 0 and 1)
 	@[ -n "$(REAL)" ] || { echo "bench-realism: give REAL=DIR, the folder of the real samples (test_features.parquet)" >&2; exit 2; }

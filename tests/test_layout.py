@@ -12,7 +12,18 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "labquake"
 # Bottom to top. A module may import its own layer or a lower one; the test below finds the rest.
 LAYERS = [
     ("", "util", "features.table", "config", "metric", "stats", "plotting", "integrity"),  # "": labquake/__init__.py (__version__)
-    ("data", "targets", "synth", "cluster", "features.folder", "features.kernels", "features.segment", "features.reference", "features.sequences"),
+    (
+        "data",
+        "targets",
+        "shift",
+        "synth",
+        "cluster",
+        "features.folder",
+        "features.kernels",
+        "features.segment",
+        "features.reference",
+        "features.sequences",
+    ),
     ("features.stage", "features", "trainset"),
     ("models.base", "models.network", "models.lgbm", "models.nn", "models.seq", "models.svr", "models.registry", "models.folder"),
     ("models.cv", "models.train", "models"),

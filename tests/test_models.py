@@ -60,7 +60,7 @@ def test_load_selects_cycles_and_makes_shared_folds(feat_dir):
 
 
 def test_cycle_scheme_folds_hold_whole_cycles(feat_dir):
-    cfg = load_config("fast", None, ["cv.scheme=cycles"])
+    cfg = load_config("fast", None, ["cv.scheme=cycles", "data.train_cycles=[0,1,2,3]"])
     d = models.training_data(cfg, feat_dir)
     per_cycle = d.train.assign(fold=d.folds).groupby("cycle")["fold"].nunique()
     assert (per_cycle == 1).all() and len(np.unique(d.folds)) == 3
@@ -405,7 +405,7 @@ def test_seq_fits_do_not_depend_on_the_fits_before_them(tmp_path):
 
 
 def test_train_with_seq_adds_its_column_and_predicts_from_saved_folds(tmp_path):
-    feat = write_feature_dir(tmp_path / "features", sequences=True)
+    feat = write_feature_dir(tmp_path / "features", sequences=True, n_cycles=6)  # 4 complete cycles of 60 segments
     cfg = load_config("fast", None, [*QUICK_LGBM, *QUICK_NN, "nn.reject_ratio=100.0", *QUICK_SEQ, 'blend.models=["lgbm","nn","seq"]'])
     summary = models.run_train(cfg, feat, tmp_path / "run", device="cpu")
     assert summary["models"] == ["lgbm", "nn", "seq"] and set(summary["blend_weights"]) == {"lgbm", "nn", "seq"}
@@ -427,7 +427,7 @@ def test_overlapping_windows_train_only_folds_they_do_not_leak_into(tmp_path, mo
     from labquake.models import seq
 
     feat = write_feature_dir(tmp_path / "features", sequences=True)
-    cfg = load_config("fast", None, [*QUICK_SEQ, "features.seq_overlap=true"])
+    cfg = load_config("fast", None, [*QUICK_SEQ, "features.seq_overlap=true", "data.train_cycles=[0,1,2,3]"])
     train = pd.read_parquet(feat / "train.parquet")
     # half-segment windows inside each cycle (the fake tables put one segment every 150,000 rows)
     extra = train.groupby("cycle").apply(lambda t: t.iloc[:-1], include_groups=False).reset_index(level=0)
@@ -669,7 +669,7 @@ def test_train_fills_the_run_folder_and_shares_folds(feat_dir, tmp_path, no_tf, 
         return real_fit(cfg, inputs, folds, k, *a, **kw)
 
     monkeypatch.setattr(lgbm.MODEL, "fit_fold", spy)
-    cfg = load_config("fast", None, QUICK_LGBM + ["lgbm.seeds=[0, 1]", "nn.runs=2"])
+    cfg = load_config("fast", None, QUICK_LGBM + ["lgbm.seeds=[0, 1]", "nn.runs=2", "data.train_cycles=[0,1,2,3]"])
     run = tmp_path / "run"
     summary = models.run_train(cfg, feat_dir, run, device="cpu")
     expected = targets.fold_ids(pd.read_parquet(feat_dir / "train.parquet")["cycle"].to_numpy(), cfg)
@@ -747,6 +747,6 @@ def test_the_recipe_cycles_follow_real_train_not_the_row_count(tmp_path):
     meta = json.loads((path / "features.json").read_text())
     cfg = load_config("fast")
     (path / "features.json").write_text(json.dumps({**meta, "n_rows": REAL_TRAIN_ROWS}))  # full synthetic data's size
-    assert sorted(models.training_data(cfg, path).train["cycle"].unique()) == [0, 1, 2, 3, 4, 5]  # every cycle
+    assert sorted(models.training_data(cfg, path).train["cycle"].unique()) == [1, 2, 3, 4]  # every complete cycle
     (path / "features.json").write_text(json.dumps({**meta, "real_train": True}))
     assert sorted(models.training_data(cfg, path).train["cycle"].unique()) == [0, 1, 2, 4]  # the recipe's list

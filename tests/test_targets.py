@@ -43,10 +43,12 @@ def test_segment_targets_tsf_and_binary():
 
 def test_train_cycles_recipe_list_only_on_real_data():
     cfg = load_config()
-    assert targets.train_cycles(cfg, True) == (0, 1, 2, 4, 7, 9, 10, 11, 13, 14)  # Kaggle's real recording
-    assert targets.train_cycles(cfg, False) is None
+    cycles = np.repeat(np.arange(5), 3)
+    assert targets.train_cycles(cfg, True, cycles)[0] == (0, 1, 2, 4, 7, 9, 10, 11, 13, 14)  # Kaggle's real recording
+    assert targets.train_cycles(cfg, False, cycles)[0] == (1, 2, 3)  # elsewhere every complete cycle
+    assert targets.train_cycles(cfg, False, np.array([0, 0, 1]))[0] is None  # none complete: every cycle
     cfg = load_config("recipe", None, ["data.train_cycles=[1,2]"])
-    assert targets.train_cycles(cfg, False) == (1, 2)
+    assert targets.train_cycles(cfg, False, cycles)[0] == (1, 2)
 
 
 def test_folds_match_sklearn_kfold_and_cover_every_row_once():

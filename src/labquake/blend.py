@@ -125,13 +125,12 @@ def run_submit(cfg: Config, run_dir: Path, data_dir: Path, out_dir: Path) -> dic
             write_submission(files[name], pd.DataFrame({"seg_id": ids.to_numpy(), "time_to_failure": pred}), ids)
     oof_mae = {name: mae(oof["target"], p) for name, p in oof_pred.items()}
     truth_path = data_dir / "test_truth.csv"
-    test_mae = None
-    if truth_path.is_file():
-        truth = read_submission(truth_path).set_index("seg_id")
-        truth = _aligned(ids, truth, truth_path, "sample_submission.csv")
-        test_mae = {name: mae(truth["time_to_failure"], p) for name, p in test_pred.items()}
+    truth, test_mae = _truth(truth_path, ids), None
+    if truth is not None:
+        test_mae = {name: mae(truth, p) for name, p in test_pred.items()}
         # what predicting the median of the training targets scores on the same segments
-        test_mae["median_baseline"] = mae(truth["time_to_failure"], np.full(len(truth), np.median(oof["target"])))
+        test_mae["median_baseline"] = mae(truth, np.full(len(truth), np.median(oof["target"])))
+    estimates = test_mean_ttf(summary, test_pred, truth)
     used = "+".join(weights)
     rows = [(f"blend ({used})" if n == BLEND else label(n), oof_mae[n], test_mae[n] if test_mae else None) for n in test_pred]
     rows.append(("median baseline", summary.get("baseline_median_mae"), test_mae["median_baseline"] if test_mae else None))
@@ -140,6 +139,7 @@ def run_submit(cfg: Config, run_dir: Path, data_dir: Path, out_dir: Path) -> dic
     print(_scores_table(rows, test_mae is not None))
     if len(weights) > 1 and len(set(weights.values())) > 1:
         print("blend weights (fitted on OOF): " + ", ".join(f"{m} {w:.3f}" for m, w in weights.items()))
+    print("test mean time to failure (s): " + ", ".join(f"{k.replace('_', ' ')} {v:.3f}" for k, v in _flat(estimates).items()), flush=True)
     record = stage_record(
         "blend",
         cfg.to_dict(),
@@ -154,11 +154,36 @@ def run_submit(cfg: Config, run_dir: Path, data_dir: Path, out_dir: Path) -> dic
         test_mae=test_mae,
         truth=str(truth_path) if test_mae else None,
         baseline_median_mae=summary.get("baseline_median_mae"),
+        test_mean_ttf=estimates,
         submissions=files,
     )
     write_json(run.record_path("blend"), record)
     log.info(f"submit: wrote {', '.join(files.values())} (upload {files[BLEND]})")
     return record
+
+
+def _truth(path: Path, ids: pd.Series) -> pd.Series | None:
+    """The true time to failure of the submission's rows, in order, when the data has a truth file (synthetic data)."""
+    if not path.is_file():
+        return None
+    return _aligned(ids, read_submission(path).set_index("seg_id"), path, "sample_submission.csv")["time_to_failure"]
+
+
+def test_mean_ttf(summary: dict[str, Any], test_pred: dict[str, np.ndarray], truth: pd.Series | None) -> dict[str, Any]:
+    """The test's mean time to failure: the run's estimates without test labels (summary.json's
+    ``regime``: the trained segments' mean, the chosen cycles', the weighted), the mean of each
+    submission's predictions, and the truth when the data has it (synthetic data)."""
+    est = {k: v for k, v in summary.get("regime", {}).get("test_mean_ttf", {}).items() if k != "predictions"}
+    est["predictions"] = {name: float(np.mean(p)) for name, p in test_pred.items()}
+    if truth is not None:
+        est["true"] = float(np.mean(truth))
+    return est
+
+
+def _flat(est: dict[str, Any]) -> dict[str, float]:
+    """The estimates, then each submission's mean prediction, then the truth, as one flat table."""
+    preds = {f"{'blend' if n == BLEND else label(n)} predictions": v for n, v in est["predictions"].items()}
+    return {**{k: v for k, v in est.items() if k not in ("predictions", "true")}, **preds, **({"true": est["true"]} if "true" in est else {})}
 
 
 def score_files(submission: str | Path, truth: str | Path) -> float:

@@ -31,6 +31,9 @@ OnReject = Literal["drop", "best", "error"]  # values of NAME.on_reject for the 
 CVScheme = Literal["kfold", "cycles"]
 SeqArch = Literal["conv_gru", "causal_lstm"]
 BlendWeights = Literal["equal", "fitted"]
+TargetKind = Literal["ttf", "fraction"]
+Weights = Literal["none", "adversarial"]
+SCALES = ("train", "cycles", "weights")  # targets.scale by name (or a number of seconds)
 
 
 def check_choices(settings: Any, section: str) -> None:
@@ -63,13 +66,37 @@ class DataConfig:
     auto_draws: int = 2000  # "auto": random subsets tried (the winners drew up to 10,000)
     auto_seed: int = 0
 
+    binary_threshold: float = 0.5  # seconds: the network's third target is ttf < this
+    # "adversarial": every model fits with covariate-shift weights (shift.adversarial_weights, docs/shift.md)
+    weights: Weights = "none"
+    weight_bounds: tuple[float, float] = (0.1, 10.0)
+    weight_seed: int = 0
+
     def __post_init__(self) -> None:
         if isinstance(self.train_cycles, str) and self.train_cycles != "auto":
             raise LabquakeError(f'config: data.train_cycles must be a list of cycles or "auto", got {self.train_cycles!r}')
         if not 0 < self.auto_share <= 1 or self.auto_draws < 1:
             raise LabquakeError("config: data.auto_share must be in (0, 1] and data.auto_draws >= 1")
+        check_choices(self, "data")
+        lo, hi = (tuple(self.weight_bounds) + (0.0, 0.0))[:2]
+        if len(self.weight_bounds) != 2 or not 0 < lo <= 1 <= hi:
+            raise LabquakeError(f"config: data.weight_bounds must be two numbers lo <= 1 <= hi, lo > 0, got {list(self.weight_bounds)}")
 
-    binary_threshold: float = 0.5  # seconds: the network's third target is ttf < this
+
+@dataclass(frozen=True)
+class TargetConfig:
+    """What the models learn: "ttf", seconds (the recipe), or "fraction" of the cycle, multiplied back
+    by ``scale``: "train", "cycles", "weights" (mean cycle lengths) or seconds (docs/shift.md)."""
+
+    kind: TargetKind = "ttf"
+    scale: str | float = "train"
+
+    def __post_init__(self) -> None:
+        check_choices(self, "targets")
+        if isinstance(self.scale, str) and self.scale not in SCALES:
+            raise LabquakeError(f"config: targets.scale must be one of {', '.join(SCALES)} or a number of seconds, got {self.scale!r}")
+        if not isinstance(self.scale, str) and not self.scale > 0:
+            raise LabquakeError(f"config: targets.scale must be a positive number of seconds, got {self.scale!r}")
 
 
 @dataclass(frozen=True)
@@ -298,6 +325,7 @@ class Config:
     preset: str = "recipe"
     paths: Paths = field(default_factory=Paths)
     data: DataConfig = field(default_factory=DataConfig)
+    targets: TargetConfig = field(default_factory=TargetConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
     cv: CVConfig = field(default_factory=CVConfig)
     lgbm: LGBMConfig = field(default_factory=LGBMConfig)

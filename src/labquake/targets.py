@@ -66,12 +66,19 @@ def segment_targets(ttf: np.ndarray, cfg: Config, seg: int = SEGMENT_ROWS) -> pd
     )
 
 
-def train_cycles(cfg: Config, real: bool) -> tuple[int, ...] | None:
-    """Cycles to train on: configured, else the recipe's list on Kaggle's real recording (``real``:
-    recognised by its content, features.json's ``real_train``), else all (None)."""
+def train_cycles(cfg: Config, real: bool, cycles: np.ndarray) -> tuple[tuple[int, ...] | None, str]:
+    """Cycles to train on, and why: configured, else the recipe's list on Kaggle's real recording
+    (``real``: recognised by its content, features.json's ``real_train``), else every complete cycle
+    of the table (``cycles``: its segments' cycles; all but the file's first and last, which the
+    recording cuts), else every cycle (None) when there are none."""
     if cfg.data.train_cycles is not None:
-        return cfg.data.train_cycles
-    return cfg.data.recipe_cycles if real else None
+        return cfg.data.train_cycles, "data.train_cycles"
+    if real:
+        return cfg.data.recipe_cycles, "the recipe's list: Kaggle's real recording"
+    complete = tuple(int(c) for c in np.unique(cycles)[1:-1])
+    if complete:
+        return complete, "every complete cycle (all but the file's first and last): not Kaggle's real recording"
+    return None, "every cycle: not Kaggle's real recording, and no complete cycle"
 
 
 def select_segments(table: pd.DataFrame, cycles: tuple[int, ...] | None) -> pd.DataFrame:

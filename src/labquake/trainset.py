@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from labquake import targets
+from labquake import shift, targets
 from labquake.config import Config
 from labquake.features.folder import HINT, META_COLUMNS, FeatureFolder
 from labquake.stats import ks_table, mean_ks
@@ -37,6 +37,20 @@ class TrainingData:
     dropped_features: tuple[str, ...] = ()  # by features.ks_min_p
     cycle_choice: dict[str, Any] | None = None  # data.train_cycles=auto: choose_cycles' record
     reads: dict[str, tuple[str, ...]] = field(default_factory=dict)  # model -> the columns it reads (after ks_min_p)
+    # Training for the test's regime (shift.py, for_the_test). ``train``'s targets are what the
+    # models fit: with targets.kind=fraction, phases of the cycle; their predictions are multiplied
+    # by oof_scale (out of fold) and test_scale (the test) to give seconds.
+    meta: pd.DataFrame | None = None  # the train rows' META_COLUMNS in seconds (``train``'s, before the targets' change)
+    weights: np.ndarray | None = None  # the models' sample weights (data.weights=adversarial), mean 1
+    importance: np.ndarray | None = None  # covariate-shift weights, whenever computed (for the scale, the weighted MAE)
+    oof_scale: float = 1.0
+    test_scale: float = 1.0
+    regime: dict[str, Any] = field(default_factory=dict)  # the options' record (summary.json "regime")
+
+    @property
+    def seconds(self) -> np.ndarray:
+        """The train rows' time to failure in seconds."""
+        return (self.train if self.meta is None else self.meta)["target"].to_numpy(np.float64)
 
 
 def union(reads: dict[str, tuple[str, ...]]) -> list[str]:
@@ -62,6 +76,7 @@ def check_columns(path: Path, table: pd.DataFrame, columns: list[str]) -> None:
 def load_training_data(cfg: Config, features_dir: Path, reads: dict[str, tuple[str, ...]]) -> TrainingData:
     """Read and check a feature folder for the columns ``reads`` names; select the training cycles;
     make the shared folds."""
+    shift.check_settings(cfg)
     folder = FeatureFolder(features_dir)
     meta = folder.record()
     folder.check_settings(cfg, meta)
@@ -76,19 +91,7 @@ def load_training_data(cfg: Config, features_dir: Path, reads: dict[str, tuple[s
         raise LabquakeError(f"{folder.table_path('train')}: start {int(train['start'][dup].iloc[0])} appears twice (one row per segment)")
     if test["seg_id"].duplicated().any():
         raise LabquakeError(f"{folder.table_path('test')}: seg_id {test['seg_id'][test['seg_id'].duplicated()].iloc[0]} appears twice")
-    choice = None
-    real = real_recording(meta, folder)
-    if cfg.data.train_cycles == "auto":
-        d = cfg.data
-        recipe = d.recipe_cycles if real else None
-        choice = choose_cycles(train, test, feats, d.auto_share, d.auto_draws, d.auto_seed, recipe)
-        log.info(f"data.train_cycles=auto: cycles {choice['chosen']} (mean KS {choice['score']:.4f}; all cycles {choice['all_cycles_score']:.4f})")
-        cycles = tuple(choice["chosen"])
-    else:
-        cycles = targets.train_cycles(cfg, real)
-        if cfg.data.train_cycles is None:
-            which = f"the recipe's list {list(cycles)}: Kaggle's real recording" if real else "every cycle: not Kaggle's real recording"
-            log.info(f"data.train_cycles: {which}")
+    cycles, choice = _cycles(cfg, train, test, feats, real_recording(meta, folder))
     selected = targets.select_segments(train, cycles)
     rows = np.arange(len(train)) if cycles is None else np.flatnonzero(train["cycle"].isin(cycles).to_numpy())
     dropped: tuple[str, ...] = ()
@@ -104,6 +107,7 @@ def load_training_data(cfg: Config, features_dir: Path, reads: dict[str, tuple[s
         log.info(f"features.ks_min_p={cfg.features.ks_min_p:g}: dropped {len(dropped)} of {len(feats)} features ({', '.join(dropped) or 'none'})")
     if len(selected) < 2 * cfg.cv.n_splits:
         raise LabquakeError(f"{features_dir}: only {len(selected)} training segments in the selected cycles")
+    selected, regime = for_the_test(cfg, selected, test, union(reads), choice)
     return TrainingData(
         train=selected,
         test=test.reset_index(drop=True),
@@ -115,7 +119,58 @@ def load_training_data(cfg: Config, features_dir: Path, reads: dict[str, tuple[s
         dropped_features=dropped,
         cycle_choice=choice,
         reads=reads,
+        **regime,
     )
+
+
+def _cycles(cfg: Config, train: pd.DataFrame, test: pd.DataFrame, feats: list[str], real: bool) -> tuple[tuple[int, ...] | None, dict | None]:
+    """The cycles to train on (None: all), and data.train_cycles=auto's record of its choice."""
+    choice = None
+    if cfg.data.train_cycles == "auto":
+        d = cfg.data
+        recipe = d.recipe_cycles if real else None
+        choice = choose_cycles(train, test, feats, d.auto_share, d.auto_draws, d.auto_seed, recipe)
+        log.info(f"data.train_cycles=auto: cycles {choice['chosen']} (mean KS {choice['score']:.4f}; all cycles {choice['all_cycles_score']:.4f})")
+        cycles = tuple(choice["chosen"])
+    else:
+        cycles, why = targets.train_cycles(cfg, real, train["cycle"].to_numpy())
+        if cfg.data.train_cycles is None:
+            log.info(f"data.train_cycles: {why}" + (f" {list(cycles)}" if cycles is not None else ""))
+    if cfg.targets.kind == "fraction":
+        # the file's first cycle started before the recording: its length, and so its phases, are unknown
+        first = int(train["cycle"].min())
+        if cycles is None or first in cycles:
+            log.info(f"targets.kind=fraction: cycle {first} left out (the file's first: its length is not recorded)")
+            cycles = tuple(int(c) for c in (np.unique(train["cycle"]) if cycles is None else cycles) if c != first)
+    return cycles, choice
+
+
+def for_the_test(
+    cfg: Config, train: pd.DataFrame, test: pd.DataFrame, features: list[str], choice: dict | None
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The options that train for the test's regime (shift.py): covariate-shift weights, targets as
+    fractions of the cycle and their scale. Returns the train table with the targets the models fit,
+    and TrainingData's fields for the rest."""
+    seconds = train["target"].to_numpy(np.float64)
+    train_meta = train[list(META_COLUMNS)].copy()
+    lengths = shift.cycle_length(train)
+    chosen = train["cycle"].isin(choice["chosen"]).to_numpy() if choice is not None else None
+    importance, record = None, {"targets": cfg.targets.kind, "weights": cfg.data.weights}
+    if shift.wants_weights(cfg):
+        importance, record["weight_record"] = shift.adversarial_weights(train, test, features, cfg.data.weight_bounds, cfg.data.weight_seed)
+        w = record["weight_record"]
+        log.info(f"covariate-shift weights: train-vs-test AUC {w['auc']:.3f}, effective sample size {w['effective_size']:.0f} of {len(train)}")
+    record["test_mean_ttf"] = shift.test_mean_estimates(seconds, importance, chosen)
+    oof_scale = test_scale = 1.0
+    if cfg.targets.kind == "fraction":
+        oof_scale = float(lengths.mean())
+        test_scale = shift.scale_seconds(cfg, lengths, importance, chosen)
+        train = shift.to_fraction(train, lengths, cfg.data.binary_threshold, oof_scale)
+        record.update(scale=cfg.targets.scale, test_scale=test_scale, oof_scale=oof_scale)
+        log.info(f"targets.kind=fraction: test predictions x {test_scale:.3f} s (targets.scale={cfg.targets.scale}), out-of-fold x {oof_scale:.3f} s")
+    fields = {"meta": train_meta, "importance": importance, "oof_scale": oof_scale, "test_scale": test_scale, "regime": record}
+    fields["weights"] = importance if cfg.data.weights == "adversarial" else None
+    return train, fields
 
 
 def real_recording(meta: dict[str, Any], folder: FeatureFolder) -> bool:

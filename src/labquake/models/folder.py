@@ -35,7 +35,7 @@ FLAT_KEYS = ("seeds", "runs", "accepted", "draws", "reject_bound", "reject_relat
 
 def train_sections(cfg: Config) -> tuple[str, ...]:
     """The configuration a training run depends on: data, folds and the sections of its models."""
-    return ("data", "cv", *(model(n).name for n in cfg.blend.models))
+    return ("data", "targets", "cv", *(model(n).name for n in cfg.blend.models))
 
 
 def train_key(cfg: Config) -> str:

@@ -26,6 +26,7 @@ class Inputs:
     y: np.ndarray
     X_test: pd.DataFrame
     threads: int  # LightGBM's results depend on its thread count: fixed by the process that plans the run
+    w: np.ndarray | None = None  # sample weights (data.weights), or None
 
 
 def params(cfg: Config, seed: int, threads: int | None = None) -> dict[str, Any]:
@@ -68,7 +69,7 @@ class LightGBM(Base):
 
     def prepare(self, cfg: Config, data: TrainingData, device: str = "auto") -> Inputs:
         cols = list(data.reads[self.name])
-        return Inputs(data.train[cols], data.train["target"].to_numpy(np.float64), data.test[cols], usable_cpus())
+        return Inputs(data.train[cols], data.train["target"].to_numpy(np.float64), data.test[cols], usable_cpus(), data.weights)
 
     def fit_fold(self, cfg: Config, inputs: Inputs, folds: np.ndarray, k: int, seed: int, fold_dir: Path | None) -> FoldFit:
         """A fresh booster on the rows not in fold k, early-stopped on fold k; saved at its best iteration."""
@@ -77,7 +78,8 @@ class LightGBM(Base):
         X, y = inputs.X, inputs.y
         tr, va = folds != k, folds == k
         dataset_params = {"max_bin": cfg.lgbm.max_bin, "verbosity": -1}
-        dtrain = lgb.Dataset(X[tr], y[tr], params=dataset_params)
+        # weights (data.weights) on the training rows; early stopping on the plain validation MAE, as the networks'
+        dtrain = lgb.Dataset(X[tr], y[tr], weight=None if inputs.w is None else inputs.w[tr], params=dataset_params)
         dvalid = lgb.Dataset(X[va], y[va], reference=dtrain, params=dataset_params)
         record: dict[str, Any] = {}
         booster = lgb.train(

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from labquake.util import LabquakeError, file_digest, log
+from labquake.util import LabquakeError, file_digest, log, write_bytes
 
 HEADS = ("ttf", "tsf", "binary")  # network outputs, in the order of the loss weights
 MONITOR = "val_ttf_mae"  # Keras 3's name for the validation MAE of the output layer named "ttf"
@@ -136,9 +136,21 @@ def reused(key: Any, build: Callable[[bool], Any], device: str) -> ReusedNetwork
 
 
 def fit_network(
-    c: Any, network: ReusedNetwork, x_train, y_train: dict, x_valid, y_valid: dict, weights_path: Path, seed: int, monitor: str = MONITOR
+    c: Any,
+    network: ReusedNetwork,
+    x_train,
+    y_train: dict,
+    x_valid,
+    y_valid: dict,
+    weights_path: Path,
+    seed: int,
+    monitor: str = MONITOR,
+    sample_weight: np.ndarray | None = None,
 ):
-    """Train one network from ``seed``; end with the weights of its best epoch (saved at ``weights_path``)."""
+    """Train one network from ``seed``; end with the weights of its best epoch (saved at ``weights_path``).
+
+    ``sample_weight``: the training rows' weights (data.weights), on every head's loss; the monitored
+    validation MAE stays plain (Keras weighs only ``weighted_metrics``). None: the recipe."""
     import keras
 
     if not str(weights_path).endswith(".weights.h5"):
@@ -156,12 +168,30 @@ def fit_network(
     # which cost 3-4x the training step itself on this small network (56 -> 15 ms an epoch).
     import tensorflow as tf
 
-    train = tf.data.Dataset.from_tensor_slices((x_train, y_train))
+    rows = (x_train, y_train) if sample_weight is None else (x_train, y_train, {h: np.asarray(sample_weight, np.float32) for h in y_train})
+    train = tf.data.Dataset.from_tensor_slices(rows)
     train = train.shuffle(len(x_train), seed=seed, reshuffle_each_iteration=True).batch(batch_size(c, len(x_train)))
     valid = tf.data.Dataset.from_tensor_slices((x_valid, y_valid)).batch(max(min(len(x_valid), 4096), 1)).cache()
     history = model.fit(train, validation_data=valid, epochs=c.epochs, callbacks=callbacks, shuffle=False, verbose=0)  # shuffled above
-    model.save_weights(str(weights_path))
+    save_weights(model, weights_path)
     return model, pd.DataFrame(history.history)
+
+
+def save_weights(model, path: Path) -> str:
+    """``model.save_weights(path)``, by Keras's own HDF5 writer into memory, then written as every
+    other artifact (util.write_bytes; its checksum returned). Keras writes a path itself, and when
+    that write fails (a full disk) h5py prints a traceback for each handle it closes, which no hook
+    silences; a failed write of bytes is one OSError. The file loads as save_weights' (a test holds it).
+    """
+    import io
+
+    from keras.src.saving import saving_lib  # save_weights' own store (Keras 3.15): it takes a BytesIO
+
+    buf = io.BytesIO()
+    store = saving_lib.H5IOStore(buf, mode="w")
+    saving_lib._save_state(model, weights_store=store, assets_store=None, inner_path="", visited_saveables=set())
+    store.close()
+    return write_bytes(path, buf.getvalue())
 
 
 def predict_ttf(model, x: np.ndarray) -> np.ndarray:
@@ -174,14 +204,13 @@ def targets_of(table: pd.DataFrame, rows: np.ndarray | None = None) -> dict[str,
     return {"ttf": t["target"].to_numpy(np.float32), "tsf": t["tsf"].to_numpy(np.float32), "binary": t["binary"].to_numpy(np.float32)}
 
 
-def fold_fit(c: Any, network: ReusedNetwork, x_tr, y_tr, x_va, y_va, x_te, weights_path: Path, seed: int, info: dict):
+def fold_fit(c: Any, network: ReusedNetwork, x_tr, y_tr, x_va, y_va, x_te, weights_path: Path, seed: int, info: dict, sample_weight=None):
     """Fit one fold and predict its validation and test rows: the FoldFit both networks return."""
     from labquake.models.base import FoldFit
 
-    model, hist = fit_network(c, network, x_tr, y_tr, x_va, y_va, weights_path, seed)
+    model, hist = fit_network(c, network, x_tr, y_tr, x_va, y_va, weights_path, seed, sample_weight=sample_weight)
     best = int(hist[MONITOR].to_numpy().argmin()) + 1
     log.info(f"seed {seed} {weights_path.name.split('.')[0]}: best epoch {best} of {len(hist)} (batch {batch_size(c, len(x_tr))})")
     info = {**info, "best_epoch": best, "epochs": len(hist), "batch_size": batch_size(c, len(x_tr))}
-    # Keras writes HDF5 only to a path, so this checksum is the one read back (a small file, just written)
-    files = {weights_path.name: file_digest(weights_path)}
+    files = {weights_path.name: file_digest(weights_path)}  # read back: a small file, just written
     return FoldFit(predict_ttf(model, x_va), predict_ttf(model, x_te), info, hist.assign(epoch=np.arange(1, len(hist) + 1)), files)

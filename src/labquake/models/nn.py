@@ -46,6 +46,7 @@ class Inputs:
     y: dict[str, np.ndarray]
     X_test: np.ndarray
     device: str
+    w: np.ndarray | None = None  # sample weights (data.weights), or None
 
 
 def min_max_scaler(lo: np.ndarray, hi: np.ndarray):
@@ -76,7 +77,7 @@ class Network(Base):
 
     def prepare(self, cfg: Config, data: TrainingData, device: str = "auto") -> Inputs:
         cols = list(data.reads[self.name])
-        return Inputs(data.train[cols].to_numpy(np.float64), targets_of(data.train), data.test[cols].to_numpy(np.float64), device)
+        return Inputs(data.train[cols].to_numpy(np.float64), targets_of(data.train), data.test[cols].to_numpy(np.float64), device, data.weights)
 
     def fit_fold(self, cfg: Config, inputs: Inputs, folds: np.ndarray, k: int, seed: int, fold_dir: Path) -> FoldFit:
         """Min-max scaling fit on the training fold, then the recipe's fit."""
@@ -88,9 +89,9 @@ class Network(Base):
         net = network(cfg, X.shape[1], inputs.device)
         scaler = min_max_scaler(lo, hi)
         xs = [_scale(scaler, a) for a in (X[tr], X[va], inputs.X_test)]
-        return fold_fit(
-            cfg.nn, net, xs[0], y_tr, xs[1], y_va, xs[2], fold_dir / f"fold{k}.weights.h5", seed, {"min": lo.tolist(), "max": hi.tolist()}
-        )
+        w = None if inputs.w is None else inputs.w[tr]
+        info = {"min": lo.tolist(), "max": hi.tolist()}
+        return fold_fit(cfg.nn, net, xs[0], y_tr, xs[1], y_va, xs[2], fold_dir / f"fold{k}.weights.h5", seed, info, w)
 
     def predict_saved(
         self, cfg: Config, draw_dir: Path, folds: list[dict], table: pd.DataFrame, sequences: np.ndarray | None, device: str = "auto"

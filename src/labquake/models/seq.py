@@ -77,6 +77,8 @@ class Inputs:
     extra: np.ndarray | None = None  # seq_overlap: (m, steps, channels) shifted windows
     extra_y: dict[str, np.ndarray] | None = None
     extra_ok: np.ndarray | None = None  # (m, n_folds): may window i train fold k
+    w: np.ndarray | None = None  # sample weights (data.weights), or None
+    extra_w: np.ndarray | None = None  # the shifted windows': their nearest segment's
 
 
 def _standardise(S: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
@@ -104,29 +106,37 @@ class Sequence(Base):
         S = np.asarray(folder.sequences("train")[data.rows], np.float32)
         S_test = np.asarray(folder.sequences("test"), np.float32)
         if not cfg.features.seq_overlap:
-            return Inputs(S, targets_of(data.train), S_test, device)
+            return Inputs(S, targets_of(data.train), S_test, device, w=data.weights)
         meta = pd.read_parquet(folder.table_path("train_extra"))
         keep = np.flatnonzero(meta["cycle"].isin(data.train["cycle"].unique()).to_numpy())
         meta = meta.iloc[keep].reset_index(drop=True)
         extra = np.asarray(folder.sequences("train_extra")[keep], np.float32)
         ok = targets.overlap_train_mask(meta["start"].to_numpy(), data.train["start"].to_numpy(), data.folds)
-        return Inputs(S, targets_of(data.train), S_test, device, extra, targets_of(meta), ok)
+        extra_w = None
+        if data.weights is not None:
+            starts = data.train["start"].to_numpy()
+            near = np.clip(np.searchsorted(starts, meta["start"].to_numpy()), 0, len(starts) - 1)
+            extra_w = data.weights[near]
+        return Inputs(S, targets_of(data.train), S_test, device, extra, targets_of(meta), ok, data.weights, extra_w)
 
     def fit_fold(self, cfg: Config, inputs: Inputs, folds: np.ndarray, k: int, seed: int, fold_dir: Path) -> FoldFit:
         """Channels standardised on the training fold (and its leak-free shifted windows), then the fit."""
         tr, va = folds != k, folds == k
         x_tr, y_tr = inputs.S[tr], {h: v[tr] for h, v in inputs.y.items()}
+        w = None if inputs.w is None else inputs.w[tr]
         if inputs.extra is not None:
             use = inputs.extra_ok[:, k]
             x_tr = np.concatenate([x_tr, inputs.extra[use]])
             y_tr = {h: np.concatenate([y_tr[h], inputs.extra_y[h][use]]) for h in y_tr}
+            if w is not None:
+                w = np.concatenate([w, inputs.extra_w[use]])
         mean = x_tr.mean(axis=(0, 1), dtype=np.float64)
         std = np.maximum(x_tr.std(axis=(0, 1), dtype=np.float64), 1e-6)
         net = network(cfg, inputs.S.shape[1], inputs.S.shape[2], inputs.device)
         xs = [_standardise(a, mean, std) for a in (x_tr, inputs.S[va], inputs.S_test)]
         y_va = {h: v[va] for h, v in inputs.y.items()}
         info = {"mean": mean.tolist(), "std": std.tolist(), "n_train": len(x_tr)}
-        return fold_fit(cfg.seq, net, xs[0], y_tr, xs[1], y_va, xs[2], fold_dir / f"fold{k}.weights.h5", seed, info)
+        return fold_fit(cfg.seq, net, xs[0], y_tr, xs[1], y_va, xs[2], fold_dir / f"fold{k}.weights.h5", seed, info, w)
 
     def predict_saved(
         self, cfg: Config, draw_dir: Path, folds: list[dict], table: pd.DataFrame, sequences: np.ndarray | None, device: str = "auto"

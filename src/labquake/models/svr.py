@@ -25,6 +25,7 @@ class Inputs:
     X: np.ndarray
     y: np.ndarray
     X_test: np.ndarray
+    w: np.ndarray | None = None  # sample weights (data.weights), or None
 
 
 class SupportVector(Base):
@@ -37,7 +38,9 @@ class SupportVector(Base):
 
     def prepare(self, cfg: Config, data: TrainingData, device: str = "auto") -> Inputs:
         cols = list(data.reads[self.name])
-        return Inputs(data.train[cols].to_numpy(np.float64), data.train["target"].to_numpy(np.float64), data.test[cols].to_numpy(np.float64))
+        return Inputs(
+            data.train[cols].to_numpy(np.float64), data.train["target"].to_numpy(np.float64), data.test[cols].to_numpy(np.float64), data.weights
+        )
 
     def fit_fold(self, cfg: Config, inputs: Inputs, folds: np.ndarray, k: int, seed: int, fold_dir: Path) -> FoldFit:
         import io
@@ -49,7 +52,9 @@ class SupportVector(Base):
         tr, va = folds != k, folds == k
         X = inputs.X
         scaler = min_max_scaler(X[tr].min(axis=0), X[tr].max(axis=0))
-        svr = SVR(kernel=c.kernel, C=c.C, epsilon=c.epsilon, gamma=c.gamma).fit(scaler.transform(X[tr]), inputs.y[tr])
+        svr = SVR(kernel=c.kernel, C=c.C, epsilon=c.epsilon, gamma=c.gamma).fit(
+            scaler.transform(X[tr]), inputs.y[tr], sample_weight=None if inputs.w is None else inputs.w[tr]
+        )
         buf = io.BytesIO()
         joblib.dump({"scaler": scaler, "svr": svr}, buf)
         files = {f"fold{k}.joblib": write_bytes(fold_dir / f"fold{k}.joblib", buf.getvalue())}

@@ -18,6 +18,7 @@ from labquake.metric import fit_weights, mae
 from labquake.models.cv import ModelRun, train_model
 from labquake.models.folder import RunFolder, rejection_note
 from labquake.models.registry import model, training_data
+from labquake.shift import weighted_mae
 from labquake.trainset import TrainingData, fold_baseline
 from labquake.util import LabquakeError, Timer, log, read_json, stage_record, write_json, write_parquet
 
@@ -27,11 +28,12 @@ def training_order(names: tuple[str, ...]) -> list[str]:
     return sorted(names, key=lambda n: not model(n).reference)  # an unknown name fails here, before anything is trained
 
 
-def blend_weights(cfg: Config, runs: dict[str, ModelRun], y: np.ndarray) -> dict[str, float]:
-    """The models the blend uses (all but those dropped by their on_reject) and their weights."""
+def blend_weights(cfg: Config, runs: dict[str, ModelRun], oof: dict[str, np.ndarray], y: np.ndarray) -> dict[str, float]:
+    """The models the blend uses (all but those dropped by their on_reject) and their weights
+    (``oof``: each model's out-of-fold predictions in seconds)."""
     used = [n for n in cfg.blend.models if runs[n].fallback != "drop"] or list(cfg.blend.models)
     if cfg.blend.weights == "fitted" and len(used) > 1:
-        return fit_weights({n: runs[n].oof for n in used}, y, cfg.blend.clip_min)
+        return fit_weights({n: oof[n] for n in used}, y, cfg.blend.clip_min)
     return {n: 1.0 / len(used) for n in used}
 
 
@@ -58,27 +60,31 @@ def run_train(
 
         write_json(run_dir / "cycles.json", data.cycle_choice)
         plot_cycle_choice(data.cycle_choice, run_dir / "cycles.png")
-    y = data.train["target"].to_numpy(np.float64)
+    y = data.seconds
     n_folds = int(data.folds.max()) + 1
     log.info(f"train: {', '.join(order)} on {len(data.train)} segments, {len(data.test)} test segments, {n_folds} folds -> {run_dir}")
     runs: dict[str, ModelRun] = {}
+    oof_s: dict[str, np.ndarray] = {}  # the predictions in seconds (targets.kind=fraction: times the scales)
+    test_s: dict[str, np.ndarray] = {}
     for name in order:
         ref = next((n for n in runs if model(n).reference), None)
         reference = (ref, runs[ref].oof) if ref else None
         with timer.step(name):
             runs[name] = train_model(name, cfg, data, run_dir, device, reference, "error" if strict else None, scheduler)
         kept = sum(runs[name].kept)
-        log.info(f"{name}: OOF MAE {mae(y, runs[name].oof):.4f} ({sum(runs[name].accepted)} accepted of {len(runs[name].draws)} draws, {kept} kept)")
-    weights = blend_weights(cfg, runs, y)
+        oof_s[name], test_s[name] = runs[name].oof * data.oof_scale, runs[name].test * data.test_scale
+        log.info(f"{name}: OOF MAE {mae(y, oof_s[name]):.4f} ({sum(runs[name].accepted)} accepted of {len(runs[name].draws)} draws, {kept} kept)")
+    weights = blend_weights(cfg, runs, oof_s, y)
     with timer.step("write"):
-        oof = data.train[list(META_COLUMNS)].assign(fold=data.folds, **{n: runs[n].oof for n in cfg.blend.models})
+        meta = data.train[list(META_COLUMNS)] if data.meta is None else data.meta
+        oof = meta.assign(fold=data.folds, **{n: oof_s[n] for n in cfg.blend.models})
         checksums = {
             run.oof_path.name: write_parquet(run.oof_path, oof),
             run.test_path.name: write_parquet(
-                run.test_path, pd.DataFrame({"seg_id": data.test["seg_id"], **{n: runs[n].test for n in cfg.blend.models}})
+                run.test_path, pd.DataFrame({"seg_id": data.test["seg_id"], **{n: test_s[n] for n in cfg.blend.models}})
             ),
         }
-    summary = {**make_summary(cfg, data, runs, weights, run.config()), "checksums": checksums}
+    summary = {**make_summary(cfg, data, runs, oof_s, test_s, weights, run.config()), "checksums": checksums}
     write_json(run.record_path("train"), stage_record("train", cfg.to_dict(), timer, features_dir=str(features_dir), device=device, summary=summary))
     run.write_summary(summary)
     scores = ", ".join(f"{n} {summary['oof_mae'][n]:.4f}" for n in cfg.blend.models)
@@ -90,15 +96,27 @@ def run_train(
     return summary
 
 
-def make_summary(cfg: Config, data: TrainingData, runs: dict[str, ModelRun], weights: dict[str, float], identity: dict[str, Any]) -> dict[str, Any]:
-    """summary.json: the scores, the baselines, the blend's weights and each model's facts (nested under ``model``)."""
-    y = data.train["target"].to_numpy(np.float64)
+def make_summary(
+    cfg: Config,
+    data: TrainingData,
+    runs: dict[str, ModelRun],
+    oof: dict[str, np.ndarray],
+    test: dict[str, np.ndarray],
+    weights: dict[str, float],
+    identity: dict[str, Any],
+) -> dict[str, Any]:
+    """summary.json: the scores, the baselines, the blend's weights, each model's facts (nested under
+    ``model``) and the training regime's record (``regime``). ``oof``, ``test``: predictions in seconds."""
+    y = data.seconds
     n_folds = int(data.folds.max()) + 1
+    regime = {**data.regime, "test_mean_ttf": {**data.regime.get("test_mean_ttf", {}), "predictions": {n: float(np.mean(test[n])) for n in test}}}
+    if data.importance is not None:  # the OOF error re-weighted towards the test: an estimate of the test MAE
+        regime["weighted_oof_mae"] = {n: weighted_mae(y, oof[n], data.importance) for n in cfg.blend.models}
     summary = {
         "models": list(cfg.blend.models),
         "blend_weights": weights,
-        "oof_mae": {n: mae(y, runs[n].oof) for n in cfg.blend.models},
-        "fold_mae": {n: [mae(y[data.folds == k], runs[n].oof[data.folds == k]) for k in range(n_folds)] for n in cfg.blend.models},
+        "oof_mae": {n: mae(y, oof[n]) for n in cfg.blend.models},
+        "fold_mae": {n: [mae(y[data.folds == k], oof[n][data.folds == k]) for k in range(n_folds)] for n in cfg.blend.models},
         "baseline_median_mae": mae(y, fold_baseline(y, data.folds, np.median)),
         "baseline_mean_mae": mae(y, fold_baseline(y, data.folds, np.mean)),
         "n_train": len(data.train),
@@ -108,6 +126,7 @@ def make_summary(cfg: Config, data: TrainingData, runs: dict[str, ModelRun], wei
         "dropped_features": list(data.dropped_features),
         "train_cycles": sorted(int(c) for c in data.train["cycle"].unique()),
         **{k: identity[k] for k in ("train_key", "features_key")},
+        "regime": regime,
         "model": {},
     }
     for name, r in runs.items():
@@ -147,5 +166,6 @@ def predict_saved(cfg: Config, run_dir: Path, table: pd.DataFrame, sequences: np
             m.predict_saved(cfg, run.path / r["dir"], read_json(run.path / r["dir"] / "folds.json"), table[list(cols)], sequences, device)
             for r in kept
         ]
-        out[name] = np.mean(draws, axis=0)
+        # targets.kind=fraction: the models predict phases, times the run's test scale in seconds
+        out[name] = np.mean(draws, axis=0) * summary.get("regime", {}).get("test_scale", 1.0)
     return out

@@ -182,6 +182,38 @@ def _same(a: Any, b: Any) -> bool:
     return norm(a) == norm(b)
 
 
+def _regime_section(d: RunData) -> list[str]:
+    """What the run did for the test's regime (shift.py: summary.json's ``regime``), and the test's
+    mean time to failure as estimated without test labels, beside the truth when there is one."""
+    r = d.summary.get("regime")
+    if not r:
+        return []  # a run of an older labquake
+    lines = ["## Training for the test's regime", ""]
+    if r.get("targets") == "fraction":
+        lines.append(
+            f"Targets: fractions of the cycle; test predictions x {r['test_scale']:.3f} s (targets.scale={r['scale']}), "
+            f"out-of-fold x {r['oof_scale']:.3f} s (the trained segments' mean cycle length)."
+        )
+    else:
+        lines.append("Targets: the time to failure in seconds (the recipe).")
+    w = r.get("weight_record")
+    if w:
+        use = "the models fit with them" if r.get("weights") == "adversarial" else "for the scale only"
+        lines.append(
+            f"Covariate-shift weights ({use}): train-vs-test AUC {w['auc']:.3f}, effective sample size {w['effective_size']:.0f} of "
+            f"{w['n_train']}, {100 * w['clipped_share']:.1f}% clipped to {w['bounds']} x the mean."
+        )
+        wm = r.get("weighted_oof_mae", {})
+        lines.append("Weighted OOF MAE, an estimate of the test MAE: " + ", ".join(f"{plots.label(m)} {v:.4f}" for m, v in wm.items()) + ".")
+    est = r.get("test_mean_ttf", {})
+    rows = [[k.replace("_", " "), round(v, 3)] for k, v in est.items() if k != "predictions"]
+    rows += [[f"{plots.label(m)}: mean test prediction", round(float(d.test[m].mean()), 3)] for m in d.columns]
+    if d.truth is not None:
+        rows.append(["true (test_truth.csv)", round(float(d.truth["target"].mean()), 3)])
+    lines += ["", "The test's mean time to failure (s):", ""] + _md_table(["estimate", "seconds"], rows) + [""]
+    return lines
+
+
 # Long by design: the report's sections in the order they appear in report.md.
 def run_report(run_dir: Path, features_dir: Path | None = None, truth: Path | None = None) -> Path:
     """Write RUN/report/*.png and RUN/report/report.md (last); return the path of report.md.
@@ -215,7 +247,7 @@ def run_report(run_dir: Path, features_dir: Path | None = None, truth: Path | No
     ]
     for note in rejection_notes(d.summary):  # the blend is not the one configured: say so before any number
         md += [f"> **Warning:** {note}.", ""]
-    md += _scores_section(d)
+    md += _scores_section(d) + _regime_section(d)
 
     md += ["## Out-of-fold predictions along the train timeline", ""]
     md += [plot("oof_timeline.png", plots.plot_oof_timeline, d), ""]
