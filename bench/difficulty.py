@@ -63,7 +63,9 @@ def prepare(preset: str, seed: int, reuse: bool, flags: list[str], name: str) ->
     feats, run = case / "features", case / name
     if not (reuse and (feats / "features.json").is_file() and same_features(feats, flags)):
         # the feature settings of the run (features.seq_window, ...) reach the features stage too
-        feature_flags = [x for i, x in enumerate(flags) if x.startswith("features.") or (x == "--set" and flags[i + 1].startswith("features."))]
+        # and blend.models, which says whether the sequences are computed
+        stage = ("features.", "blend.models")
+        feature_flags = [x for i, x in enumerate(flags) if x.startswith(stage) or (x == "--set" and flags[i + 1].startswith(stage))]
         args = ["features", "--data", str(raw), "--out", str(feats), "--interim", str(DIFF / f"interim_{preset}"), *feature_flags]
         steps["features"] = measure([*lq, *args], case / "features.log")
     if not (reuse and (run / "summary.json").is_file()):
@@ -77,9 +79,12 @@ def same_features(feats: Path, flags: list[str]) -> bool:
     from labquake.config import load_config
 
     sets = [flags[i + 1] for i, x in enumerate(flags) if x == "--set"]
-    made = json.loads((feats / "features.json").read_text()).get("config", {}).get("features", {})
-    ours = json.loads(json.dumps(load_config("recipe", None, sets).features.table_settings()))
-    return {k: made.get(k) for k in ours} == ours
+    from labquake.models.registry import reads_sequences
+
+    record = json.loads((feats / "features.json").read_text())
+    made, cfg = record.get("config", {}).get("features", {}), load_config("recipe", None, sets)
+    ours = json.loads(json.dumps(cfg.features.table_settings()))
+    return {k: made.get(k) for k in ours} == ours and (record.get("sequences", True) or not reads_sequences(cfg))
 
 
 def grouped_lgbm(feats: Path, seeds: tuple[int, ...]) -> tuple[float, float, int]:

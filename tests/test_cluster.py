@@ -45,7 +45,7 @@ def _interim(tiny_raw: Path) -> Path:
 _REAL_CHUNK = stage._chunk_features
 
 
-def _dies_once(fc, source, starts, rows, part, with_features=True):
+def _dies_once(fc, source, starts, rows, part, with_features=True, with_sequences=True):
     """The second train chunk kills its worker process the first time (a crash mid-run), then works.
 
     Its mark is left beside the output folder (parts: OUT/.features.parts/KEY/NAME.npz).
@@ -54,19 +54,19 @@ def _dies_once(fc, source, starts, rows, part, with_features=True):
     if Path(part).name == "train_00001.npz" and not marker.exists():
         marker.touch()
         os._exit(1)
-    return _REAL_CHUNK(fc, source, starts, rows, part, with_features)
+    return _REAL_CHUNK(fc, source, starts, rows, part, with_features, with_sequences)
 
 
-def _always_dies(fc, source, starts, rows, part, with_features=True):
+def _always_dies(fc, source, starts, rows, part, with_features=True, with_sequences=True):
     """The first test chunk kills every worker that runs it."""
     if Path(part).name == "test_00000.npz":
         os._exit(1)
-    return _REAL_CHUNK(fc, source, starts, rows, part, with_features)
+    return _REAL_CHUNK(fc, source, starts, rows, part, with_features, with_sequences)
 
 
-def _loses_part(fc, source, starts, rows, part, with_features=True):
+def _loses_part(fc, source, starts, rows, part, with_features=True, with_sequences=True):
     """A worker whose file system the client does not see: the part is written where the client cannot read it."""
-    _REAL_CHUNK(fc, source, starts, rows, part, with_features)
+    _REAL_CHUNK(fc, source, starts, rows, part, with_features, with_sequences)
     os.remove(part)
     return part
 

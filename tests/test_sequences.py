@@ -187,3 +187,43 @@ def test_overlap_train_mask_never_trains_on_validated_rows(scheme):
         for k in range(mask.shape[1]):
             for e in extra[mask[:, k]]:
                 assert not np.any(np.abs(starts[folds == k] - e) < seg)
+
+
+# --- computed only when a model reads them --------------------------------------------------------
+
+
+def test_sequences_only_when_read_then_only_what_is_missing(tiny_raw, tiny_features, tmp_path, caplog):
+    """Tables alone when no model reads sequences (features.json says so); a later call that wants them
+    computes the sequences only, keeps the tables' bytes, and equals a run that made both at once."""
+    import json
+    import logging
+
+    from labquake.features import run_features
+    from labquake.models.registry import reads_sequences
+
+    assert not reads_sequences(load_config("recipe")) and reads_sequences(load_config("recipe", None, ["blend.models=[lgbm,seq]"]))
+    cfg, out = load_config("fast"), tmp_path / "features"
+    run_features(cfg, tiny_raw, out, tmp_path / "interim", jobs=1, sequences=False)
+    record = json.loads((out / "features.json").read_text())
+    assert record["sequences"] is False and not list(out.glob("*.npy"))
+    tables = {n: (out / n).read_bytes() for n in ("train.parquet", "test.parquet")}
+    assert tables == {n: (tiny_features / n).read_bytes() for n in tables}  # the same tables as with sequences
+    with caplog.at_level(logging.INFO, logger="labquake"):
+        run_features(cfg, tiny_raw, out, tmp_path / "interim", jobs=1, sequences=True)
+    assert any("sequences only" in r.getMessage() for r in caplog.records)
+    assert {n: (out / n).read_bytes() for n in tables} == tables
+    for n in ("train_seq.npy", "test_seq.npy"):
+        assert np.array_equal(np.load(out / n), np.load(tiny_features / n))
+    assert json.loads((out / "features.json").read_text())["sequences"] is True
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="labquake"):
+        run_features(cfg, tiny_raw, out, tmp_path / "interim", jobs=1, sequences=False)  # a superset is up to date
+    assert any("is up to date" in r.getMessage() for r in caplog.records)
+
+
+def test_seq_on_tables_without_sequences_is_one_line(tmp_path):
+    from fakes import cli, one_line_error, write_feature_dir
+
+    feats = write_feature_dir(tmp_path / "f")
+    out = cli("train", "--features", feats, "--run", tmp_path / "run", "--set", "blend.models=[seq]", "--fast")
+    one_line_error(out, "no sequences here", "blend.models")

@@ -57,8 +57,11 @@ def cmd_features(args: argparse.Namespace) -> None:
 
     p = cfg.paths
     scheduler = scheduler_address(args.scheduler, cfg.runtime.scheduler)
+    from labquake.models.registry import reads_sequences
+
+    out = _path(args.out, p.features)
     features.run_features(
-        cfg, _path(args.data, p.raw), _path(args.out, p.features), _path(args.interim, p.interim), jobs=args.jobs, scheduler=scheduler
+        cfg, _path(args.data, p.raw), out, _path(args.interim, p.interim), jobs=args.jobs, scheduler=scheduler, sequences=reads_sequences(cfg)
     )
 
 

@@ -50,20 +50,23 @@ class FeatureFolder:
     def record_path(self) -> Path:
         return self.path / RECORD
 
-    def files(self, seq_overlap: bool) -> list[Path]:
-        """What a finished folder of ``labquake features`` holds, its record last."""
+    def files(self, seq_overlap: bool, sequences: bool = True) -> list[Path]:
+        """What a finished folder of ``labquake features`` holds, its record last (``sequences``: with them)."""
         which = ["train", "test", *(["train_extra"] if seq_overlap else [])]
-        return [*(self.table_path(w) for w in which), *(self.sequences_path(w) for w in which), self.record_path]
+        tables = [self.table_path(w) for w in which]
+        return [*tables, *(self.sequences_path(w) for w in which if sequences), self.record_path]
 
-    def finished(self, key: str, seq_overlap: bool) -> bool:
-        """Every file there, the record's key is ``key`` and every file matches its checksum (a damaged
-        file or record: not finished, so ``labquake features`` builds the folder again, and says why)."""
-        if not all(p.is_file() for p in self.files(seq_overlap)):
+    def finished(self, key: str, seq_overlap: bool, sequences: bool = True) -> bool:
+        """Every file there (``sequences``: the sequences too), the record's key is ``key`` and every
+        file matches its checksum (a damaged file or record: not finished, so ``labquake features``
+        builds the folder again, and says why)."""
+        if not all(p.is_file() for p in self.files(seq_overlap, sequences)):
             return False
         try:
-            if read_json(self.record_path).get("key") != key:
-                return False
+            record = read_json(self.record_path)
         except LabquakeError:
+            return False
+        if record.get("key") != key or (sequences and record.get("sequences") is False):
             return False
         problems = self.verify()
         for p in problems:
@@ -119,7 +122,11 @@ class FeatureFolder:
             raise ValueError(f"sequences: which must be one of {sorted(SEQUENCES)}, got {which!r}")
         path = self.sequences_path(which)
         if not path.is_file():
-            hint = " with --set features.seq_overlap=true" if which == "train_extra" else ""
+            hint = (
+                " with --set features.seq_overlap=true"
+                if which == "train_extra"
+                else " with the run's blend.models (it computes them when a model reads them)"
+            )
             raise LabquakeError(f"{path}: no sequences here: run `labquake features`{hint}")
         self.require_intact([path.name])
         try:

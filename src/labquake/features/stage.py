@@ -96,13 +96,16 @@ def _seq_shape(fc: FeatureConfig, rows: int) -> tuple[int, int]:
     return int(steps), int(channels)
 
 
-def _chunk_features(fc: FeatureConfig, source: tuple[str, int], starts: np.ndarray, rows: int, part: str, features: bool = True) -> str:
+def _chunk_features(
+    fc: FeatureConfig, source: tuple[str, int], starts: np.ndarray, rows: int, part: str, features: bool = True, sequences: bool = True
+) -> str:
     """Features and sequences of the segments ``signal[start:start + rows]`` of an int16 cache file, saved to ``part``.
 
     Runs in a worker (a local process or a Dask worker): it opens the memory-mapped cache itself
     (``source``: file name and byte offset), so only names cross processes, never the signal. Each
     segment is read once for both. ``part`` (an .npz: ``features`` (n, 24) float64, or (n, 0) when
-    ``features`` is False, and ``sequences`` (n, steps, channels) float32) is written atomically, so a
+    ``features`` is False, and ``sequences`` (n, steps, channels) float32, or (n, 0, 0) when ``sequences``
+    is False) is written atomically, so a
     task retried after its worker died writes the same bytes.
     """
     from labquake.features.sequences import segment_sequence
@@ -112,13 +115,14 @@ def _chunk_features(fc: FeatureConfig, source: tuple[str, int], starts: np.ndarr
     signal = np.memmap(source[0], dtype=np.int16, mode="r", offset=source[1])
     f = featurizer(fc, rows) if features else None
     values = np.empty((len(starts), len(FEATURE_NAMES) if features else 0))
-    seqs = np.empty((len(starts), *seq_shape(fc, rows)), np.float32)
+    seqs = np.empty((len(starts), *(seq_shape(fc, rows) if sequences else (0, 0))), np.float32)
     for i, s in enumerate(starts):
         x = np.asarray(signal[s : s + rows])
         if f is not None:
             row = f(x)
             values[i] = [row[name] for name in FEATURE_NAMES]
-        seqs[i] = segment_sequence(x, fc)
+        if sequences:
+            seqs[i] = segment_sequence(x, fc)
     with atomic_path(part) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, features=values, sequences=seqs)
     return part
@@ -134,7 +138,7 @@ def _cache_file(signal: np.ndarray) -> tuple[str, int]:
     return where
 
 
-Task = tuple[str, tuple[str, int], np.ndarray, bool]  # name, cache file and offset, segment starts, features too (else sequences only)
+Task = tuple[str, tuple[str, int], np.ndarray, bool, bool]  # name, cache file and offset, segment starts, features?, sequences?
 
 
 def _load_part(path: Path, shape: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray] | None:
@@ -177,21 +181,21 @@ def _compute(
 
     rows = SEGMENT_ROWS
     fc = cfg.features
-    steps, channels = seq_shape(fc, rows)
     chunk = cfg.runtime.feature_chunk
     done: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     todo = []
     order: dict[str, list[str]] = {}  # each task's part files, in segment order
-    for name, source, starts, with_features in tasks:
+    shapes: dict[str, tuple[int, int, int]] = {}  # each task's feature columns, steps, channels
+    for name, source, starts, with_features, with_seq in tasks:
         order[name] = []
-        n_feat = len(FEATURE_NAMES) if with_features else 0
+        shapes[name] = (len(FEATURE_NAMES) if with_features else 0, *(seq_shape(fc, rows) if with_seq else (0, 0)))
         for c, lo in enumerate(range(0, len(starts), chunk)):
             part = str(parts / f"{name}_{c:05d}.npz")
             order[name].append(part)
             sub = np.asarray(starts[lo : lo + chunk], dtype=np.int64)
-            found = _load_part(Path(part), (len(sub), n_feat, steps, channels))
+            found = _load_part(Path(part), (len(sub), *shapes[name]))
             if found is None:
-                todo.append((source, sub, part, with_features))
+                todo.append((source, sub, part, with_features, with_seq, name))
             else:
                 done[part] = found
     resumed = sum(len(v[0]) for v in done.values())
@@ -202,13 +206,13 @@ def _compute(
     workers = min(workers, max(1, len(todo)))
     if cluster_threads:  # joblib's Dask backend (cluster.joblib_backend): one task per chunk
         call = delayed(_chunk_features)
-        results = Parallel(n_jobs=-1, batch_size=1, return_as="generator_unordered")(call(fc, src, st, rows, p, w) for src, st, p, w in todo)
+        results = Parallel(n_jobs=-1, batch_size=1, return_as="generator_unordered")(call(fc, src, st, rows, p, w, q) for src, st, p, w, q, _ in todo)
     elif workers == 1:  # in this process: no start-up cost, and the featurizer stays warm for the next call
-        results = (_chunk_features(fc, src, st, rows, p, w) for src, st, p, w in todo)
+        results = (_chunk_features(fc, src, st, rows, p, w, q) for src, st, p, w, q, _ in todo)
     else:
         call = delayed(_chunk_features)
-        results = Parallel(n_jobs=workers, return_as="generator_unordered")(call(fc, src, st, rows, p, w) for src, st, p, w in todo)
-    expected = {p: (len(st), len(FEATURE_NAMES) if w else 0, steps, channels) for _, st, p, w in todo}
+        results = Parallel(n_jobs=workers, return_as="generator_unordered")(call(fc, src, st, rows, p, w, q) for src, st, p, w, q, _ in todo)
+    expected = {p: (len(st), *shapes[name]) for _, st, p, _, _, name in todo}
     try:
         for part in results:
             found = _load_part(Path(part), expected[part])
@@ -235,9 +239,9 @@ def _compute(
             warnings.simplefilter("ignore", UserWarning)
             getattr(results, "close", lambda: None)()
     out = {}
-    for name, _, _, with_features in tasks:
+    for name, *_ in tasks:
         paths = order[name]
-        n_feat = len(FEATURE_NAMES) if with_features else 0
+        n_feat, steps, channels = shapes[name]
         if paths:
             out[name] = (np.concatenate([done[p][0] for p in paths]), np.concatenate([done[p][1] for p in paths]))
         else:
@@ -260,10 +264,12 @@ def compute_windows(
 
     with joblib_backend(scheduler, cfg.runtime.scheduler_timeout) as threads:
         parts.mkdir(parents=True, exist_ok=True)
-        return _compute(cfg, n_jobs(jobs), parts, [(name, source, np.asarray(starts, np.int64), True)], len(starts), threads)[name]
+        return _compute(cfg, n_jobs(jobs), parts, [(name, source, np.asarray(starts, np.int64), True, True)], len(starts), threads)[name]
 
 
-def run_features(cfg: Config, data_dir: Path, out_dir: Path, interim: Path, jobs: int = 0, scheduler: str | None = None) -> dict[str, Any]:
+def run_features(
+    cfg: Config, data_dir: Path, out_dir: Path, interim: Path, jobs: int = 0, scheduler: str | None = None, sequences: bool = True
+) -> dict[str, Any]:
     """Write the feature folder ``out_dir`` (see the module docstring); returns the stage record.
 
     ``train.parquet``, ``test.parquet``, their sequences ``train_seq.npy`` and ``test_seq.npy``
@@ -271,16 +277,20 @@ def run_features(cfg: Config, data_dir: Path, out_dir: Path, interim: Path, jobs
     ``train_seq_extra.npy`` and its rows ``train_seq_extra.parquet``, and ``features.json``.
     Chunks of segments run on ``jobs`` local processes, or on the Dask cluster at ``scheduler``
     (connected first, so an address that does not answer fails before any work). Unchanged inputs
-    and configuration: nothing is computed.
+    and configuration: nothing is computed. ``sequences`` False (the command line's choice when no
+    model of blend.models reads them): tables only, and features.json says so; a later call that
+    wants the sequences computes only them.
     """
     from labquake.cluster import joblib_backend
 
     with joblib_backend(scheduler, cfg.runtime.scheduler_timeout) as threads:
-        return _build(cfg, Path(data_dir), Path(out_dir), Path(interim), jobs, scheduler, threads)
+        return _build(cfg, Path(data_dir), Path(out_dir), Path(interim), jobs, scheduler, threads, sequences)
 
 
 # Long by design: the stage's steps in order, each timed; it reads top to bottom.
-def _build(cfg: Config, data_dir: Path, out_dir: Path, interim: Path, jobs: int, scheduler: str | None, threads: int) -> dict[str, Any]:
+def _build(
+    cfg: Config, data_dir: Path, out_dir: Path, interim: Path, jobs: int, scheduler: str | None, threads: int, sequences: bool
+) -> dict[str, Any]:
     import pandas as pd
 
     from labquake import data, targets
@@ -292,11 +302,13 @@ def _build(cfg: Config, data_dir: Path, out_dir: Path, interim: Path, jobs: int,
         train = data.load_train(data_dir, interim)
         test = data.load_test(data_dir, interim)
     rows = SEGMENT_ROWS
-    overlap = cfg.features.seq_overlap
+    overlap = cfg.features.seq_overlap and sequences  # its extra windows are sequences only
     key = tables_key(cfg, train.fingerprint, test.fingerprint)
-    if FeatureFolder(out_dir).finished(key, overlap):
+    folder = FeatureFolder(out_dir)
+    if folder.finished(key, overlap, sequences):
         log.info(f"features: {out_dir} is up to date (key {key})")
         return read_json(out_dir / RECORD)
+    tables_done = sequences and folder.finished(key, False, False)  # only the sequences are missing: computed alone
 
     with timer.step("targets"):
         meta = targets.segment_targets(train.ttf, cfg)
@@ -314,29 +326,44 @@ def _build(cfg: Config, data_dir: Path, out_dir: Path, interim: Path, jobs: int,
     parts.mkdir(parents=True, exist_ok=True)
     test_starts = np.arange(len(test.seg_ids), dtype=np.int64) * rows
     train_source = _cache_file(train.signal)
-    tasks: list[Task] = [("train", train_source, meta["start"].to_numpy(), True), ("test", _cache_file(test.signal), test_starts, True)]
+    with_features = not tables_done
+    tasks: list[Task] = [
+        ("train", train_source, meta["start"].to_numpy(), with_features, sequences),
+        ("test", _cache_file(test.signal), test_starts, with_features, sequences),
+    ]
     if extra is not None:
-        tasks.append(("train_extra", train_source, extra["start"].to_numpy(), False))  # sequences only
+        tasks.append(("train_extra", train_source, extra["start"].to_numpy(), False, True))  # sequences only
     workers = threads or n_jobs(jobs)
     where = f"Dask cluster {scheduler}, {threads} threads" if threads else f"{workers} jobs"
     n_extra = 0 if extra is None else len(extra)
     more = f", {n_extra} extra train windows (sequences)" if extra is not None else ""
-    log.info(f"features: {len(meta)} train segments in {n_cycles} cycles, {len(test_starts)} test segments{more}, {where}")
+    what = (
+        "sequences only (the tables are up to date)"
+        if tables_done
+        else "features and sequences"
+        if sequences
+        else "features (no model reads sequences)"
+    )
+    log.info(f"features: {len(meta)} train segments in {n_cycles} cycles, {len(test_starts)} test segments{more}, {where}: {what}")
     with timer.step("compute"):
         values = _compute(cfg, workers, parts, tasks, len(meta) + len(test_starts) + n_extra, threads)
-    train_table = pd.concat([meta, pd.DataFrame(values["train"][0], columns=FEATURE_NAMES)], axis=1)
-    test_table = pd.concat([pd.DataFrame({"seg_id": test.seg_ids}), pd.DataFrame(values["test"][0], columns=FEATURE_NAMES)], axis=1)
+    if tables_done:
+        tables = {w: (out_dir / TABLES[w]).read_bytes() for w in ("train", "test")}
+        n_train, n_test = len(meta), len(test_starts)
+    else:
+        train_table = pd.concat([meta, pd.DataFrame(values["train"][0], columns=FEATURE_NAMES)], axis=1)
+        test_table = pd.concat([pd.DataFrame({"seg_id": test.seg_ids}), pd.DataFrame(values["test"][0], columns=FEATURE_NAMES)], axis=1)
+        tables = {"train": parquet_bytes(train_table), "test": parquet_bytes(test_table)}
+        n_train, n_test = len(train_table), len(test_table)
     with atomic_path(out_dir) as tmp:
         # the folder is swapped whole: old tables or new ones, never a mix of the two
         tmp.mkdir()
         with timer.step("write"):
             # each file's checksum from the bytes written (features.json records them)
-            checksums = {
-                TABLES["train"]: write_bytes(tmp / TABLES["train"], parquet_bytes(train_table)),
-                TABLES["test"]: write_bytes(tmp / TABLES["test"], parquet_bytes(test_table)),
-                SEQUENCES["train"]: write_bytes(tmp / SEQUENCES["train"], npy_bytes(values["train"][1])),
-                SEQUENCES["test"]: write_bytes(tmp / SEQUENCES["test"], npy_bytes(values["test"][1])),
-            }
+            checksums = {TABLES[w]: write_bytes(tmp / TABLES[w], b) for w, b in tables.items()}
+            if sequences:
+                for w in ("train", "test"):
+                    checksums[SEQUENCES[w]] = write_bytes(tmp / SEQUENCES[w], npy_bytes(values[w][1]))
             if extra is not None:
                 checksums[SEQUENCES["train_extra"]] = write_bytes(tmp / SEQUENCES["train_extra"], npy_bytes(values["train_extra"][1]))
                 checksums[TABLES["train_extra"]] = write_bytes(tmp / TABLES["train_extra"], parquet_bytes(extra.reset_index(drop=True)))
@@ -347,9 +374,10 @@ def _build(cfg: Config, data_dir: Path, out_dir: Path, interim: Path, jobs: int,
             key=key,
             n_rows=train.n_rows,
             real_train=real,
-            n_train=len(train_table),
-            n_test=len(test_table),
+            n_train=n_train,
+            n_test=n_test,
             n_train_extra=n_extra,
+            sequences=sequences,  # computed (a later call that wants them computes only them)
             n_cycles=n_cycles,
             jobs=workers,
             scheduler=scheduler,
@@ -357,12 +385,10 @@ def _build(cfg: Config, data_dir: Path, out_dir: Path, interim: Path, jobs: int,
             seq_shape=list(seq_shape(cfg.features, rows)),
             data_dir=str(data_dir),
             checksums=checksums,
-            segments_per_s=round((len(train_table) + len(test_table) + n_extra) / max(timer.timings["compute"], 1e-9), 2),
+            segments_per_s=round((n_train + n_test + n_extra) / max(timer.timings["compute"], 1e-9), 2),
         )
         write_json(tmp / RECORD, record)
     shutil.rmtree(parts_root, ignore_errors=True)
-    log.info(
-        f"features: wrote {out_dir}/train.parquet ({len(train_table)} rows), test.parquet ({len(test_table)} rows)"
-        f" and their sequences ({'x'.join(map(str, seq_shape(cfg.features, rows)))} each) in {timer.total():.1f} s"
-    )
+    seqs = f" and their sequences ({'x'.join(map(str, seq_shape(cfg.features, rows)))} each)" if sequences else ""
+    log.info(f"features: wrote {out_dir}/train.parquet ({n_train} rows), test.parquet ({n_test} rows){seqs} in {timer.total():.1f} s")
     return record

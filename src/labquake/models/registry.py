@@ -30,6 +30,12 @@ def reads(cfg: Config, names: tuple[str, ...] | list[str] | None = None) -> dict
     return out
 
 
+def reads_sequences(cfg: Config) -> bool:
+    """Whether a model of blend.models reads the segments' sequences (it reads no feature columns):
+    the features stage computes them only then."""
+    return any(not model(name).features(cfg) for name in cfg.blend.models)
+
+
 def label(name: str) -> str:
     """A model's label in tables and plots (its name, if it is not a registered model)."""
     return MODELS[name].label if name in MODELS else name
