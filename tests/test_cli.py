@@ -59,7 +59,9 @@ def test_folders_default_from_the_paths_settings(tmp_path, monkeypatch):
     calls = {}
     monkeypatch.setattr(synth, "run_synth", lambda out, preset, seed, shift, test_shift: calls.update(synth=out))
     monkeypatch.setattr(data, "run_cache", lambda raw, interim, force: calls.update(cache=(raw, interim)))
-    monkeypatch.setattr(features, "run_features", lambda cfg, raw, out, interim, jobs, scheduler, sequences: calls.update(features=(raw, out, interim)))
+    monkeypatch.setattr(
+        features, "run_features", lambda cfg, raw, out, interim, jobs, scheduler, sequences: calls.update(features=(raw, out, interim))
+    )
     monkeypatch.setattr(models, "run_train", lambda cfg, feats, run, device, strict, scheduler: calls.update(train=(feats, run)))
     monkeypatch.setattr(blend, "run_submit", lambda cfg, run, raw, out: calls.update(submit=(run, raw, out)))
     monkeypatch.setattr(report, "run_report", lambda run: calls.update(report=run))
