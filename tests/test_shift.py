@@ -3,6 +3,8 @@ weights, the test's mean time to failure estimated without labels, and their set
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -184,3 +186,12 @@ def test_sample_weights_reach_the_network(tmp_path):
     plain, ones, half = fit(None), fit(np.ones(96)), fit(np.where(ttf > 5, 1.0, 0.0))
     np.testing.assert_allclose(ones, plain, rtol=0, atol=1e-5)
     assert np.abs(half - plain).max() > 1e-3
+
+
+def test_preset_shift_trains_fractions_from_the_command_line(tmp_path):
+    feats = write_feature_dir(tmp_path / "f", n_cycles=5)
+    out = cli("train", "--features", feats, "--run", tmp_path / "run", "--preset", "shift", "--set", "blend.models=[lgbm]", "--set", "lgbm.seeds=[0]")
+    assert out.returncode == 0, out.stderr[-2000:]
+    regime = json.loads((tmp_path / "run" / "summary.json").read_text())["regime"]
+    lengths = pd.read_parquet(feats / "train.parquet").query("cycle in [1, 2, 3]").eval("target + tsf")
+    assert regime["targets"] == "fraction" and regime["scale"] == "train" and regime["test_scale"] == pytest.approx(lengths.mean())
