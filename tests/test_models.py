@@ -286,6 +286,23 @@ def test_fit_monitors_a_logged_metric_and_is_reproducible(data, tmp_path):
         fit("e.h5", 0)
 
 
+def test_steps_per_execution_leaves_the_fit_unchanged(data, tmp_path, monkeypatch):
+    """Several training steps per graph call (network.STEPS_PER_EXECUTION) give the bytes of one a call."""
+    network.setup_tensorflow("cpu")
+    cfg = load_config("fast", None, ["nn.epochs=4", "nn.patience=4", "nn.batch_size=32", "nn.min_steps_per_epoch=0"])
+    inputs = nn.MODEL.prepare(cfg, data)
+    x = (inputs.X / np.abs(inputs.X).max(axis=0)).astype(np.float32).reshape(len(inputs.X), 1, -1)  # 180 rows: 6 steps an epoch
+
+    def fit(steps):
+        monkeypatch.setattr(network, "STEPS_PER_EXECUTION", steps)
+        net = network.ReusedNetwork(lambda compile: nn.build_network(cfg, x.shape[-1], compile))
+        model, hist = network.fit_network(cfg.nn, net, x, inputs.y, x, inputs.y, tmp_path / f"s{steps}.weights.h5", 3)
+        return network.predict_ttf(model, x), hist[network.MONITOR].to_numpy()
+
+    (p1, h1), (p32, h32) = fit(1), fit(32)
+    assert np.array_equal(p1, p32) and np.array_equal(h1, h32)
+
+
 def test_network_oof_rows_come_from_networks_that_did_not_see_them(data, tmp_path, monkeypatch):
     from sklearn.preprocessing import MinMaxScaler
 

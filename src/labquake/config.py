@@ -248,9 +248,8 @@ class SeqConfig(DrawConfig):
 
 @dataclass(frozen=True)
 class SVRConfig:
-    """scikit-learn's SVR on the network's features, min-max scaled on each training fold
-    (models/svr.py). The recipe team's full blend had one; its settings were not published, so
-    these are scikit-learn's defaults."""
+    """scikit-learn's SVR on the network's features, min-max scaled per training fold (models/svr.py).
+    The recipe team's full blend had one; its settings were not published: scikit-learn's defaults."""
 
     kernel: Literal["rbf", "linear", "poly", "sigmoid"] = "rbf"
     C: float = 1.0

@@ -28,11 +28,11 @@ from labquake.integrity import CHECKSUMS, check_files
 from labquake.metric import mae
 from labquake.models.base import Draw, FoldFit
 from labquake.models.folder import RunFolder
+from labquake.models.network import DEAD_STD
 from labquake.models.registry import model, training_data
 from labquake.trainset import TrainingData, fold_baseline
 from labquake.util import LabquakeError, atomic_path, load_npz, log, read_json, save_npz, write_csv, write_json
 
-DEAD_STD = 0.01  # a draw whose OOF predictions in a fold vary less than this x the target's std is dead
 MEAN_REJECT_RATIO = 0.7  # the reject bound x predict-the-mean's OOF MAE, when there is no LightGBM reference
 
 
