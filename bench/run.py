@@ -11,6 +11,9 @@
    bench/out/raw_full (or BENCH_RAW): time and size of `labquake synth --preset full`.
 3. `labquake features` on it from the CSV files (binary cache included), then again from the cache:
    wall time and peak resident memory of the whole process tree (workers included).
+4. The rest of `make run` on those features: `train` (the recipe: LightGBM and the network),
+   `submit` and `report`, each timed with its peak memory, and the whole run split by stage (cache
+   build, features, LightGBM, network, submit plus report) as issue 24's table.
 
 Results go to bench/out/results.json and a table on stdout. `--skip-full` runs step 1 only and keeps
 the last full-scale figures in results.json.
@@ -191,8 +194,32 @@ def full_scale(raw: Path) -> dict:
     res["segments"] = record["n_train"] + record["n_test"]
     res["features_seg_per_s"] = record["segments_per_s"]
     res["cpus"] = len(os.sched_getaffinity(0))
-    res["verify"] = verify_costs(interim, res["features_from_cache"]["seconds"])
+    run = OUT / "run_full"
+    shutil.rmtree(run, ignore_errors=True)
+    res["train"] = measure([*lq, "train", "--features", str(feats), "--run", str(run)], OUT / "train_full.log")
+    subs = OUT / "submissions_full"
+    res["submit"] = measure([*lq, "submit", "--run", str(run), "--data", str(raw), "--out", str(subs)], OUT / "submit_full.log")
+    res["report"] = measure([*lq, "report", "--run", str(run)], OUT / "report_full.log")
+    res["verify"] = verify_costs(interim, res["features_from_cache"]["seconds"], run)
+    res["stages"] = stage_table(res, record, json.loads((run / "train.json").read_text()))
     return res
+
+
+def stage_table(res: dict, features: dict, train: dict) -> dict:
+    """`make run` at Kaggle size by stage (seconds): the cache build and the features of the run from
+    the CSV files, the models' shares of `train`, then submit plus report; peak RSS over the commands."""
+    t = train["timings_s"]
+    cache = res["cache_build_seconds"] or 0.0
+    stages = {
+        "cache build": cache,
+        "features": round(res["features_from_csv"]["seconds"] - cache, 1),
+        **{name: t[name] for name in ("lgbm", "nn", "seq", "svr") if name in t},
+        "train, other": round(res["train"]["seconds"] - sum(t.get(n, 0.0) for n in ("lgbm", "nn", "seq", "svr")), 1),
+        "submit + report": round(res["submit"]["seconds"] + res["report"]["seconds"], 1),
+    }
+    stages["total"] = round(sum(stages.values()), 1)
+    peak = max(res[k]["peak_rss_gb"] for k in ("features_from_csv", "train", "submit", "report"))
+    return {"seconds": stages, "peak_rss_gb": peak}
 
 
 def verify_costs(interim: Path, features_seconds: float, run: Path | None = None) -> dict:
@@ -262,6 +289,10 @@ def main() -> None:
             f"; a run folder ({v['run']}, {v['run_files']} files) in {v['run_seconds']} s"
             if "run_seconds" in v
             else " (no run folder: BENCH_RUN=DIR)"
+        )
+        t = f["stages"]
+        print(
+            "make run at Kaggle size, by stage (s): " + ", ".join(f"{k} {v}" for k, v in t["seconds"].items()) + f"; peak RSS {t['peak_rss_gb']} GB"
         )
     path.write_text(json.dumps(results, indent=2) + "\n")
     print(f"written {path}")

@@ -70,7 +70,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from labquake import models
 
     features_dir, scheduler = _path(args.features, cfg.paths.features), scheduler_address(args.scheduler, cfg.runtime.scheduler)
-    models.run_train(cfg, features_dir, _run(args, cfg), device=args.device, strict=args.strict, scheduler=scheduler)
+    models.run_train(cfg, features_dir, _run(args, cfg), device=args.device, strict=args.strict, scheduler=scheduler, jobs=args.jobs)
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
@@ -194,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", help=RUN_HELP)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"], help="where TensorFlow runs (default: auto)")
     p.add_argument("--strict", action="store_true", help="stop with an error when every network draw is rejected (nn.on_reject=error for this call)")
+    p.add_argument("--jobs", type=int, default=0, help="worker processes for the networks' folds (default 0: all cores; 1: this process)")
 
     p = add("predict", cmd_predict, "predict time to failure along a continuous recording with a trained run", [common, configurable, scheduled])
     p.add_argument("--run", help=RUN_HELP)

@@ -31,7 +31,7 @@ from labquake.models.folder import RunFolder
 from labquake.models.network import DEAD_STD
 from labquake.models.registry import model, training_data
 from labquake.trainset import TrainingData, fold_baseline
-from labquake.util import LabquakeError, atomic_path, load_npz, log, read_json, save_npz, write_csv, write_json
+from labquake.util import LabquakeError, atomic_path, load_npz, log, read_json, save_npz, setup_logging, usable_cpus, write_csv, write_json
 
 MEAN_REJECT_RATIO = 0.7  # the reject bound x predict-the-mean's OOF MAE, when there is no LightGBM reference
 
@@ -103,6 +103,31 @@ def _isolated(*args: Any) -> FoldFit:
         return pickle.loads(out.read_bytes())
 
 
+def _local_fit(level: int, *args: Any) -> FoldFit:
+    """A network's fold in a local worker process (``train --jobs``), with one TensorFlow thread.
+
+    The recipe's network does a few milliseconds of arithmetic a step: one process spreads it over
+    the cores badly, one process a core keeps them all busy (measured in README, Speed).
+    """
+    from labquake.models.network import setup_tensorflow
+
+    name, cfg, features_dir, device, k, seed, fold_dir, pinned = args
+    if not log.handlers:  # a fresh worker: the caller's log level, its lines on stderr
+        setup_logging(0)
+        log.setLevel(level)
+    setup_tensorflow(device, threads=1)
+    inputs, folds = _worker_inputs(name, cfg, features_dir, device)
+    return model(name).fit_fold(cfg, dataclasses.replace(inputs, **pinned), folds, k, seed, Path(fold_dir))
+
+
+def local_jobs(jobs: int, device: str, tasks: int) -> int:
+    """Worker processes for a network's folds: ``jobs`` (0: every core), at most one a task; 1 (this
+    process) on a GPU, which the processes would fight over."""
+    if device == "gpu" or (device == "auto" and Path("/proc/driver/nvidia/version").exists()):
+        return 1
+    return max(1, min(jobs or usable_cpus(), tasks))
+
+
 def _child(job: str, out: str) -> None:
     """The child process of ``_isolated``: load the fold's inputs, fit, pickle the FoldFit."""
     import pickle
@@ -114,9 +139,11 @@ def _child(job: str, out: str) -> None:
 
 
 def _fit_draws(
-    name: str, cfg: Config, data: TrainingData, inputs: Any, draws: list[int], run: RunFolder, device: str, scheduler: str | None
+    name: str, cfg: Config, data: TrainingData, inputs: Any, draws: list[int], run: RunFolder, device: str, scheduler: str | None, jobs: int = 1
 ) -> list[Draw]:
-    """Train the draws not finished yet (all folds of each), save each; load the finished ones."""
+    """Train the draws not finished yet (all folds of each), save each; load the finished ones.
+
+    ``jobs``: local worker processes for the folds of a network (``local_jobs``); others run here."""
     m = model(name)
     n_folds = int(data.folds.max()) + 1
     done = {d: load_draw(name, run.draw_dir(name, d), d, m.seed(cfg, d)) for d in draws if run.draw_finished(name, d)}
@@ -127,7 +154,8 @@ def _fit_draws(
             for t in tmp.values():
                 t.mkdir(parents=True)
             tasks = [(d, k) for d in todo for k in range(n_folds)]
-            if scheduler is None:
+            workers = local_jobs(jobs, device, len(tasks)) if m.isolate else 1
+            if scheduler is None and workers == 1:
                 fits = [m.fit_fold(cfg, inputs, data.folds, k, m.seed(cfg, d), tmp[d]) for d, k in tasks]
             else:
                 from joblib import Parallel, delayed
@@ -135,10 +163,12 @@ def _fit_draws(
                 from labquake.cluster import joblib_backend
 
                 pinned = {"threads": inputs.threads} if hasattr(inputs, "threads") else {}
-                with joblib_backend(scheduler, cfg.runtime.scheduler_timeout):
-                    call = delayed(_fit_task)
-                    args = [(name, cfg, str(data.features_dir.resolve()), device, k, m.seed(cfg, d), str(tmp[d].resolve()), pinned) for d, k in tasks]
-                    fits = Parallel(n_jobs=-1, batch_size=1)(call(*a) for a in args)
+                args = [(name, cfg, str(data.features_dir.resolve()), device, k, m.seed(cfg, d), str(tmp[d].resolve()), pinned) for d, k in tasks]
+                if scheduler is None:
+                    fits = Parallel(n_jobs=workers, backend="loky", batch_size=1)(delayed(_local_fit)(log.level, *a) for a in args)
+                else:
+                    with joblib_backend(scheduler, cfg.runtime.scheduler_timeout):
+                        fits = Parallel(n_jobs=-1, batch_size=1)(delayed(_fit_task)(*a) for a in args)
             for i, d in enumerate(todo):
                 res = draw_from_folds(name, d, m.seed(cfg, d), data.folds, len(data.test), fits[i * n_folds : (i + 1) * n_folds])
                 save_draw(res, tmp[d])
@@ -259,11 +289,12 @@ def train_model(
     reference: tuple[str, np.ndarray] | None = None,
     on_reject: str | None = None,
     scheduler: str | None = None,
+    jobs: int = 1,
 ) -> ModelRun:
     """Every draw of one model; writes RUN/NAME/runs.json and history.csv (and the model's extras).
 
     ``reference``: the reference model's name and OOF predictions (LightGBM's), for the reject bound. ``on_reject`` overrides
-    the section's on_reject for this call (``train --strict``).
+    the section's on_reject for this call (``train --strict``). ``jobs``: as ``_fit_draws``.
     """
     m = model(name)
     c = m.settings(cfg)
@@ -272,7 +303,7 @@ def train_model(
     model_dir = run.model_dir(name)
     inputs = m.prepare(cfg, data, device)
     if not m.rejects:
-        draws = _fit_draws(name, cfg, data, inputs, list(range(m.draws(cfg))), run, device, scheduler)
+        draws = _fit_draws(name, cfg, data, inputs, list(range(m.draws(cfg))), run, device, scheduler, jobs)
         result = ModelRun(name, draws, [True] * len(draws), [True] * len(draws), None, None, None)
         _record(name, model_dir, y, data.folds, draws, result.accepted, result.kept, [None] * len(draws), {})
     else:
@@ -281,7 +312,7 @@ def train_model(
         draws, reasons = [], []
 
         def draw(batch: list[int]) -> list[str | None]:
-            new = _fit_draws(name, cfg, data, inputs, batch, run, device, scheduler)
+            new = _fit_draws(name, cfg, data, inputs, batch, run, device, scheduler, jobs)
             why = [reject_reason(y, r.oof, data.folds, bound) for r in new]
             draws.extend(new)
             reasons.extend(why)

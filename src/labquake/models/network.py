@@ -27,8 +27,10 @@ DEAD_STD = 0.01  # predictions that vary less than this x the target's std are c
 STEPS_PER_EXECUTION = 32
 
 
-def setup_tensorflow(device: str = "auto") -> str:
-    """Import TensorFlow quietly and reproducibly on the requested device; return "gpu" or "cpu"."""
+def setup_tensorflow(device: str = "auto", threads: int | None = None) -> str:
+    """Import TensorFlow quietly and reproducibly on the requested device; return "gpu" or "cpu".
+
+    ``threads``: its thread pools' size (a worker of ``train --jobs``: 1), set on the first call."""
     if device not in ("auto", "cpu", "gpu"):
         raise LabquakeError(f"--device {device!r}: choose auto, cpu or gpu")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -47,6 +49,9 @@ def setup_tensorflow(device: str = "auto") -> str:
         except RuntimeError:  # TensorFlow already initialised in this process
             if tf.config.get_visible_devices("GPU"):
                 raise LabquakeError("--device cpu: TensorFlow already started on the GPU in this process") from None
+    if threads and tf.config.threading.get_intra_op_parallelism_threads() != threads:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
     tf.config.experimental.enable_op_determinism()
     return "gpu" if gpus and device != "cpu" else "cpu"
 

@@ -38,12 +38,13 @@ def blend_weights(cfg: Config, runs: dict[str, ModelRun], oof: dict[str, np.ndar
 
 
 def run_train(
-    cfg: Config, features_dir: Path, run_dir: Path, device: str = "auto", strict: bool = False, scheduler: str | None = None
+    cfg: Config, features_dir: Path, run_dir: Path, device: str = "auto", strict: bool = False, scheduler: str | None = None, jobs: int = 1
 ) -> dict[str, Any]:
     """Cross-validate every model of blend.models on the feature folder; fill ``run_dir`` (module docstring).
 
     ``strict``: stop with an error when every draw of a network is rejected, whatever its on_reject says.
     ``scheduler``: a Dask scheduler's address; the folds of each batch of draws run there.
+    ``jobs``: local worker processes for the networks' folds (0: every core; 1: this process).
     """
     timer = Timer()
     run = RunFolder(run_dir)
@@ -70,7 +71,7 @@ def run_train(
         ref = next((n for n in runs if model(n).reference), None)
         reference = (ref, runs[ref].oof) if ref else None
         with timer.step(name):
-            runs[name] = train_model(name, cfg, data, run_dir, device, reference, "error" if strict else None, scheduler)
+            runs[name] = train_model(name, cfg, data, run_dir, device, reference, "error" if strict else None, scheduler, jobs)
         kept = sum(runs[name].kept)
         oof_s[name], test_s[name] = runs[name].oof * data.oof_scale, runs[name].test * data.test_scale
         log.info(f"{name}: OOF MAE {mae(y, oof_s[name]):.4f} ({sum(runs[name].accepted)} accepted of {len(runs[name].draws)} draws, {kept} kept)")
