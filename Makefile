@@ -58,7 +58,7 @@ features: $(STAMP) ## per-segment feature tables (cached: recomputed only when i
 	$(LQ) features --data $(RAW) --out $(FEATURES) --interim $(INTERIM) --jobs $(JOBS) $(CFG)
 
 train: features ## LightGBM + network, cross-validated (PRESET=fast for a quick run; resumes a run folder)
-	$(LQ) train --features $(FEATURES) $(RUNFLAG) $(CFG)
+	$(LQ) train --features $(FEATURES) --jobs $(JOBS) $(RUNFLAG) $(CFG)
 
 submit: train ## blend and write the submission files, then the report
 	$(LQ) submit $(RUNFLAG) --data $(RAW) --out $(SUBS) $(CFG)

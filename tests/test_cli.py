@@ -62,7 +62,7 @@ def test_folders_default_from_the_paths_settings(tmp_path, monkeypatch):
     monkeypatch.setattr(
         features, "run_features", lambda cfg, raw, out, interim, jobs, scheduler, sequences: calls.update(features=(raw, out, interim))
     )
-    monkeypatch.setattr(models, "run_train", lambda cfg, feats, run, device, strict, scheduler: calls.update(train=(feats, run)))
+    monkeypatch.setattr(models, "run_train", lambda cfg, feats, run, device, strict, scheduler, jobs: calls.update(train=(feats, run)))
     monkeypatch.setattr(blend, "run_submit", lambda cfg, run, raw, out: calls.update(submit=(run, raw, out)))
     monkeypatch.setattr(report, "run_report", lambda run: calls.update(report=run))
     toml = tmp_path / "paths.toml"

@@ -672,6 +672,20 @@ def test_tiny_run_records_batch_and_best_epochs(tiny_run):
         assert all(1 <= b <= e for b, e in zip(r["best_epoch"], r["epochs"]))
 
 
+def test_network_folds_in_worker_processes_give_the_same_bytes(tiny_features, tiny_run, tmp_path):
+    """train --jobs 2: the networks' folds in two worker processes of one TensorFlow thread each give
+    the bytes of the shared tiny run (one process, TensorFlow's own threads)."""
+    assert cv.local_jobs(2, "cpu", 5) == 2 and cv.local_jobs(0, "cpu", 1) == 1 and cv.local_jobs(4, "gpu", 9) == 1
+    run = tmp_path / "run"
+    models.run_train(load_config("fast"), tiny_features, run, device="cpu", jobs=2)
+    draws = sorted(p.name for p in (tiny_run / "nn").glob("draw*"))
+    assert draws and draws == sorted(p.name for p in (run / "nn").glob("draw*"))
+    for d in draws:
+        a, b = np.load(tiny_run / "nn" / d / "result.npz"), np.load(run / "nn" / d / "result.npz")
+        assert np.array_equal(a["oof"], b["oof"]) and np.array_equal(a["test"], b["test"])
+    assert (run / "oof.parquet").read_bytes() == (tiny_run / "oof.parquet").read_bytes()
+
+
 # ---------------------------------------------------------------------------------------------
 # The run folder
 

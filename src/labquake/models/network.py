@@ -179,10 +179,15 @@ def fit_network(
     # which cost 3-4x the training step itself on this small network (56 -> 15 ms an epoch).
     import tensorflow as tf
 
+    # tf.data's autotuning and graph rewrites cost a fifth of an epoch here (85 -> 66 ms) for
+    # pipelines of one shuffle and one batch; neither changes an element (the same bytes).
+    plain = tf.data.Options()
+    plain.autotune.enabled = False
+    plain.experimental_optimization.apply_default_optimizations = False
     rows = (x_train, y_train) if sample_weight is None else (x_train, y_train, {h: np.asarray(sample_weight, np.float32) for h in y_train})
     train = tf.data.Dataset.from_tensor_slices(rows)
-    train = train.shuffle(len(x_train), seed=seed, reshuffle_each_iteration=True).batch(batch_size(c, len(x_train)))
-    valid = tf.data.Dataset.from_tensor_slices((x_valid, y_valid)).batch(max(min(len(x_valid), 4096), 1)).cache()
+    train = train.shuffle(len(x_train), seed=seed, reshuffle_each_iteration=True).batch(batch_size(c, len(x_train))).with_options(plain)
+    valid = tf.data.Dataset.from_tensor_slices((x_valid, y_valid)).batch(max(min(len(x_valid), 4096), 1)).cache().with_options(plain)
     history = model.fit(train, validation_data=valid, epochs=c.epochs, callbacks=callbacks, shuffle=False, verbose=0)  # shuffled above
     save_weights(model, weights_path)
     return model, pd.DataFrame(history.history)
