@@ -104,18 +104,15 @@ def _isolated(*args: Any) -> FoldFit:
 
 
 def _local_fit(level: int, *args: Any) -> FoldFit:
-    """A network's fold in a local worker process (``train --jobs``), with one TensorFlow thread.
-
-    The recipe's network does a few milliseconds of arithmetic a step: one process spreads it over
-    the cores badly, one process a core keeps them all busy (measured in README, Speed).
-    """
+    """A network's fold in a local worker process (``train --jobs``): one process a core keeps the
+    cores busy, where one process's TensorFlow threads did not (network.TF_THREADS)."""
     from labquake.models.network import setup_tensorflow
 
     name, cfg, features_dir, device, k, seed, fold_dir, pinned = args
     if not log.handlers:  # a fresh worker: the caller's log level, its lines on stderr
         setup_logging(0)
         log.setLevel(level)
-    setup_tensorflow(device, threads=1)
+    setup_tensorflow(device)
     inputs, folds = _worker_inputs(name, cfg, features_dir, device)
     return model(name).fit_fold(cfg, dataclasses.replace(inputs, **pinned), folds, k, seed, Path(fold_dir))
 

@@ -8,6 +8,7 @@ the best weights restored, learning rate cut on plateaus), seeded per draw.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -25,12 +26,18 @@ DEAD_STD = 0.01  # predictions that vary less than this x the target's std are c
 # arithmetic a step, so Python's per-step dispatch was a quarter of an epoch (78.6 -> 57.6 ms an
 # epoch of 11 steps); the updates, and so the results, are the same bytes.
 STEPS_PER_EXECUTION = 32
+# TensorFlow's threads in every process. seq's results depend on the count (its sums split by
+# thread), so a fixed one makes them the same on every machine and for any train --jobs; the
+# networks' steps are too small to gain from a second thread (103 against 106 ms an epoch), and
+# train --jobs keeps the cores busy with processes instead.
+TF_THREADS = 1
 
 
-def setup_tensorflow(device: str = "auto", threads: int | None = None) -> str:
+def setup_tensorflow(device: str = "auto") -> str:
     """Import TensorFlow quietly and reproducibly on the requested device; return "gpu" or "cpu".
 
-    ``threads``: its thread pools' size (a worker of ``train --jobs``: 1), set on the first call."""
+    Its thread pools get TF_THREADS threads, set on the first call (a process where TensorFlow
+    already started keeps its own)."""
     if device not in ("auto", "cpu", "gpu"):
         raise LabquakeError(f"--device {device!r}: choose auto, cpu or gpu")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -49,9 +56,10 @@ def setup_tensorflow(device: str = "auto", threads: int | None = None) -> str:
         except RuntimeError:  # TensorFlow already initialised in this process
             if tf.config.get_visible_devices("GPU"):
                 raise LabquakeError("--device cpu: TensorFlow already started on the GPU in this process") from None
-    if threads and tf.config.threading.get_intra_op_parallelism_threads() != threads:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    if tf.config.threading.get_intra_op_parallelism_threads() != TF_THREADS:
+        with contextlib.suppress(RuntimeError):  # TensorFlow already initialised in this process
+            tf.config.threading.set_intra_op_parallelism_threads(TF_THREADS)
+            tf.config.threading.set_inter_op_parallelism_threads(TF_THREADS)
     tf.config.experimental.enable_op_determinism()
     return "gpu" if gpus and device != "cpu" else "cpu"
 
