@@ -1,4 +1,4 @@
-"""`make bench`: the numbers the issues ask for, measured at full scale (about 6 minutes on 2 cores, 17 GB of disk).
+"""`make bench`: the numbers the issues ask for, measured at full scale (about 12 minutes on 2 cores, 17 GB of disk).
 
 1. Feature speed per core: segments per second of the obvious implementation
    (labquake.features.reference) and of the fast one (labquake.features.segment), one process, the
