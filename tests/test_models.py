@@ -686,6 +686,21 @@ def test_network_folds_in_worker_processes_give_the_same_bytes(tiny_features, ti
     assert (run / "oof.parquet").read_bytes() == (tiny_run / "oof.parquet").read_bytes()
 
 
+def test_a_worker_reloads_a_feature_folder_recomputed_in_place(tmp_path, no_tf):
+    """A long-lived worker keeps a model's inputs per feature folder; a folder rewritten with other
+    tables (another key) is loaded again, not served from the worker's cache."""
+    cfg = load_config("fast")
+    feat = write_feature_dir(tmp_path / "f", key="k1", seed=1)
+    first = models.training_data(cfg, feat)
+    x1, _ = cv._worker_inputs("lgbm", cfg, (str(feat), first.features_key), "cpu")
+    write_feature_dir(tmp_path / "f", key="k2", seed=2)
+    second = models.training_data(cfg, feat)
+    assert second.features_key != first.features_key
+    x2, _ = cv._worker_inputs("lgbm", cfg, (str(feat), second.features_key), "cpu")
+    assert not np.array_equal(x1.X, x2.X)
+    assert np.array_equal(cv._worker_inputs("lgbm", cfg, (str(feat), first.features_key), "cpu")[0].X, x1.X)  # cached
+
+
 # ---------------------------------------------------------------------------------------------
 # The run folder
 

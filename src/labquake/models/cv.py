@@ -61,22 +61,28 @@ def cross_validate(name: str, cfg: Config, inputs: Any, folds: np.ndarray, n_tes
 
 
 @functools.lru_cache(maxsize=2)
-def _worker_inputs(name: str, cfg: Config, features_dir: str, device: str) -> tuple[Any, np.ndarray]:
-    """A worker's inputs of a model: loaded from the feature folder once per process."""
-    data = training_data(cfg, Path(features_dir))
+def _worker_inputs(name: str, cfg: Config, features: tuple[str, str], device: str) -> tuple[Any, np.ndarray]:
+    """A worker's inputs of a model: loaded from the feature folder once per process.
+
+    ``features``: the folder's path and its tables' key, so a folder recomputed in place between
+    two runs served by one long-lived worker is loaded again."""
+    data = training_data(cfg, Path(features[0]))
     return model(name).prepare(cfg, data, device), data.folds
 
 
-def _fit_task(name: str, cfg: Config, features_dir: str, device: str, k: int, seed: int, fold_dir: str, pinned: dict) -> FoldFit:
-    """A fold as a cluster task: paths and numbers in, the fold's predictions out.
+def _fit_here(name: str, cfg: Config, features: tuple[str, str], device: str, k: int, seed: int, fold_dir: str, pinned: dict) -> FoldFit:
+    """A fold as a task: paths and numbers in, the fold's predictions out.
 
     ``pinned``: inputs the planning process fixed (LightGBM's thread count, on which its results
     depend), so a worker with other cores computes the same bytes.
     """
-    if model(name).isolate:
-        return _isolated(name, cfg, features_dir, device, k, seed, fold_dir, pinned)
-    inputs, folds = _worker_inputs(name, cfg, features_dir, device)
+    inputs, folds = _worker_inputs(name, cfg, features, device)
     return model(name).fit_fold(cfg, dataclasses.replace(inputs, **pinned), folds, k, seed, Path(fold_dir))
+
+
+def _fit_task(*args: Any) -> FoldFit:
+    """A fold as a cluster task (``_fit_here``'s arguments); a network's in a process of its own."""
+    return _isolated(*args) if model(args[0]).isolate else _fit_here(*args)
 
 
 def _isolated(*args: Any) -> FoldFit:
@@ -108,13 +114,11 @@ def _local_fit(level: int, *args: Any) -> FoldFit:
     cores busy, where one process's TensorFlow threads did not (network.TF_THREADS)."""
     from labquake.models.network import setup_tensorflow
 
-    name, cfg, features_dir, device, k, seed, fold_dir, pinned = args
     if not log.handlers:  # a fresh worker: the caller's log level, its lines on stderr
         setup_logging(0)
         log.setLevel(level)
-    setup_tensorflow(device)
-    inputs, folds = _worker_inputs(name, cfg, features_dir, device)
-    return model(name).fit_fold(cfg, dataclasses.replace(inputs, **pinned), folds, k, seed, Path(fold_dir))
+    setup_tensorflow(args[3])
+    return _fit_here(*args)
 
 
 def local_jobs(jobs: int, device: str, tasks: int) -> int:
@@ -129,10 +133,7 @@ def _child(job: str, out: str) -> None:
     """The child process of ``_isolated``: load the fold's inputs, fit, pickle the FoldFit."""
     import pickle
 
-    name, cfg, features_dir, device, k, seed, fold_dir, pinned = pickle.loads(Path(job).read_bytes())
-    inputs, folds = _worker_inputs(name, cfg, features_dir, device)
-    fit = model(name).fit_fold(cfg, dataclasses.replace(inputs, **pinned), folds, k, seed, Path(fold_dir))
-    Path(out).write_bytes(pickle.dumps(fit))
+    Path(out).write_bytes(pickle.dumps(_fit_here(*pickle.loads(Path(job).read_bytes()))))
 
 
 def _fit_draws(
@@ -160,7 +161,8 @@ def _fit_draws(
                 from labquake.cluster import joblib_backend
 
                 pinned = {"threads": inputs.threads} if hasattr(inputs, "threads") else {}
-                args = [(name, cfg, str(data.features_dir.resolve()), device, k, m.seed(cfg, d), str(tmp[d].resolve()), pinned) for d, k in tasks]
+                source = (str(data.features_dir.resolve()), data.features_key)
+                args = [(name, cfg, source, device, k, m.seed(cfg, d), str(tmp[d].resolve()), pinned) for d, k in tasks]
                 if scheduler is None:
                     fits = Parallel(n_jobs=workers, backend="loky", batch_size=1)(delayed(_local_fit)(log.level, *a) for a in args)
                 else:
