@@ -135,6 +135,53 @@ def test_chunking_does_not_change_values(real_dir, chunk_bytes):
     np.testing.assert_array_equal(ttf, ref["time_to_failure"].to_numpy())
 
 
+_DIGITS = st.text("0123456789", min_size=1, max_size=7)  # two of them: at most 14 digits
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(st.integers(-32768, 32767), st.booleans(), _DIGITS, _DIGITS),
+        min_size=1,
+        max_size=200,
+    )
+)
+def test_plain_train_parser_gives_pyarrows_values(rows):
+    """Kaggle's plain lines (signed int16, "-0", a decimal of up to 15 digits, leading zeros and all)
+    parse to pyarrow's exact values: the same int16 and the same float64 bits."""
+    from labquake.data import csv
+
+    text = "".join(f"{'-0' if neg and v == 0 else v},{whole}.{frac}\n" for v, neg, whole, frac in rows)
+    text += "-32768,0.00000000000001\n32767,99999999999999.9\n"  # the extremes: 15 digits
+    chunk = text.encode()
+    plain = csv.parse_plain_train(chunk)
+    ref = csv.parse_arrow(chunk, 2, Path("train.csv"), csv.TRAIN_COLUMNS)
+    assert plain is not None and np.array_equal(plain[0], ref[0]) and plain[0].dtype == ref[0].dtype
+    assert np.array_equal(plain[1].view(np.int64), ref[1].view(np.int64))
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["5,1e-3", "5,1.0\r", "+5,1.0", "5,.5", "5,5.", "5,5", "40000,1.0", "-32769,1.0", "5, 1.0", "5,1.0,2", "5,-1.0",
+     "5,1.234567890123456", "1234567890123456,1.0", "\ufeff5,1.0", "0x10,1.0", "5,nan", ",1.0", "5,"],
+)  # fmt: skip
+def test_other_train_lines_go_to_pyarrow(line):
+    """Any line outside the plain form sends its chunk to pyarrow (and its checks), never a guess."""
+    from labquake.data import csv
+
+    chunk = f"7,2.5\n{line}\n3,0.25\n".encode()
+    assert csv.parse_plain_train(chunk) is None
+    path = Path("train.csv")
+    try:
+        ref = csv.parse_arrow(chunk, 2, path, csv.TRAIN_COLUMNS)
+    except LabquakeError as exc:
+        with pytest.raises(LabquakeError, match=str(exc).split(": ", 1)[1][:20].replace("(", ".").replace(")", ".")):
+            csv.parse_rows(chunk, 2, path, csv.TRAIN_COLUMNS)
+        return
+    got = csv.parse_rows(chunk, 2, path, csv.TRAIN_COLUMNS)
+    assert all(np.array_equal(a, b) for a, b in zip(got, ref))
+
+
 @pytest.mark.parametrize("variant", ["crlf", "no_final_newline", "bom", "trailing_blank_lines"])
 def test_accepted_text_variants(real_dir, tmp_path, variant):
     text = (real_dir / "train_head.csv").read_bytes()
@@ -195,6 +242,21 @@ def test_bad_train_line_is_reported_with_its_line_number(raw, tmp_path, line_no,
     crlf = tmp_path / "crlf.csv"
     crlf.write_bytes(path.read_bytes().replace(b"\n", b"\r\n"))
     assert error_of(collect_train, crlf, chunk_bytes=10_007) == f"{crlf}: line {line_no}: {what}"
+
+
+@pytest.mark.parametrize("chunk_bytes", [7, 1000, 1 << 20])
+def test_bad_lines_are_numbered_in_the_whole_file_whatever_the_pieces(tmp_path, chunk_bytes):
+    """Pieces are parsed as if each began at line 1; the error still names the file's line."""
+    from labquake.data import csv
+
+    path = tmp_path / "train.csv"
+    path.write_bytes(b"acoustic_data,time_to_failure\n" + b"1,1.5\n" * 4998 + b"x,1.0\n" + b"1,1.0\n" * 5)
+    with pytest.raises(LabquakeError, match=r"line 5000: acoustic_data 'x'"):
+        csv.read_train(path, lambda *a: None, min_rows=1, chunk_bytes=chunk_bytes)
+    path.write_bytes(b"acoustic_data,time_to_failure\n" + b"1,1.0\n" * 10 + b"2" * (csv.MAX_LINE + 10) + b",1.0\n")
+    if chunk_bytes < csv.MAX_LINE:
+        with pytest.raises(LabquakeError, match=r"line 12: longer than"):
+            csv.read_train(path, lambda *a: None, min_rows=1, chunk_bytes=chunk_bytes)
 
 
 def test_bad_header_shows_what_was_found(raw, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import hashlib
 import io
 import json
@@ -58,6 +59,22 @@ def ordered_map(pool: Executor, fn: Callable[[_T], _R], items: Iterable[_T], ahe
 def json_key(obj: Any) -> str:
     """A short stable key of a JSON-able object (sorted keys): what a cache or a run is keyed by."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def lazy_njit(func: Callable) -> Callable:
+    """``numba.njit(cache=True, nogil=True)(func)``, compiled on the first call: importing stays cheap."""
+    compiled: Callable | None = None
+
+    @functools.wraps(func)
+    def wrapper(*args: Any) -> Any:
+        nonlocal compiled
+        if compiled is None:
+            import numba
+
+            compiled = numba.njit(cache=True, nogil=True)(func)
+        return compiled(*args)
+
+    return wrapper
 
 
 def setup_logging(verbosity: int = 0) -> None:

@@ -7,29 +7,12 @@ the buffers. ``warm_up`` calls each once on a tiny input, so the compile or load
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-from typing import Any
-
 import numpy as np
 
-
-def _lazy_njit(func: Callable) -> Callable:
-    compiled: Callable | None = None
-
-    @functools.wraps(func)
-    def wrapper(*args: Any) -> Any:
-        nonlocal compiled
-        if compiled is None:
-            import numba
-
-            compiled = numba.njit(cache=True, nogil=True)(func)
-        return compiled(*args)
-
-    return wrapper
+from labquake.util import lazy_njit
 
 
-@_lazy_njit
+@lazy_njit
 def sign_changes(x):  # pragma: no cover - compiled
     """Positions where np.sign of consecutive samples differs."""
     count = 0
@@ -42,7 +25,7 @@ def sign_changes(x):  # pragma: no cover - compiled
     return count
 
 
-@_lazy_njit
+@lazy_njit
 def count_peaks(x, n):  # pragma: no cover - compiled
     """tsfresh number_peaks: samples strictly greater than the n neighbours on each side.
 
@@ -70,7 +53,7 @@ def count_peaks(x, n):  # pragma: no cover - compiled
     return count
 
 
-@_lazy_njit
+@lazy_njit
 def zcr_mean(x, frame, hop, threshold):  # pragma: no cover - compiled
     """librosa.feature.zero_crossing_rate (centred, edge padding, pad=False), mean over frames.
 
@@ -103,7 +86,7 @@ def zcr_mean(x, frame, hop, threshold):  # pragma: no cover - compiled
     return total / (frame * n_frames)
 
 
-@_lazy_njit
+@lazy_njit
 def rolling_var(x, w, out):  # pragma: no cover - compiled
     """Sample variance (ddof 1, at least 0) over trailing windows of w, complete windows only: out[i]
     for x[i:i+w]. The square roots are left to the few order statistics the features use.
@@ -136,7 +119,7 @@ def rolling_var(x, w, out):  # pragma: no cover - compiled
 
 
 # Long by design: one numba loop, kept whole so that it compiles to a single pass over the data.
-@_lazy_njit
+@lazy_njit
 def band_extremes(power, bands, peak, valley):  # pragma: no cover - compiled
     """Per frame and band (first bin, end bin, q): the mean magnitude of the q largest and of the q
     smallest bins (librosa.feature.spectral_contrast's peak and valley), from the power spectrum.
@@ -216,7 +199,7 @@ def band_extremes(power, bands, peak, valley):  # pragma: no cover - compiled
             peak[k, t] = mean_root_of_smallest(high, b, q)
 
 
-@_lazy_njit
+@lazy_njit
 def hard_threshold(x, threshold, out):  # pragma: no cover - compiled
     """pywt.threshold(x, threshold, "hard"): values with |v| < threshold become 0."""
     for i in range(x.shape[0]):
@@ -225,7 +208,7 @@ def hard_threshold(x, threshold, out):  # pragma: no cover - compiled
     return out
 
 
-@_lazy_njit
+@lazy_njit
 def autocorrelation(x, lag):  # pragma: no cover - compiled
     """tsfresh autocorrelation: sum((x[t]-m)(x[t+lag]-m)) / ((n-lag) var(x)), m and var over all of x.
 
@@ -266,7 +249,7 @@ def autocorrelation(x, lag):  # pragma: no cover - compiled
     return ((c0 + c1) + (c2 + c3)) / ((n - lag) * (((s0 + s1) + (s2 + s3)) / n))
 
 
-@_lazy_njit
+@lazy_njit
 def abs_sum_greater(x, limit):  # pragma: no cover - compiled
     total = 0.0
     for i in range(x.shape[0]):
@@ -276,7 +259,7 @@ def abs_sum_greater(x, limit):  # pragma: no cover - compiled
     return total
 
 
-@_lazy_njit
+@lazy_njit
 def mel_power(power, weights, lo, hi, out):  # pragma: no cover - compiled
     """out[t, m] = sum_j power[t, j] * weights[m, j] over the non-zero bins lo[m]:hi[m] of filter m.
 
@@ -307,7 +290,7 @@ def mel_power(power, weights, lo, hi, out):  # pragma: no cover - compiled
     return out
 
 
-@_lazy_njit
+@lazy_njit
 def abs_squared(spec, out):  # pragma: no cover - compiled
     """|spec|**2 as re**2 + im**2 (np.abs squared, within an ulp, without hypot's cost)."""
     for t in range(spec.shape[0]):
@@ -317,7 +300,7 @@ def abs_squared(spec, out):  # pragma: no cover - compiled
     return out
 
 
-@_lazy_njit
+@lazy_njit
 def windowed_frames(y, first, hop, window, out):  # pragma: no cover - compiled
     """out[r] = window * frame first + r of y: centred frames, reflect padding (librosa.stft).
 
@@ -342,7 +325,7 @@ def windowed_frames(y, first, hop, window, out):  # pragma: no cover - compiled
 
 
 # Long by design: one numba loop, kept whole so that it compiles to a single pass over the data.
-@_lazy_njit
+@lazy_njit
 def select_pair(a, r, buf):  # pragma: no cover - compiled
     """The values of rank r and r + 1 (0-based, ascending; r + 1 clipped) of finite a, a unchanged.
 
