@@ -154,10 +154,25 @@ def test_plain_train_parser_gives_pyarrows_values(rows):
     text = "".join(f"{'-0' if neg and v == 0 else v},{whole}.{frac}\n" for v, neg, whole, frac in rows)
     text += "-32768,0.00000000000001\n32767,99999999999999.9\n"  # the extremes: 15 digits
     chunk = text.encode()
-    plain = csv.parse_plain_train(chunk)
+    plain = csv.parse_plain(chunk, csv.TRAIN_COLUMNS)
     ref = csv.parse_arrow(chunk, 2, Path("train.csv"), csv.TRAIN_COLUMNS)
     assert plain is not None and np.array_equal(plain[0], ref[0]) and plain[0].dtype == ref[0].dtype
     assert np.array_equal(plain[1].view(np.int64), ref[1].view(np.int64))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(-32768, 32767), st.booleans()), min_size=1, max_size=300))
+def test_plain_segment_parser_gives_pyarrows_values(rows):
+    """A test segment's plain lines (signed int16, "-0" and "007" included) parse to pyarrow's values;
+    any other form goes to pyarrow."""
+    from labquake.data import csv
+
+    chunk = "".join(f"{'-0' if pad and v == 0 else f'00{v}' if pad and 0 < v < 1000 else v}\n" for v, pad in rows).encode()
+    plain = csv.parse_plain(chunk, csv.TEST_COLUMNS)
+    ref = csv.parse_arrow(chunk, 2, Path("seg.csv"), csv.TEST_COLUMNS)
+    assert plain is not None and len(plain) == 1 and np.array_equal(plain[0], ref[0]) and plain[0].dtype == ref[0].dtype
+    for other in (b"5,1\n", b" 5\n", b"+5\n", b"5\r\n", b"40000\n", b"\n", b"5.0\n"):
+        assert csv.parse_plain(chunk + other, csv.TEST_COLUMNS) is None
 
 
 @pytest.mark.parametrize(
@@ -170,7 +185,7 @@ def test_other_train_lines_go_to_pyarrow(line):
     from labquake.data import csv
 
     chunk = f"7,2.5\n{line}\n3,0.25\n".encode()
-    assert csv.parse_plain_train(chunk) is None
+    assert csv.parse_plain(chunk, csv.TRAIN_COLUMNS) is None
     path = Path("train.csv")
     try:
         ref = csv.parse_arrow(chunk, 2, path, csv.TRAIN_COLUMNS)

@@ -265,7 +265,7 @@ def _write_arrays(
 
         def sink(*arrays: np.ndarray) -> None:
             for fh, h, dtype, a in zip(files, hashes, dtypes, arrays):
-                data = a.astype(dtype, copy=False).tobytes()
+                data = memoryview(np.ascontiguousarray(a.astype(dtype, copy=False))).cast("B")  # its bytes, not a copy
                 fh.write(data)
                 h.update(data)
 

@@ -3,7 +3,7 @@
 Line ends may be LF or CRLF, the final newline may be missing, blank lines at the very end and a
 UTF-8 byte order mark are ignored. Anything else that is wrong is a one-line ``LabquakeError``
 naming the file and the line. ``train.csv`` is read in byte chunks cut at line ends. A chunk in
-Kaggle's own plain form is parsed by ``parse_plain_train`` (4x pyarrow's speed, the same values);
+Kaggle's own plain form is parsed by ``parse_plain`` (4x pyarrow's speed, the same values);
 any other goes to pyarrow, and only a chunk that pyarrow or the checks reject is re-read line by
 line, to report the exact first bad line.
 """
@@ -115,9 +115,9 @@ _POW10 = np.array([10.0**k for k in range(16)])  # exact in float64 up to 1e22
 
 # Long by design: one numba loop, kept whole so that it compiles to a single pass over the data.
 @lazy_njit
-def _plain_train(buf, signal, ttf, pow10):  # pragma: no cover - compiled
-    """Lines ``-?D{1,5},D+.D+`` + LF (D: a digit, at most 15 of them in the time) into ``signal``
-    (int16) and ``ttf``; the row count, or -1 at the first line of any other form.
+def _plain_rows(buf, signal, ttf, pow10, has_ttf):  # pragma: no cover - compiled
+    """Lines ``-?D{1,5}`` (``has_ttf``: then ``,D+.D+``, at most 15 digits D in the time) + LF into
+    ``signal`` (int16) and ``ttf``; the row count, or -1 at the first line of any other form.
 
     The time is its digits as an integer m (< 2**53, so exact) over 10**k (exact): one correctly
     rounded division, which is the correctly rounded value of the decimal, as pyarrow gives it.
@@ -135,39 +135,45 @@ def _plain_train(buf, signal, ttf, pow10):  # pragma: no cover - compiled
             d += 1
             i += 1
         v = -v if neg else v
-        if d == 0 or d > 5 or v < -32768 or v > 32767 or i >= n or buf[i] != 44:  # ","
-            return -1
-        i += 1
-        m = 0
-        d = 0
-        while i < n and d <= 15 and 48 <= buf[i] <= 57:
-            m = m * 10 + (buf[i] - 48)
-            d += 1
-            i += 1
-        if d == 0 or i >= n or buf[i] != 46:  # "."
-            return -1
-        i += 1
-        k = 0
-        while i < n and d + k <= 15 and 48 <= buf[i] <= 57:
-            m = m * 10 + (buf[i] - 48)
-            k += 1
-            i += 1
-        if k == 0 or d + k > 15 or i >= n or buf[i] != 10:  # "\n"
+        if d == 0 or d > 5 or v < -32768 or v > 32767 or i >= n or buf[i] != (44 if has_ttf else 10):  # "," or "\n"
             return -1
         i += 1
         signal[row] = v
-        ttf[row] = m / pow10[k]
+        if has_ttf:
+            m = 0
+            d = 0
+            while i < n and d <= 15 and 48 <= buf[i] <= 57:
+                m = m * 10 + (buf[i] - 48)
+                d += 1
+                i += 1
+            if d == 0 or i >= n or buf[i] != 46:  # "."
+                return -1
+            i += 1
+            k = 0
+            while i < n and d + k <= 15 and 48 <= buf[i] <= 57:
+                m = m * 10 + (buf[i] - 48)
+                k += 1
+                i += 1
+            if k == 0 or d + k > 15 or i >= n or buf[i] != 10:  # "\n"
+                return -1
+            i += 1
+            ttf[row] = m / pow10[k]
         row += 1
     return row
 
 
-def parse_plain_train(chunk: bytes | memoryview) -> list[np.ndarray] | None:
-    """The (signal, ttf) arrays of complete ``train.csv`` lines in Kaggle's plain form, or None when
-    any line has another form (the caller's slower parsers then take the chunk)."""
-    most = len(chunk) // 6 + 1  # the shortest line, "0,0.0\n", is 6 bytes
-    signal, ttf = np.empty(most, I16), np.empty(most, F64)
-    rows = _plain_train(np.frombuffer(chunk, np.uint8), signal, ttf, _POW10)
-    return None if rows < 0 else [signal[:rows].copy(), ttf[:rows].copy()]
+def parse_plain(chunk: bytes | memoryview, columns: tuple[str, ...]) -> list[np.ndarray] | None:
+    """The arrays of complete ``train.csv`` or test segment lines in Kaggle's plain form, or None
+    when any line has another form (the caller's slower parsers then take the chunk)."""
+    has_ttf = columns == TRAIN_COLUMNS
+    if not has_ttf and columns != TEST_COLUMNS:
+        return None
+    most = len(chunk) // (6 if has_ttf else 2) + 1  # the shortest lines: "0,0.0\n", "0\n"
+    signal, ttf = np.empty(most, I16), np.empty(most if has_ttf else 0, F64)
+    rows = _plain_rows(np.frombuffer(chunk, np.uint8), signal, ttf, _POW10, has_ttf)
+    if rows < 0:
+        return None
+    return [signal[:rows].copy(), ttf[:rows].copy()] if has_ttf else [signal[:rows].copy()]
 
 
 def _values_ok(columns: tuple[str, ...], arrays: list[np.ndarray]) -> bool:
@@ -181,11 +187,11 @@ def _values_ok(columns: tuple[str, ...], arrays: list[np.ndarray]) -> bool:
 def parse_rows(chunk: bytes | memoryview, first_line: int, path: Path, columns: tuple[str, ...]) -> list[np.ndarray]:
     """Parse complete lines (``chunk`` ends with a newline) into one array per column.
 
-    ``parse_plain_train`` takes a train chunk in Kaggle's plain form; otherwise pyarrow does the
+    ``parse_plain`` takes a chunk in Kaggle's plain form; otherwise pyarrow does the
     work, and when it or the value checks reject the chunk, or it splits lines differently (a lone
     CR), the chunk is re-read by ``scan_rows`` for the exact message.
     """
-    plain = parse_plain_train(chunk) if columns == TRAIN_COLUMNS else None
+    plain = parse_plain(chunk, columns)
     return plain if plain is not None else parse_arrow(chunk, first_line, path, columns)
 
 
