@@ -72,6 +72,17 @@ def factorise(p: np.ndarray, k: int = 3, iters: int = 600, seed: int = 0) -> tup
     return w[:, order], h[order]
 
 
+def at_knots(f: np.ndarray, power: np.ndarray) -> np.ndarray:
+    """A spectrum at FREQ_KNOTS: the bin itself where the knots are every bin, else the mean of the
+    bins within half a knot spacing (one bin of a factorised spectrum scatters by several %)."""
+    out = np.interp(FREQ_KNOTS, f, power)
+    half = np.diff(FREQ_KNOTS, append=FREQ_KNOTS[-1]) / 2
+    for i, (k, w) in enumerate(zip(FREQ_KNOTS, half)):
+        if w > 1 / FRAME:
+            out[i] = power[np.abs(f - k) <= w].mean()
+    return out
+
+
 def wander(z: np.ndarray, floor_level: float) -> list[tuple[int, float]]:
     """The slow wander below 0.003 cycles/sample (32,768-sample frames): its excess over the flat
     floor fitted by AR(1) processes of a few correlation lengths, as (length, variance)."""
@@ -159,7 +170,7 @@ def main() -> None:
     w, h = factorise(frames.reshape(n_seg * n_frames, -1))
     p = frames.reshape(n_seg * n_frames, -1)
     err = float(np.median(np.abs(np.log((w @ h)[:, 1:] / p[:, 1:]))))
-    shapes = {name: np.interp(FREQ_KNOTS, f, h[j]) for j, name in enumerate(["floor", "tone", "low"])}
+    shapes = {name: at_knots(f, h[j]) for j, name in enumerate(["floor", "tone", "low"])}
     # the wander is its own component: take its share out of the floor's lowest knots
     slow = wander(z, floor_level=float(np.median(h[0][(f > 0.002) & (f < 0.008)])))
     shapes["floor"] = np.maximum(shapes["floor"] - ar1_spectrum(FREQ_KNOTS, slow) * (FREQ_KNOTS > 0), 0.0)
