@@ -18,6 +18,10 @@ synthetic test segments against the real test's 24 features (REAL_DIR/test_featu
 
     python bench/realism.py --real REAL_DIR [--presets demo full] [--seeds 0 1] [--reuse]
     python bench/realism.py --real REAL_DIR --quick [N]
+    python bench/realism.py --real REAL_DIR --rerender K
+
+``--rerender K`` renders each of the 100 real test segments from its own frame-by-frame weights (a
+K-part factorisation) and sets the rendering against the real segments: how far frame powers go.
 
 ``--quick N`` is the loop the generator's constants were tuned with: N test segments of `full`
 (seed 0) rendered in this process, no files, their 24 features against the real test's (about 15 s
@@ -140,6 +144,44 @@ def quick(real_dir: Path, n: int) -> None:
     print(f"AUC {auc:.3f}  median KS {table['ks_stat'].median():.3f}  largest KS {table['ks_stat'].max():.3f}")
 
 
+def rerender(real_dir: Path, k: int, within: float = 0.6) -> None:
+    """Each of the 100 real test segments rendered from its own frame-by-frame weights (a K-part
+    factorisation of its 2,048-sample frames, as bench/measure_real.py does with K = 3), Gaussian
+    noise through the parts' filters under a log-normal envelope of sd ``within`` inside a frame, and
+    the rendering set against the real segments: how far frame powers alone go."""
+    from measure_real import factorise, frame_spectra
+    from scipy.signal import oaconvolve
+
+    from labquake.features import FEATURE_NAMES, segment_features
+    from labquake.stats import adversarial_auc, ks_table
+    from labquake.synth import measured, signal
+
+    seg = np.load(real_dir / "test_sample.npz")["acoustic_data"].astype(np.float64)
+    med = np.median(seg, axis=1, keepdims=True)
+    f, frames = frame_spectra(seg - med)
+    n_seg, n_frames, n_bins = frames.shape
+    w, h = factorise(frames.reshape(-1, n_bins), k=k, iters=400)
+    h[0] = np.maximum(h[0] - 1 / 6, 0)  # the rounding noise is added by the rounding
+    filters, weights = [signal.fir(f, part, 2047) for part in h], w.reshape(n_seg, n_frames, k)
+    rng, t, centres = np.random.default_rng(0), np.arange(SEGMENT_ROWS), np.arange(n_frames) * 2048 + 1024
+    out = []
+    for s in range(n_seg):
+        y = med[s, 0] + signal._smooth(rng, SEGMENT_ROWS, [(n, np.sqrt(v)) for n, v in measured.WANDER])
+        for j in range(k):
+            amp = np.sqrt(np.interp(t, centres, weights[s, :, j]))
+            if j:
+                amp *= np.exp(within * signal._smooth(rng, SEGMENT_ROWS, [(600.0, 1.0)]) - within**2)
+            y += oaconvolve(rng.standard_normal(SEGMENT_ROWS) * amp, filters[j])[:SEGMENT_ROWS]
+        out.append(np.clip(np.rint(y), -32768, 32767).astype(np.int16))
+    syn = pd.DataFrame([segment_features(x) for x in out])
+    real = pd.DataFrame([segment_features(x) for x in seg.astype(np.int16)])
+    table = ks_table(syn, real, FEATURE_NAMES)
+    print(table.head(6).to_string(index=False))
+    print(
+        f"{k} parts: AUC {adversarial_auc(real, syn, FEATURE_NAMES):.3f}  median KS {table['ks_stat'].median():.3f}  largest KS {table['ks_stat'].max():.3f}"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--real", type=Path, required=True, help="folder with the real test_features.parquet")
@@ -147,11 +189,14 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     ap.add_argument("--reuse", action="store_true", help="take the cases already measured")
     ap.add_argument("--quick", type=int, nargs="?", const=300, metavar="N", help="only N segments rendered in process (default 300)")
+    ap.add_argument("--rerender", type=int, metavar="K", help="the real segments rendered from their own K-part frame weights")
     args = ap.parse_args()
     if not (args.real / "test_features.parquet").is_file():
         sys.exit(f"bench-realism: {args.real / 'test_features.parquet'}: not found (give --real the folder of the real samples)")
     if args.quick:
         return quick(args.real, args.quick)
+    if args.rerender:
+        return rerender(args.real, args.rerender)
     rows = [case(p, s, args.real, args.reuse) for p in args.presets for s in args.seeds]
     for r in rows:
         r["auto"] = auto_recovery(REAL / f"features_{r['preset']}_s{r['seed']}")

@@ -69,23 +69,26 @@ STATE_KNOTS = measured._parse_table(
 )
 
 
-@functools.cache
-def _filters(taps: int) -> dict[str, np.ndarray]:
-    """Minimum-phase FIR filters whose output, for unit white noise in, has the measured power
-    spectra (synth.measured): ``floor``, ``tone`` and ``low``; causal, so a burst rings after it starts."""
+def fir(knots: np.ndarray, power: np.ndarray, taps: int) -> np.ndarray:
+    """A minimum-phase FIR filter whose output, for unit white noise in, has the power spectrum
+    ``power`` at ``knots`` (cycles/sample, linear between them); causal, so a burst rings after it starts."""
     from scipy.signal import minimum_phase
 
     f = np.fft.rfftfreq(2 * taps - 1)
-    out = {}
-    for name, power in (("floor", measured.FLOOR), ("tone", measured.TONE), ("low", measured.LOW)):
-        p = np.interp(f, measured.FREQ_KNOTS, power)
-        p = np.maximum(p, 1e-7 * p.max())  # the log of the homomorphic method needs no zeros
-        # linear phase with |H|^2 = p (minimum_phase(half=True) returns the square root's magnitude)
-        h = np.roll(np.fft.irfft(p, 2 * taps - 1), taps - 1) * np.hanning(2 * taps - 1)
-        h = minimum_phase(h, method="homomorphic")[:taps]
-        # unit white noise in: output variance = the spectrum's integral over 0-0.5 cycles/sample
-        out[name] = (h * np.sqrt(np.trapezoid(p, f) / np.sum(h * h))).astype(np.float32)
-    return out
+    p = np.interp(f, knots, power)
+    p = np.maximum(p, 1e-7 * p.max())  # the log of the homomorphic method needs no zeros
+    # linear phase with |H|^2 = p (minimum_phase(half=True) returns the square root's magnitude)
+    h = np.roll(np.fft.irfft(p, 2 * taps - 1), taps - 1) * np.hanning(2 * taps - 1)
+    h = minimum_phase(h, method="homomorphic")[:taps]
+    # unit white noise in: output variance = the spectrum's integral over 0-0.5 cycles/sample
+    return h * np.sqrt(np.trapezoid(p, f) / np.sum(h * h))
+
+
+@functools.cache
+def _filters(taps: int) -> dict[str, np.ndarray]:
+    """The filters of the measured spectra (synth.measured): ``floor``, ``tone`` and ``low``."""
+    parts = (("floor", measured.FLOOR), ("tone", measured.TONE), ("low", measured.LOW))
+    return {name: fir(measured.FREQ_KNOTS, power, taps).astype(np.float32) for name, power in parts}
 
 
 def _filter(x: np.ndarray, h: np.ndarray) -> np.ndarray:
