@@ -189,17 +189,18 @@ def _render(exp: _Experiment, rec: Timeline, lo: int, hi: int, rng: np.random.Ge
     h = _filters(model.fir_taps)
     white = rng.standard_normal((3, n + WARMUP), dtype=np.float32)
     pad = lambda v: np.concatenate([np.full(WARMUP, v[0], np.float32), v])  # noqa: E731
+    tone, low = pad(tone), pad(low)  # the filters' warm-up runs on the first block's weights
     # Emission comes in short events: the tone's and the low part's amplitudes follow log-normal
-    # envelopes (measured.ENVELOPE), partly shared (ENVELOPE_CORR), each with mean power 1
+    # envelopes (measured.ENVELOPE_SD), partly shared (ENVELOPE_CORR), each with mean power 1
     corr, length = measured.ENVELOPE_CORR, measured.ENVELOPE_LENGTH
-    # the envelopes' sds grow with the segment's level (the real bursts do): linear in the tone weight's rank
-    rank = np.interp(pad(tone), measured.TONE_LEVEL, measured.LEVEL_QUANTILES).astype(np.float32)
+    # the envelopes' sds move with the level (measured.ENVELOPE_SD): linear in the tone weight's rank
+    rank = np.interp(tone, measured.TONE_LEVEL, measured.LEVEL_QUANTILES).astype(np.float32)
     sd_tone, sd_low = (np.float32(a) + np.float32(b - a) * rank for a, b in (measured.ENVELOPE_SD["tone"], measured.ENVELOPE_SD["low"]))
     shared, own = _smooth(rng, n + WARMUP, [(length, 1.0)]), _smooth(rng, n + WARMUP, [(length, 1.0)])
     log_tone = sd_tone * shared - sd_tone**2
     log_low = sd_low * (np.float32(corr) * shared + np.float32(np.sqrt(1 - corr * corr)) * own) - sd_low**2
-    y_tone = _filter(white[1] * np.exp(log_tone) * np.sqrt(pad(tone)), h["tone"])
-    y_low = _filter(white[2] * np.exp(log_low) * np.sqrt(pad(low)), h["low"])
+    y_tone = _filter(white[1] * np.exp(log_tone) * np.sqrt(tone), h["tone"])
+    y_low = _filter(white[2] * np.exp(log_low) * np.sqrt(low), h["low"])
     base += _smooth(rng, n, [(samples, np.sqrt(var * k)) for (samples, var), k in zip(measured.WANDER, measured.WANDER_SCALE, strict=True)])
     y = base + (_filter(white[0], h["floor"]) + y_tone + y_low)[WARMUP:]
     for row, cycle in rec.emissions:
