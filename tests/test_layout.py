@@ -23,6 +23,7 @@ LAYERS = [
         "features.segment",
         "features.reference",
         "features.sequences",
+        "features.chunks",
     ),
     ("features.stage", "features", "trainset"),
     ("models.base", "models.network", "models.lgbm", "models.nn", "models.seq", "models.svr", "models.registry", "models.folder"),

@@ -53,8 +53,13 @@ from labquake.util import (
     ordered_map,
     progress,
     stage_record,
+    tune_malloc,
     write_json,
 )
+
+# on_rows(fingerprint of the source, the signal's temporary file, rows written to it so far): the
+# rows below that count are final; the temporary is renamed to its cache name when the build ends.
+OnRows = Callable[[str, Path, int], None]
 
 CACHE_FORMAT = 1  # bump when the layout of the cache files changes
 TRAIN_SIGNAL, TRAIN_TTF, TRAIN_RECORD = "train_signal.i16", "train_ttf.f64", "train.json"
@@ -209,6 +214,7 @@ def _ensure_signal(
     config: dict[str, Any],
     force: bool = False,
     sizes: Callable[[dict], dict[str, int]] | None = None,
+    on_rows: OnRows | None = None,
     **extra: Any,
 ) -> tuple[dict, bool]:
     """Bring ``cache`` up to date with the recording at ``path``: its record, and whether it was rebuilt.
@@ -218,6 +224,7 @@ def _ensure_signal(
     bounded. ``fingerprint()`` identifies the source, before and after reading (a file that changed
     meanwhile is an error). The record (``extra`` added) is written last; see the module docstring.
     ``sizes``: the file sizes a record implies, default a signal of ``n_rows`` (and its times).
+    ``on_rows``: called during a build after each chunk is written (see ``OnRows``).
     """
     key = fingerprint()
     folder = cache.folder
@@ -231,7 +238,8 @@ def _ensure_signal(
     timer = Timer()
     names = (cache.signal,) + ((cache.ttf,) if cache.ttf else ())
     with timer.step("parse"):
-        n, checksums = _write_arrays(folder, names, read, lambda: fingerprint() == key, cache.record, path)
+        rows = (lambda tmp, n: on_rows(key, tmp, n)) if on_rows else None
+        n, checksums = _write_arrays(folder, names, read, lambda: fingerprint() == key, cache.record, path, rows)
     seconds = timer.total()
     record = stage_record(
         stage,
@@ -250,11 +258,19 @@ def _ensure_signal(
 
 
 def _write_arrays(
-    folder: Path, names: tuple[str, ...], read: Callable[[Callable[..., None]], int], unchanged: Callable[[], bool], record: str, path: Path
+    folder: Path,
+    names: tuple[str, ...],
+    read: Callable[[Callable[..., None]], int],
+    unchanged: Callable[[], bool],
+    record: str,
+    path: Path,
+    on_rows: Callable[[Path, int], None] | None = None,
 ) -> tuple[int, dict[str, Any]]:
     """The arrays ``read`` passes to its sink, appended to the files ``names`` (int16, then float64),
     each checksummed per block as it is written; renamed into place only if the source is ``unchanged``
-    (the old record goes first). The row count and the checksums."""
+    (the old record goes first). The row count and the checksums. ``on_rows(signal's temporary, rows
+    written)`` after each chunk, its bytes flushed to the file (another process may map them)."""
+    tune_malloc()  # the chunks' buffers reused, not mapped afresh each time
     folder.mkdir(parents=True, exist_ok=True)
     _remove_stale_temps(folder, names)
     with contextlib.ExitStack() as stack:
@@ -262,12 +278,18 @@ def _write_arrays(
         files = [stack.enter_context(open(tmp, "wb")) for tmp in tmps]
         dtypes = (I16, F64)[: len(files)]
         hashes = [BlockHasher() for _ in files]
+        written = 0
 
         def sink(*arrays: np.ndarray) -> None:
+            nonlocal written
             for fh, h, dtype, a in zip(files, hashes, dtypes, arrays):
                 data = memoryview(np.ascontiguousarray(a.astype(dtype, copy=False))).cast("B")  # its bytes, not a copy
                 fh.write(data)
                 h.update(data)
+            if on_rows is not None:
+                files[0].flush()
+                written += len(arrays[0])
+                on_rows(tmps[0], written)
 
         n = read(sink)
         for fh in files:
@@ -278,7 +300,7 @@ def _write_arrays(
     return n, {name: h.record() for name, h in zip(names, hashes)}
 
 
-def _ensure_train(data_dir: Path, interim: Path, force: bool = False) -> tuple[dict, bool]:
+def _ensure_train(data_dir: Path, interim: Path, force: bool = False, on_rows: OnRows | None = None) -> tuple[dict, bool]:
     path = _input_path(data_dir, "train.csv")
     return _ensure_signal(
         path,
@@ -288,6 +310,7 @@ def _ensure_train(data_dir: Path, interim: Path, force: bool = False) -> tuple[d
         "cache-train",
         {"data": str(data_dir), "interim": str(interim)},
         force,
+        on_rows=on_rows,
         source=file_fingerprint(path),
     )
 
@@ -341,11 +364,15 @@ def _ensure_test(data_dir: Path, interim: Path, force: bool = False) -> tuple[di
     )
 
 
-def load_train(data_dir: Path, interim: Path) -> TrainData:
-    """train.csv as read-only arrays; the cache is (re)built first if it is missing or stale."""
+def load_train(data_dir: Path, interim: Path, on_rows: OnRows | None = None) -> TrainData:
+    """train.csv as read-only arrays; the cache is (re)built first if it is missing or stale.
+
+    ``on_rows``: called during a build as chunks of the signal are written (``OnRows``), so that
+    work on the rows already there can start before the build ends.
+    """
     data_dir, interim = Path(data_dir), Path(interim)
     with _io_errors(interim):
-        record, _ = _ensure_train(data_dir, interim)
+        record, _ = _ensure_train(data_dir, interim, on_rows=on_rows)
         n = int(record["n_rows"])
         return TrainData(
             signal=_open(interim / TRAIN_SIGNAL, I16, (n,)),

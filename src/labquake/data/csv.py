@@ -26,7 +26,7 @@ import pyarrow.csv as pacsv
 from labquake.config import SEGMENT_ROWS, SUBMISSION_COLUMNS
 from labquake.util import LabquakeError, io_threads, lazy_njit, ordered_map, progress
 
-CHUNK_BYTES = 32 << 20  # train.csv is parsed in pieces of about this size
+CHUNK_BYTES = 16 << 20  # train.csv is parsed in pieces of about this size: below util.tune_malloc's 32 MiB, so buffers are reused
 MAX_LINE = 1 << 20  # a "line" longer than this is not CSV: fail instead of buffering it
 MAX_SMALL_FILE = 64 << 20  # sample_submission.csv is read whole; refuse anything absurd
 

@@ -6,7 +6,8 @@ the networks that see time (``features.sequences``; ``train_seq.npy``, ``test_se
 table order; ``load_sequences`` reads them). Segments are read from the memory-mapped binary cache
 of ``labquake.data``; workers (local processes, or a Dask cluster's through ``labquake.cluster``)
 get chunks of segment starts with the cache's file name and open it themselves, computing features
-and sequences from one read of each segment. Finished chunks are kept beside the output, in
+and sequences from one read of each segment; while the train cache is being built, local workers
+already compute what is there (``features.prefetch``). Finished chunks are kept beside the output, in
 ``.FEATDIR.parts/<key>/`` (key: inputs and settings), so an interrupted run resumes and a task
 retried by Dask writes the same part; the output folder (tables, sequences and ``features.json``)
 is swapped in whole only when everything succeeded.
@@ -14,46 +15,21 @@ is swapped in whole only when everything succeeded.
 
 from __future__ import annotations
 
-import functools
 import shutil
 import warnings
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from labquake.config import SEGMENT_ROWS, Config, FeatureConfig
+from labquake.config import SEGMENT_ROWS, Config
+from labquake.features.chunks import cache_file as _cache_file
+from labquake.features.chunks import chunk_features as _chunk_features
+from labquake.features.chunks import load_part as _load_part
+from labquake.features.chunks import part_path, part_shape, seq_shape
 from labquake.features.folder import RECORD, SEQUENCES, TABLES, FeatureFolder
-from labquake.features.segment import featurizer
 from labquake.features.table import FEATURE_NAMES
 from labquake.util import LabquakeError, json_key, log, usable_cpus
-
-
-@functools.lru_cache(maxsize=1)
-def tune_malloc() -> bool:
-    """Keep freed memory in the process instead of unmapping it (glibc only; a no-op elsewhere).
-
-    Every segment allocates and frees a few dozen arrays of about a megabyte (PyWavelets, FFTs). By
-    default glibc serves such blocks with fresh mmaps, so each call pays thousands of page faults,
-    about a quarter of the fast path's time. A fixed mmap threshold of 32 MiB (the most glibc allows)
-    and no trimming make the blocks reused instead; the process keeps at most its peak working set
-    (tens of MB). Process-wide, so the stage sets it once in each process that computes features.
-    """
-    import ctypes
-    import ctypes.util
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        ok = libc.mallopt(m_mmap_threshold, 32 << 20) == 1
-        return bool(libc.mallopt(m_trim_threshold, 256 << 20) == 1 and ok)
-    except (OSError, AttributeError):
-        return False
-
 
 FEATURES_VERSION = 3  # bump when a feature's computation changes: invalidates every cached table (3: tables include sequences)
 
@@ -83,78 +59,23 @@ def n_jobs(jobs: int) -> int:
     return usable_cpus()
 
 
-def seq_shape(fc: FeatureConfig, rows: int = SEGMENT_ROWS) -> tuple[int, int]:
-    """(steps, channels) of one segment's sequence."""
-    return _seq_shape(fc, rows)
-
-
-@functools.lru_cache(maxsize=4)
-def _seq_shape(fc: FeatureConfig, rows: int) -> tuple[int, int]:
-    from labquake.features.sequences import segment_sequence
-
-    steps, channels = segment_sequence(np.zeros(rows, np.int16), fc).shape
-    return int(steps), int(channels)
-
-
-def _chunk_features(
-    fc: FeatureConfig, source: tuple[str, int], starts: np.ndarray, rows: int, part: str, features: bool = True, sequences: bool = True
-) -> str:
-    """Features and sequences of the segments ``signal[start:start + rows]`` of an int16 cache file, saved to ``part``.
-
-    Runs in a worker (a local process or a Dask worker): it opens the memory-mapped cache itself
-    (``source``: file name and byte offset), so only names cross processes, never the signal. Each
-    segment is read once for both. ``part`` (an .npz: ``features`` (n, 24) float64, or (n, 0) when
-    ``features`` is False, and ``sequences`` (n, steps, channels) float32, or (n, 0, 0) when ``sequences``
-    is False) is written atomically, so a
-    task retried after its worker died writes the same bytes.
-    """
-    from labquake.features.sequences import segment_sequence
-    from labquake.util import atomic_path
-
-    tune_malloc()
-    signal = np.memmap(source[0], dtype=np.int16, mode="r", offset=source[1])
-    f = featurizer(fc, rows) if features else None
-    values = np.empty((len(starts), len(FEATURE_NAMES) if features else 0))
-    seqs = np.empty((len(starts), *(seq_shape(fc, rows) if sequences else (0, 0))), np.float32)
-    for i, s in enumerate(starts):
-        x = np.asarray(signal[s : s + rows])
-        if f is not None:
-            row = f(x)
-            values[i] = [row[name] for name in FEATURE_NAMES]
-        if sequences:
-            seqs[i] = segment_sequence(x, fc)
-    with atomic_path(part) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, features=values, sequences=seqs)
-    return part
-
-
-def _cache_file(signal: np.ndarray) -> tuple[str, int]:
-    """File name and byte offset of a cache array: what a worker opens it by."""
-    from labquake.data import mapped_file
-
-    where = mapped_file(signal)
-    if where is None:
-        raise TypeError("features need the memory-mapped cache arrays of labquake.data")
-    return where
+def plan(cfg: Config, out_dir: Path, key: str, sequences: bool) -> tuple[Path, bool] | None:
+    """Where the chunks of a build of ``out_dir`` with tables key ``key`` go (created; other keys'
+    chunks removed), and whether it computes the tables (False: only the sequences are missing);
+    None when ``out_dir`` is up to date."""
+    folder = FeatureFolder(out_dir)
+    if folder.finished(key, cfg.features.seq_overlap and sequences, sequences):
+        return None
+    tables_done = sequences and folder.finished(key, False, False)  # only the sequences are missing: computed alone
+    parts_root = out_dir.parent / f".{out_dir.name}.parts"
+    for stale in parts_root.glob("*") if parts_root.is_dir() else []:
+        if stale.name != key:  # chunks of another configuration or other data
+            shutil.rmtree(stale, ignore_errors=True)
+    (parts_root / key).mkdir(parents=True, exist_ok=True)
+    return parts_root / key, not tables_done
 
 
 Task = tuple[str, tuple[str, int], np.ndarray, bool, bool]  # name, cache file and offset, segment starts, features?, sequences?
-
-
-def _load_part(path: Path, shape: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray] | None:
-    """A finished chunk (features, sequences), or None if it is missing or damaged (then it is computed again).
-
-    ``shape``: segments, feature columns, steps, channels.
-    """
-    n, n_feat, steps, channels = shape
-    try:
-        with np.load(path) as npz:
-            values, seqs = npz["features"], npz["sequences"]
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
-        return None
-    if values.shape != (n, n_feat) or seqs.shape != (n, steps, channels) or seqs.dtype != np.float32:
-        return None
-    return values, seqs
 
 
 SHARED_FS = (
@@ -188,9 +109,9 @@ def _compute(
     shapes: dict[str, tuple[int, int, int]] = {}  # each task's feature columns, steps, channels
     for name, source, starts, with_features, with_seq in tasks:
         order[name] = []
-        shapes[name] = (len(FEATURE_NAMES) if with_features else 0, *(seq_shape(fc, rows) if with_seq else (0, 0)))
+        shapes[name] = part_shape(fc, with_features, with_seq)
         for c, lo in enumerate(range(0, len(starts), chunk)):
-            part = str(parts / f"{name}_{c:05d}.npz")
+            part = str(part_path(parts, name, c))
             order[name].append(part)
             sub = np.asarray(starts[lo : lo + chunk], dtype=np.int64)
             found = _load_part(Path(part), (len(sub), *shapes[name]))
@@ -200,7 +121,7 @@ def _compute(
                 done[part] = found
     resumed = sum(len(v[0]) for v in done.values())
     if resumed:
-        log.info(f"features: resuming, {resumed} of {total} segments already done")
+        log.info(f"features: resuming, {resumed} of {total} segments already done (by an interrupted run, or while the cache was built)")
     bar = progress(None, total=total, desc="features")
     bar.update(resumed)
     workers = min(workers, max(1, len(todo)))
@@ -294,21 +215,34 @@ def _build(
     import pandas as pd
 
     from labquake import data, targets
+    from labquake.features.prefetch import Prefetch
     from labquake.features.sequences import SEQ_CHANNELS
     from labquake.util import Timer, atomic_path, npy_bytes, parquet_bytes, read_json, stage_record, write_bytes, write_json
 
     timer = Timer()
+    workers = threads or n_jobs(jobs)
     with timer.step("cache"):
-        train = data.load_train(data_dir, interim)
         test = data.load_test(data_dir, interim)
+
+    # a train cache built now: local workers compute what they can meanwhile (features.prefetch)
+    def plan_for(fingerprint: str) -> tuple[Path, bool] | None:
+        return plan(cfg, out_dir, tables_key(cfg, fingerprint, test.fingerprint), sequences)
+
+    with Prefetch(cfg, plan_for, test, 0 if threads else workers, sequences) as early:
+        with timer.step("cache"):
+            train = data.load_train(data_dir, interim, on_rows=early)
+        with timer.step("prefetch"):
+            prefetched = early.finish(train.n_rows)
+    busy = ("cache", "prefetch", "compute") if prefetched else ("compute",)
     rows = SEGMENT_ROWS
     overlap = cfg.features.seq_overlap and sequences  # its extra windows are sequences only
     key = tables_key(cfg, train.fingerprint, test.fingerprint)
-    folder = FeatureFolder(out_dir)
-    if folder.finished(key, overlap, sequences):
+    planned = plan(cfg, out_dir, key, sequences)
+    if planned is None:
         log.info(f"features: {out_dir} is up to date (key {key})")
         return read_json(out_dir / RECORD)
-    tables_done = sequences and folder.finished(key, False, False)  # only the sequences are missing: computed alone
+    parts, with_features = planned
+    tables_done = not with_features
 
     with timer.step("targets"):
         meta = targets.segment_targets(train.ttf, cfg)
@@ -318,22 +252,14 @@ def _build(
     log.info(f"features: {data_dir / 'train.csv'} {'is' if real else 'is not'} Kaggle's real recording (by its first rows)")
     if n_cycles <= 1:
         log.warning(f"{data_dir / 'train.csv'}: no quake (time_to_failure never jumps up): one cycle")
-    parts_root = out_dir.parent / f".{out_dir.name}.parts"
-    parts = parts_root / key
-    for stale in parts_root.glob("*") if parts_root.is_dir() else []:
-        if stale.name != key:  # chunks of another configuration or other data
-            shutil.rmtree(stale, ignore_errors=True)
-    parts.mkdir(parents=True, exist_ok=True)
     test_starts = np.arange(len(test.seg_ids), dtype=np.int64) * rows
     train_source = _cache_file(train.signal)
-    with_features = not tables_done
     tasks: list[Task] = [
         ("train", train_source, meta["start"].to_numpy(), with_features, sequences),
         ("test", _cache_file(test.signal), test_starts, with_features, sequences),
     ]
     if extra is not None:
         tasks.append(("train_extra", train_source, extra["start"].to_numpy(), False, True))  # sequences only
-    workers = threads or n_jobs(jobs)
     where = f"Dask cluster {scheduler}, {threads} threads" if threads else f"{workers} jobs"
     n_extra = 0 if extra is None else len(extra)
     more = f", {n_extra} extra train windows (sequences)" if extra is not None else ""
@@ -385,10 +311,12 @@ def _build(
             seq_shape=list(seq_shape(cfg.features, rows)),
             data_dir=str(data_dir),
             checksums=checksums,
-            segments_per_s=round((n_train + n_test + n_extra) / max(timer.timings["compute"], 1e-9), 2),
+            prefetched=prefetched,  # segments computed while the train cache was built (features.prefetch)
+            # over the time spent computing: the cache build's too when features were computed during it
+            segments_per_s=round((n_train + n_test + n_extra) / max(sum(timer.timings[k] for k in busy), 1e-9), 2),
         )
         write_json(tmp / RECORD, record)
-    shutil.rmtree(parts_root, ignore_errors=True)
+    shutil.rmtree(parts.parent, ignore_errors=True)
     seqs = f" and their sequences ({'x'.join(map(str, seq_shape(cfg.features, rows)))} each)" if sequences else ""
     log.info(f"features: wrote {out_dir}/train.parquet ({n_train} rows), test.parquet ({n_test} rows){seqs} in {timer.total():.1f} s")
     return record
