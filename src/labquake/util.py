@@ -82,7 +82,7 @@ def tune_malloc() -> bool:
     """Keep freed memory in the process instead of unmapping it (glibc only; a no-op elsewhere).
 
     Every segment allocates and frees a few dozen arrays of about a megabyte (PyWavelets, FFTs), and
-    the cache build a few buffers of up to 32 MB a chunk. By default glibc serves such blocks with
+    the cache build a few buffers of 5-22 MB a piece of train.csv. By default glibc serves such blocks with
     fresh mmaps, so each pays a page fault every 4 kB: about a quarter of the features' time, and
     half of the test cache's (8 -> 3 s). A fixed mmap threshold of 32 MiB (the most glibc allows) and
     no trimming make the blocks reused instead; the process keeps at most its peak working set.
