@@ -16,7 +16,7 @@ import numpy as np
 from labquake.config import SEGMENT_ROWS, FeatureConfig
 from labquake.features.segment import featurizer
 from labquake.features.table import FEATURE_NAMES
-from labquake.util import LabquakeError, tune_malloc
+from labquake.util import LabquakeError, atomic_path, tune_malloc
 
 
 def seq_shape(fc: FeatureConfig, rows: int = SEGMENT_ROWS) -> tuple[int, int]:
@@ -45,7 +45,6 @@ def chunk_features(
     task retried after its worker died writes the same bytes.
     """
     from labquake.features.sequences import segment_sequence
-    from labquake.util import atomic_path
 
     tune_malloc()
     signal = open_source(source)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from concurrent.futures import Future, wait
+from concurrent.futures import Future, as_completed
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -118,14 +118,12 @@ class Prefetch:
             self._submit("train", self.source, c, c * self.chunk, min((c + 1) * self.chunk, n_seg))
         total = sum(n for _, n in self.futures)
         log.info(f"features: {done} of {total} segments done while the train cache was built")
+        sizes = dict(self.futures)
         bar = progress(None, total=total, desc="features")
-        bar.update(done)
-        pending = [(f, n) for f, n in self.futures if not f.done()]
+        bar.update(total - sum(n for f, n in self.futures if not f.done()))
         try:
-            while pending:
-                finished, _ = wait([f for f, _ in pending], return_when="FIRST_COMPLETED")
-                bar.update(sum(n for f, n in pending if f in finished))
-                pending = [(f, n) for f, n in pending if f not in finished]
+            for f in as_completed([f for f, _ in self.futures if not f.done()]):
+                bar.update(sizes[f])
         finally:
             bar.close()
         for f, _ in self.futures:
