@@ -51,6 +51,21 @@ REAL = OUT / "realism"
 TARGETS = {"auc": 0.65, "median_ks": 0.10, "max_ks": 0.25}
 
 
+def plain_compare(syn: np.ndarray, real_dir: Path) -> dict:
+    """Plain statistics of the signal (stats.signal_stats: tails, zero crossings, autocorrelation,
+    band powers, burstiness) of synthetic segments against the 100 real test segments: AUC and KS."""
+    from labquake.stats import adversarial_auc, ks_table, signal_stats
+
+    real = signal_stats(np.load(real_dir / "test_sample.npz")["acoustic_data"])
+    s = signal_stats(syn)
+    table = ks_table(s, real, list(real.columns))
+    return {
+        "auc": adversarial_auc(real, s, list(real.columns)),
+        "median_ks": float(table["ks_stat"].median()),
+        "largest": table.head(5).round(3).to_dict("records"),
+    }
+
+
 def emission_position(interim: Path, train: pd.DataFrame) -> dict:
     """Per complete train cycle: time to failure at the end of its loudest segment; loudness at failure."""
     x = np.memmap(interim / "train_signal.i16", dtype=np.int16, mode="r")
@@ -67,6 +82,12 @@ def emission_position(interim: Path, train: pd.DataFrame) -> dict:
         "loudest_ttf_range": [round(float(ttf.min()), 3), round(float(ttf.max()), 3)],
         "peak_at_failure": [int(r["peak"]) for r in last],
     }
+
+
+def test_segments(interim: Path, n: int = 300) -> np.ndarray:
+    """Up to ``n`` of the synthetic test segments from the cache (evenly spaced in file order)."""
+    x = np.memmap(interim / "test_signal.i16", dtype=np.int16, mode="r").reshape(-1, SEGMENT_ROWS)
+    return np.asarray(x[np.linspace(0, len(x) - 1, min(n, len(x))).astype(int)])
 
 
 def auto_recovery(feats: Path) -> dict:
@@ -119,6 +140,7 @@ def case(preset: str, seed: int, real_dir: Path, reuse: bool) -> dict:
         "test_mean_ttf": float(truth.mean()),
         "ttf_ratio": float(truth.mean() / train["target"].mean()),
         "emission": emission_position(interim, train),
+        "plain": plain_compare(test_segments(interim), real_dir),
         "steps": steps,
     }
     done.write_text(json.dumps(result, indent=1) + "\n")
@@ -142,6 +164,36 @@ def quick(real_dir: Path, n: int) -> None:
     print(table.to_string(index=False))
     auc = adversarial_auc(real[FEATURE_NAMES], syn, FEATURE_NAMES)
     print(f"AUC {auc:.3f}  median KS {table['ks_stat'].median():.3f}  largest KS {table['ks_stat'].max():.3f}")
+    plain = plain_compare(np.stack(segs), real_dir)
+    print(f"plain statistics: AUC {plain['auc']:.3f}  median KS {plain['median_ks']:.3f}  largest {plain['largest'][:3]}")
+
+
+def floor_fill(real_dir: Path, n: int, share: float = 0.1, least: float = 0.15) -> None:
+    """One step of the measured floor's fill (synth.measured.FLOOR_FILL): where the factorisation's
+    floor dips under the real quietest frames. N test segments of `full` (seed 0) are rendered with
+    the current fill, and at every bin of the varying parts (below 0.12 cycles/sample) the ``share``
+    quantile of the frame power over all frames is set against the 100 real test segments'. Where
+    they differ by more than ``least`` of the real quantile, the fill moves by the difference over
+    the exponential's quantile (a frame's periodogram bin is about exponential), never below 0.
+    Prints the new table for measured.py; run again until nothing moves."""
+    from measure_real import frame_spectra
+
+    from labquake.synth import measured
+
+    real = np.load(real_dir / "test_sample.npz")["acoustic_data"].astype(np.float64)
+    exp = synth._experiment(synth.SIZES["full"], 0)
+    starts = np.sort(np.random.default_rng([0, 2]).choice(exp.test.n_rows - SEGMENT_ROWS, n, replace=False))
+    syn = np.stack([synth._render(exp, exp.test, int(s), int(s) + SEGMENT_ROWS, np.random.default_rng([0, 4, i]), 0) for i, s in enumerate(starts)])
+    q = []
+    for x in (real, syn.astype(np.float64)):
+        f, p = frame_spectra(x - np.median(x, axis=1, keepdims=True))
+        q.append(np.quantile(p.reshape(-1, p.shape[-1]), share, axis=0)[: len(measured.FLOOR_FILL)])
+    short = q[0] - q[1]
+    # half the step: quiet frames hold some of the varying parts too, so the full step overshoots
+    step = np.where(np.abs(short) > least * q[0], 0.5 * short / -np.log1p(-share), 0.0)
+    out = np.maximum(measured.FLOOR_FILL + step, 0.0)
+    print(f"moved at {np.count_nonzero(step)} of {len(out)} bins (largest shortfall {np.abs(short).max():.2f} at {f[np.argmax(np.abs(short))]:.4f} cycles/sample)")
+    print(" ".join(f"{v:.4g}" for v in out))
 
 
 def rerender(real_dir: Path, k: int, within: float = 0.6) -> None:
@@ -189,6 +241,7 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     ap.add_argument("--reuse", action="store_true", help="take the cases already measured")
     ap.add_argument("--quick", type=int, nargs="?", const=300, metavar="N", help="only N segments rendered in process (default 300)")
+    ap.add_argument("--floor-fill", type=int, nargs="?", const=300, metavar="N", help="measure the floor's fill on N rendered segments")
     ap.add_argument("--rerender", type=int, metavar="K", help="the real segments rendered from their own K-part frame weights")
     args = ap.parse_args()
     if not (args.real / "test_features.parquet").is_file():
@@ -197,6 +250,8 @@ def main() -> None:
         return quick(args.real, args.quick)
     if args.rerender:
         return rerender(args.real, args.rerender)
+    if args.floor_fill:
+        return floor_fill(args.real, args.floor_fill)
     rows = [case(p, s, args.real, args.reuse) for p in args.presets for s in args.seeds]
     for r in rows:
         r["auto"] = auto_recovery(REAL / f"features_{r['preset']}_s{r['seed']}")

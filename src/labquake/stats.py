@@ -4,6 +4,8 @@ The two-sample Kolmogorov-Smirnov statistic per feature (``ks_table``, with scip
 ``ks_statistic`` and ``mean_ks`` without it, for searches that compute thousands) and an
 adversarial-validation AUC (``adversarial_auc``: a small LightGBM classifier telling the two sides'
 rows apart, scored out of fold; 0.5 is indistinguishable). ``drift`` draws and writes them.
+``signal_stats``: plain statistics of raw segments beyond the 24 features, to set a synthetic signal
+against a real one (tests/test_realism.py, bench/realism.py).
 """
 
 from __future__ import annotations
@@ -56,3 +58,35 @@ def adversarial_auc(train: pd.DataFrame, test: pd.DataFrame, features: list[str]
         booster = lgb.train(params, lgb.Dataset(X.iloc[tr], y[tr]), num_boost_round=200)
         pred[va] = booster.predict(X.iloc[va])
     return float(roc_auc_score(y, pred))
+
+
+SIGNAL_BANDS = (0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.35, 0.5)  # cycles/sample
+SIGNAL_LAGS = (1, 2, 5, 10, 50)
+FRAME = 2048  # samples: the features' STFT frame
+
+
+def signal_stats(segments: np.ndarray) -> pd.DataFrame:
+    """Plain statistics of each row of ``segments`` (raw signal, one segment a row), on x - median
+    unless named otherwise: the mean of x; sd, kurtosis, the 0.99 and 0.999 quantiles and the
+    maximum of |x - median| and its share above 20; zero crossings; autocorrelation at SIGNAL_LAGS;
+    mean power in SIGNAL_BANDS (Welch, 2,048-sample frames); burstiness: the sd of the log variance
+    of 2,048-sample frames, and the kurtosis of the 0.02-0.1 cycles/sample band (the tone's)."""
+    from scipy import stats
+    from scipy.signal import butter, sosfiltfilt, welch
+
+    x = np.asarray(segments, dtype=np.float64)
+    z = x - np.median(x, axis=1, keepdims=True)
+    a = np.abs(z)
+    out = {"mean": x.mean(1), "sd": z.std(1), "kurtosis": stats.kurtosis(z, axis=1)}
+    out |= {"q99": np.quantile(a, 0.99, axis=1), "q999": np.quantile(a, 0.999, axis=1), "max_abs": a.max(1), "s20": (a > 20).mean(1)}
+    out["zero_crossings"] = (np.sign(z[:, 1:]) != np.sign(z[:, :-1])).mean(1)
+    c = z - z.mean(1, keepdims=True)
+    var = (c * c).mean(1)
+    out |= {f"acf{lag}": (c[:, lag:] * c[:, :-lag]).mean(1) / var for lag in SIGNAL_LAGS}
+    f, p = welch(c, nperseg=FRAME, axis=1)
+    out |= {f"band_{lo}": p[:, (f >= lo) & (f < hi)].mean(1) for lo, hi in zip(SIGNAL_BANDS[:-1], SIGNAL_BANDS[1:])}
+    n = x.shape[1] // FRAME * FRAME
+    out["frame_log_power_sd"] = np.log(z[:, :n].reshape(len(z), -1, FRAME).var(axis=2)).std(1)
+    tone = sosfiltfilt(butter(4, (0.04, 0.2), "bandpass", output="sos"), c, axis=1)  # 0.02-0.1 cycles/sample
+    out["tone_kurtosis"] = stats.kurtosis(tone, axis=1)
+    return pd.DataFrame(out)

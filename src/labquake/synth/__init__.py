@@ -66,7 +66,8 @@ Signal model (int16, rounded), its constants measured on real segments (``synth.
 - *Wander*: the baseline's slow wander inside a segment (AR(1) parts, measured).
 - *Emission*: a very large burst (peak +-2,900 to +-5,500) starting 0.32 s before the labelled
   failure, so that it lies in the segment that ends 0.28-0.32 s before it, as in all 15 real cycles.
-- *Baseline*: drifts slowly upward over the experiment (about 4.3 to 4.7).
+- *Baseline*: 4.52 in train and 4.14 in test (the real test segments' means), with a slow wander
+  of sd 0.28 between segments (real: the test segments and the windows around a failure alike).
 
 Modules: ``timebase`` (cycles, the test regime, the clock, recordings), ``signal`` (activity, the
 measured spectra's weights and envelopes, rendering), ``measured`` (the constants measured on real
@@ -90,7 +91,7 @@ from pathlib import Path
 import numpy as np
 
 from labquake.config import SEGMENT_ROWS
-from labquake.synth.signal import MODEL, SHIFT_GAIN, SHIFT_SHARE, STATE_KNOTS, SignalModel, _activity, _levels, _render, stress  # noqa: F401
+from labquake.synth.signal import MODEL, SHIFT_GAIN, SHIFT_SHARE, STATE_KNOTS, SignalModel, _activity, _ar1, _levels, _render, stress  # noqa: F401
 from labquake.synth.text import SUB_HEADER, TEST_HEADER, TRAIN_HEADER, _tables, format_signal_rows, format_times, format_train_rows
 from labquake.synth.timebase import (  # noqa: F401 (the tests and benches read these here)
     CYCLE_RANGE,
@@ -213,7 +214,9 @@ def _experiment(
     for i, rec in enumerate((train, test)):
         raw, rec.loudness = _activity(exp, rec, model, np.random.default_rng([seed, 5, i]))
         rec.activity, rec.power = np.clip(raw, 0.0, 1.0), raw * rec.loudness
-        rec.baseline = model.baseline[0] + (model.baseline[1] - model.baseline[0]) * rec.time / exp.total_time
+        step = float(np.mean(np.diff(rec.time)))  # s between blocks (the preset's time scale)
+        wander = _ar1(np.random.default_rng([seed, 9, i]), len(rec.time), model.baseline_seconds / step)
+        rec.baseline = model.baseline[i] + model.baseline_sd * wander
     for i, rec in enumerate((train, test)):
         rec.tone, rec.low = _levels(rec, STATE_KNOTS, model, np.random.default_rng([seed, 8, i]))
     return exp
