@@ -11,6 +11,9 @@ synthetic test segments against the real test's 24 features (REAL_DIR/test_featu
 - what ``data.train_cycles=auto`` recovers: the mean time to failure of the train cycles it chooses
   by their features' likeness to the test's (real: the winners' chosen cycles had 6.26 s against the
   test's 6.32 s, within 1%), against all complete cycles' and the test's true mean;
+- plain statistics of the signal beyond the 24 features (``stats.signal_stats``: the mean, tails,
+  zero crossings, autocorrelation, band powers, burstiness) of 300 synthetic test segments against
+  the 100 real test segments (REAL_DIR/test_sample.npz): adversarial AUC and median KS;
 - the emission's position: in each complete train cycle, the time to failure at the end of the
   segment with the largest |x| (real: 0.28-0.32 s in all 15 cycles), and the largest |x| in the
   segments that hold the labelled failure (real: 50-210). Only at `full`: `demo` records 10x more
@@ -18,10 +21,13 @@ synthetic test segments against the real test's 24 features (REAL_DIR/test_featu
 
     python bench/realism.py --real REAL_DIR [--presets demo full] [--seeds 0 1] [--reuse]
     python bench/realism.py --real REAL_DIR --quick [N]
+    python bench/realism.py --real REAL_DIR --floor-fill [N]
     python bench/realism.py --real REAL_DIR --rerender K
 
 ``--rerender K`` renders each of the 100 real test segments from its own frame-by-frame weights (a
 K-part factorisation) and sets the rendering against the real segments: how far frame powers go.
+
+``--floor-fill N`` is one step of the fill of the measured floor (``synth.measured.FLOOR_FILL``).
 
 ``--quick N`` is the loop the generator's constants were tuned with: N test segments of `full`
 (seed 0) rendered in this process, no files, their 24 features against the real test's (about 15 s
@@ -192,7 +198,9 @@ def floor_fill(real_dir: Path, n: int, share: float = 0.1, least: float = 0.15) 
     # half the step: quiet frames hold some of the varying parts too, so the full step overshoots
     step = np.where(np.abs(short) > least * q[0], 0.5 * short / -np.log1p(-share), 0.0)
     out = np.maximum(measured.FLOOR_FILL + step, 0.0)
-    print(f"moved at {np.count_nonzero(step)} of {len(out)} bins (largest shortfall {np.abs(short).max():.2f} at {f[np.argmax(np.abs(short))]:.4f} cycles/sample)")
+    print(
+        f"moved at {np.count_nonzero(step)} of {len(out)} bins (largest shortfall {np.abs(short).max():.2f} at {f[np.argmax(np.abs(short))]:.4f} cycles/sample)"
+    )
     print(" ".join(f"{v:.4g}" for v in out))
 
 
@@ -258,9 +266,9 @@ def main() -> None:
     (REAL / "results.json").write_text(json.dumps({"targets": TARGETS, "cases": rows}, indent=1) + "\n")
     print(
         "| preset | seed | AUC | median KS | largest KS (feature) | test/train mean ttf | auto's cycles / all complete: mean ttf (of test's) "
-        "| loudest segment ends at ttf (s) | max abs x at failure |"
+        "| loudest segment ends at ttf (s) | max abs x at failure | plain statistics: AUC, median KS |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         e, a = r["emission"], r["auto"]
         sparse = synth.SIZES[r["preset"]].time_scale > 1
@@ -270,7 +278,7 @@ def main() -> None:
             f"| {r['preset']} | {r['seed']} | {r['auc']:.3f} | {r['median_ks']:.3f} | {r['max_ks']:.3f} ({r['max_ks_feature']}) | "
             f"{r['test_mean_ttf']:.2f} / {r['train_mean_ttf']:.2f} = {r['ttf_ratio']:.3f} | "
             f"{a['chosen_mean_ttf']:.2f} ({a['chosen_mean_ttf'] / r['test_mean_ttf']:.3f}) / {a['complete_mean_ttf']:.2f} "
-            f"({a['complete_mean_ttf'] / r['test_mean_ttf']:.3f}) | {where} | {quiet} |"
+            f"({a['complete_mean_ttf'] / r['test_mean_ttf']:.3f}) | {where} | {quiet} | {r['plain']['auc']:.3f}, {r['plain']['median_ks']:.3f} |"
         )
 
 

@@ -22,6 +22,8 @@ from labquake.stats import adversarial_auc, signal_stats
 
 W = SEGMENT_ROWS
 UNITS = synth.UNITS_PER_S
+
+
 @pytest.fixture(scope="module")
 def real(real_dir):
     return np.load(real_dir / "real_test_segments.npz")["acoustic_data"]
