@@ -39,6 +39,7 @@ Results: bench/out/realism/results.json and a table on stdout.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shutil
 import sys
@@ -57,12 +58,20 @@ REAL = OUT / "realism"
 TARGETS = {"auc": 0.65, "median_ks": 0.10, "max_ks": 0.25}
 
 
+@functools.cache
+def real_signal_stats(real_dir: Path) -> pd.DataFrame:
+    """stats.signal_stats of the 100 real test segments (once a process: every case compares to them)."""
+    from labquake.stats import signal_stats
+
+    return signal_stats(np.load(real_dir / "test_sample.npz")["acoustic_data"])
+
+
 def plain_compare(syn: np.ndarray, real_dir: Path) -> dict:
     """Plain statistics of the signal (stats.signal_stats: tails, zero crossings, autocorrelation,
     band powers, burstiness) of synthetic segments against the 100 real test segments: AUC and KS."""
     from labquake.stats import adversarial_auc, ks_table, signal_stats
 
-    real = signal_stats(np.load(real_dir / "test_sample.npz")["acoustic_data"])
+    real = real_signal_stats(real_dir)
     s = signal_stats(syn)
     table = ks_table(s, real, list(real.columns))
     return {
@@ -90,7 +99,7 @@ def emission_position(interim: Path, train: pd.DataFrame) -> dict:
     }
 
 
-def test_segments(interim: Path, n: int = 300) -> np.ndarray:
+def cached_test_segments(interim: Path, n: int = 300) -> np.ndarray:
     """Up to ``n`` of the synthetic test segments from the cache (evenly spaced in file order)."""
     x = np.memmap(interim / "test_signal.i16", dtype=np.int16, mode="r").reshape(-1, SEGMENT_ROWS)
     return np.asarray(x[np.linspace(0, len(x) - 1, min(n, len(x))).astype(int)])
@@ -146,7 +155,7 @@ def case(preset: str, seed: int, real_dir: Path, reuse: bool) -> dict:
         "test_mean_ttf": float(truth.mean()),
         "ttf_ratio": float(truth.mean() / train["target"].mean()),
         "emission": emission_position(interim, train),
-        "plain": plain_compare(test_segments(interim), real_dir),
+        "plain": plain_compare(cached_test_segments(interim), real_dir),
         "steps": steps,
     }
     done.write_text(json.dumps(result, indent=1) + "\n")
@@ -155,22 +164,26 @@ def case(preset: str, seed: int, real_dir: Path, reuse: bool) -> dict:
     return result
 
 
+def rendered_test(n: int) -> np.ndarray:
+    """N test segments of `full` (seed 0) rendered in this process, no files: the tuning loops' sample."""
+    exp = synth._experiment(synth.SIZES["full"], 0)
+    starts = np.sort(np.random.default_rng([0, 2]).choice(exp.test.n_rows - SEGMENT_ROWS, n, replace=False))
+    return np.stack([synth._render(exp, exp.test, int(s), int(s) + SEGMENT_ROWS, np.random.default_rng([0, 4, i]), 0) for i, s in enumerate(starts)])
+
+
 def quick(real_dir: Path, n: int) -> None:
     """N synthetic test segments of `full` seed 0, rendered in process, against the real test features."""
     from labquake.features import FEATURE_NAMES, segment_features
     from labquake.stats import adversarial_auc, ks_table
 
-    exp = synth._experiment(synth.SIZES["full"], 0)
-    rec = exp.test
-    starts = np.sort(np.random.default_rng([0, 2]).choice(rec.n_rows - SEGMENT_ROWS, n, replace=False))
-    segs = [synth._render(exp, rec, int(s), int(s) + SEGMENT_ROWS, np.random.default_rng([0, 4, i]), 0) for i, s in enumerate(starts)]
+    segs = rendered_test(n)
     syn = pd.DataFrame([segment_features(x) for x in segs])
     real = pd.read_parquet(real_dir / "test_features.parquet")
     table = ks_table(syn, real, FEATURE_NAMES)
     print(table.to_string(index=False))
     auc = adversarial_auc(real[FEATURE_NAMES], syn, FEATURE_NAMES)
     print(f"AUC {auc:.3f}  median KS {table['ks_stat'].median():.3f}  largest KS {table['ks_stat'].max():.3f}")
-    plain = plain_compare(np.stack(segs), real_dir)
+    plain = plain_compare(segs, real_dir)
     print(f"plain statistics: AUC {plain['auc']:.3f}  median KS {plain['median_ks']:.3f}  largest {plain['largest'][:3]}")
 
 
@@ -187,9 +200,7 @@ def floor_fill(real_dir: Path, n: int, share: float = 0.1, least: float = 0.15) 
     from labquake.synth import measured
 
     real = np.load(real_dir / "test_sample.npz")["acoustic_data"].astype(np.float64)
-    exp = synth._experiment(synth.SIZES["full"], 0)
-    starts = np.sort(np.random.default_rng([0, 2]).choice(exp.test.n_rows - SEGMENT_ROWS, n, replace=False))
-    syn = np.stack([synth._render(exp, exp.test, int(s), int(s) + SEGMENT_ROWS, np.random.default_rng([0, 4, i]), 0) for i, s in enumerate(starts)])
+    syn = rendered_test(n)
     q = []
     for x in (real, syn.astype(np.float64)):
         f, p = frame_spectra(x - np.median(x, axis=1, keepdims=True))

@@ -169,10 +169,11 @@ ENVELOPE_SD = {"tone": (1.3, 1.1), "low": (1.5, 1.5)}
 ENVELOPE_LENGTH = 600.0  # correlation length of the log envelopes, in samples
 ENVELOPE_CORR = 0.55  # of the two parts' log envelopes
 # Where the factorisation's floor dips under the real quietest frames: at the varying parts' peaks
-# (0.021 and 0.035 cycles/sample) the real frames never fall quiet, and the fit put the floor near 0
-# there. The shortfall of the 10% quantile of the frame power (all frames of the 100 real test
-# segments against 300 rendered without the fill), added to the floor; every bin below 0.12
-# cycles/sample (bench/realism.py --floor-fill).
+# the real frames never fall quiet, and the fit put the floor near 0 there. The shortfall of the 10%
+# quantile of the frame power (all frames of the 100 real test segments against 300 rendered), added
+# to the floor at every bin below 0.12 cycles/sample; three damped steps of bench/realism.py
+# --floor-fill (half the shortfall each, from a zero fill) left it at 19 bins: 0.020-0.024,
+# 0.034-0.036, 0.046 and 0.063-0.065 cycles/sample.
 FLOOR_FILL = _parse_table(
     """
     0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0
