@@ -16,6 +16,8 @@ SUBS     := submissions
 PRESET   ?= recipe
 RUN      ?=
 JOBS     ?= 0
+# pytest workers for make test (each builds the session's tiny data, features and run once)
+TESTJOBS ?= 2
 LQFLAGS  ?=
 CFG      := --preset $(PRESET) $(LQFLAGS)
 # The run folder: RUN=... if given, else the command's default, models/PRESET (models/PRESET-KEY
@@ -79,8 +81,8 @@ kernel-push: kernel ## upload the kernel with the Kaggle command line
 	@[ -f $$HOME/.kaggle/kaggle.json ] || [ -n "$$KAGGLE_USERNAME" ] || { echo "kernel-push: no Kaggle credentials (~/.kaggle/kaggle.json or KAGGLE_USERNAME/KAGGLE_KEY)" >&2; exit 2; }
 	kaggle kernels push -p build/kernel
 
-test: $(STAMP) ## the test suite (tiny synthetic data)
-	$(BIN)/python -m pytest -q
+test: $(STAMP) ## the test suite (tiny synthetic data; TESTJOBS=2 worker processes, 1 for one process)
+	$(BIN)/python -m pytest -q $(if $(filter-out 1,$(TESTJOBS)),-n $(TESTJOBS))
 
 lint: $(STAMP) ## ruff: lint and format check (`.venv/bin/ruff format .` fixes the format)
 	$(BIN)/ruff check .
