@@ -30,8 +30,8 @@ K-part factorisation) and sets the rendering against the real segments: how far 
 ``--floor-fill N`` is one step of the fill of the measured floor (``synth.measured.FLOOR_FILL``).
 
 ``--quick N`` is the loop the generator's constants were tuned with: N test segments of `full`
-(seed 0) rendered in this process, no files, their 24 features against the real test's (about 15 s
-for 300).
+(seed 0) rendered in this process, no files, their 24 features against the real test's (26-62 s
+for 300 on 2 cores, by the machine's day).
 
 Results: bench/out/realism/results.json and a table on stdout.
 """
