@@ -58,12 +58,17 @@ REAL = OUT / "realism"
 TARGETS = {"auc": 0.65, "median_ks": 0.10, "max_ks": 0.25}
 
 
+def real_segments(real_dir: Path) -> np.ndarray:
+    """The 100 real test segments (REAL_DIR/test_sample.npz), int16, 100 x 150,000."""
+    return np.load(real_dir / "test_sample.npz")["acoustic_data"]
+
+
 @functools.cache
 def real_signal_stats(real_dir: Path) -> pd.DataFrame:
     """stats.signal_stats of the 100 real test segments (once a process: every case compares to them)."""
     from labquake.stats import signal_stats
 
-    return signal_stats(np.load(real_dir / "test_sample.npz")["acoustic_data"])
+    return signal_stats(real_segments(real_dir))
 
 
 def plain_compare(syn: np.ndarray, real_dir: Path) -> dict:
@@ -199,7 +204,7 @@ def floor_fill(real_dir: Path, n: int, share: float = 0.1, least: float = 0.15) 
 
     from labquake.synth import measured
 
-    real = np.load(real_dir / "test_sample.npz")["acoustic_data"].astype(np.float64)
+    real = real_segments(real_dir).astype(np.float64)
     syn = rendered_test(n)
     q = []
     for x in (real, syn.astype(np.float64)):
@@ -227,7 +232,7 @@ def rerender(real_dir: Path, k: int, within: float = 0.6) -> None:
     from labquake.stats import adversarial_auc, ks_table
     from labquake.synth import measured, signal
 
-    seg = np.load(real_dir / "test_sample.npz")["acoustic_data"].astype(np.float64)
+    seg = real_segments(real_dir).astype(np.float64)
     med = np.median(seg, axis=1, keepdims=True)
     f, frames = frame_spectra(seg - med)
     n_seg, n_frames, n_bins = frames.shape
