@@ -41,6 +41,11 @@ FRAME = 2048
 QUANTILES = np.linspace(0, 1, 21)
 
 
+def real_segments(real_dir: Path) -> np.ndarray:
+    """The 100 real test segments (REAL_DIR/test_sample.npz), int16, 100 x 150,000."""
+    return np.load(real_dir / "test_sample.npz")["acoustic_data"]
+
+
 def frame_spectra(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Hann-windowed periodograms of consecutive 2,048-sample frames: (freqs, segments x frames x bins)."""
     n = z.shape[1] // FRAME
@@ -163,7 +168,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.calibrate:
         calibrate()
-    seg = np.load(args.real_dir / "test_sample.npz")["acoustic_data"].astype(np.float64)
+    seg = real_segments(args.real_dir).astype(np.float64)
     z = seg - np.median(seg, axis=1, keepdims=True)
     f, frames = frame_spectra(z)
     n_seg, n_frames = frames.shape[:2]

@@ -49,6 +49,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from measure_real import real_segments  # noqa: E402
 from run import OUT, measure  # noqa: E402
 
 from labquake import synth  # noqa: E402
@@ -56,11 +57,6 @@ from labquake.config import SEGMENT_ROWS  # noqa: E402
 
 REAL = OUT / "realism"
 TARGETS = {"auc": 0.65, "median_ks": 0.10, "max_ks": 0.25}
-
-
-def real_segments(real_dir: Path) -> np.ndarray:
-    """The 100 real test segments (REAL_DIR/test_sample.npz), int16, 100 x 150,000."""
-    return np.load(real_dir / "test_sample.npz")["acoustic_data"]
 
 
 @functools.cache
