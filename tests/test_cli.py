@@ -57,7 +57,7 @@ def test_folders_default_from_the_paths_settings(tmp_path, monkeypatch):
     from labquake.cli import main
 
     calls = {}
-    monkeypatch.setattr(synth, "run_synth", lambda out, preset, seed, shift, test_shift: calls.update(synth=out))
+    monkeypatch.setattr(synth, "run_synth", lambda out, preset, seed, shift, test_shift, bursts: calls.update(synth=out))
     monkeypatch.setattr(data, "run_cache", lambda raw, interim, force: calls.update(cache=(raw, interim)))
     monkeypatch.setattr(
         features, "run_features", lambda cfg, raw, out, interim, jobs, scheduler, sequences: calls.update(features=(raw, out, interim))

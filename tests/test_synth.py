@@ -616,3 +616,49 @@ def test_shift_puts_test_and_some_train_cycles_in_a_louder_regime(tmp_path):
     n_train = info["train_cycles"]
     assert record["train_cycles_in_test_regime"] == [c for c in range(n_train) if regime[c]]
     assert not (tmp_path / "raw" / "test" / "regime.json").exists()
+
+
+def test_event_envelopes_have_unit_power_and_sudden_onsets():
+    """synth --bursts events: each envelope's mean power is 1 (so the parts keep their measured
+    weights), and an event's power starts at once and decays over measured.EVENT_DECAY samples."""
+    from labquake.synth import measured
+    from labquake.synth.signal import _event_envelopes
+
+    tone, low = _event_envelopes(np.random.default_rng(0), 4_000_000)
+    for env in (tone, low):
+        assert abs(np.mean(env.astype(np.float64) ** 2) - 1) < 0.05
+    a, b = _event_envelopes(np.random.default_rng(0), 4_000_000)
+    assert np.array_equal(a, tone) and np.array_equal(b, low)  # deterministic for a seed
+    # the largest event: its power jumps within one sample, then falls by e per EVENT_DECAY samples
+    p = tone.astype(np.float64) ** 2
+    k = int(np.argmax(np.diff(p))) + 1
+    assert p[k - 1] < 0.1 * p[k]
+    decay = p[k + 200] / p[k + 100]
+    assert abs(np.log(decay) * measured.EVENT_DECAY / 100 + 1) < 0.1
+
+
+def test_cli_bursts_events_changes_the_signal_only(tiny_raw, tmp_path):
+    out = tmp_path / "events"
+    run = subprocess.run(
+        [sys.executable, "-m", "labquake", "synth", "--out", str(out), "--preset", "tiny", "--bursts", "events"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    assert json.loads((out / "synth.json").read_text())["bursts"] == "events"
+    assert json.loads((tiny_raw / "synth.json").read_text())["bursts"] == "envelopes"
+    # the same recording (times, cycles, segment names, answers), another signal
+    assert (out / "test_truth.csv").read_text() == (tiny_raw / "test_truth.csv").read_text()
+    assert file_sha(out / "train.csv") != file_sha(tiny_raw / "train.csv")
+    x = pd.read_csv(out / "train.csv", nrows=1_000_000)
+    y = pd.read_csv(tiny_raw / "train.csv", nrows=1_000_000)
+    np.testing.assert_array_equal(x["time_to_failure"], y["time_to_failure"])
+    bad = subprocess.run(
+        [sys.executable, "-m", "labquake", "synth", "--out", str(tmp_path / "bad"), "--bursts", "clouds"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2 and "invalid choice: 'clouds'" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "bad").exists()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from labquake import __version__
 from labquake.cluster import SCHEDULER_ENV, scheduler_address
-from labquake.config import PRESETS, Config, load_config
+from labquake.config import BURSTS, PRESETS, Config, load_config
 from labquake.util import LabquakeError, is_no_space, log, no_space, setup_logging
 
 DEFAULTS = Config().paths  # for the help texts; the loaded configuration's paths are used
@@ -41,7 +41,7 @@ def cmd_synth(args: argparse.Namespace) -> None:
     paths = _config(args, preset="recipe").paths  # synth's own --preset is the dataset's size
     from labquake import synth
 
-    synth.run_synth(_path(args.out, paths.raw), args.preset, args.seed, shift=args.shift, test_shift=args.test_shift)
+    synth.run_synth(_path(args.out, paths.raw), args.preset, args.seed, shift=args.shift, test_shift=args.test_shift, bursts=args.bursts)
 
 
 def cmd_cache(args: argparse.Namespace) -> None:
@@ -176,6 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
         dest="test_shift",
         action="store_false",
         help="draw the test interval's cycles like train's (default: longer, as in the real test: mean time to failure 1.11x train's)",
+    )
+    p.add_argument(
+        "--bursts",
+        default="envelopes",
+        choices=BURSTS,
+        help="how the emission's power comes in time: log-normal envelopes (default) or events with sudden onsets and slow decays, as the real ones",
     )
 
     p = add("cache", cmd_cache, "convert train.csv and the test segments into a memory-mappable binary cache", [common, settable])

@@ -90,7 +90,7 @@ from pathlib import Path
 
 import numpy as np
 
-from labquake.config import SEGMENT_ROWS
+from labquake.config import BURSTS, SEGMENT_ROWS
 from labquake.synth.signal import MODEL, SHIFT_GAIN, SHIFT_SHARE, STATE_KNOTS, SignalModel, _activity, _ar1, _levels, _render, stress  # noqa: F401
 from labquake.synth.text import SUB_HEADER, TEST_HEADER, TRAIN_HEADER, _tables, format_signal_rows, format_times, format_train_rows
 from labquake.synth.timebase import (  # noqa: F401 (the tests and benches read these here)
@@ -146,6 +146,7 @@ class _Experiment:
     total_time: float
     time_scale: int
     regime: np.ndarray | None = None  # per cycle: in the shifted amplitude regime (synth --shift)
+    bursts: str = "envelopes"  # how the emission's power comes in time (synth --bursts, config.BURSTS)
 
     @property
     def cycle_seconds(self) -> np.ndarray:
@@ -154,7 +155,13 @@ class _Experiment:
 
 # Long by design: the experiment is drawn from one random stream in a fixed order, visible in one place.
 def _experiment(
-    preset: Size, seed: int, model: SignalModel = MODEL, fault: FaultModel = FAULT, shift: bool = False, test_shift: bool = True
+    preset: Size,
+    seed: int,
+    model: SignalModel = MODEL,
+    fault: FaultModel = FAULT,
+    shift: bool = False,
+    test_shift: bool = True,
+    bursts: str = "envelopes",
 ) -> _Experiment:
     """The whole experiment's time base, cycles and per-block state.
 
@@ -166,6 +173,9 @@ def _experiment(
     ``shift``: a known train/test shift, to test drift diagnostics and the choice of train cycles:
     the test cycles and about a third of the train cycles (seeded) are in a louder amplitude regime
     (``SHIFT_GAIN``); the other draws, and so every other cycle, are unchanged.
+
+    ``bursts``: how the emission's power comes in time (``config.BURSTS``): "envelopes", log-normal
+    envelopes (the default), or "events", acoustic-emission events with sudden onsets and slow decays.
     """
     rng = np.random.default_rng([seed, 0])
     n_cycles = 64 + preset.train_rows // 1_000_000  # plenty: unused ones cost nothing
@@ -206,7 +216,7 @@ def _experiment(
     clock = test_clock
     if test.cycle[0] <= cut:
         raise AssertionError("test recording must start with a new cycle")
-    exp = _Experiment(train, test, cycles, gain, cycle_offset, peak, lead, mod, clock.t, preset.time_scale)
+    exp = _Experiment(train, test, cycles, gain, cycle_offset, peak, lead, mod, clock.t, preset.time_scale, bursts=bursts)
     if shift:
         exp.regime = np.random.default_rng([seed, 6]).random(n_cycles) < SHIFT_SHARE
         exp.regime[0] = False  # the partial first cycle
@@ -273,23 +283,25 @@ def _write_test(out: Path, exp: _Experiment, seed: int, n_seg: int) -> tuple[lis
 
 
 # Long by design: the stage's files in the order they are written, each atomically.
-def run_synth(out: Path, preset: str, seed: int, shift: bool = False, test_shift: bool = True) -> dict:
+def run_synth(out: Path, preset: str, seed: int, shift: bool = False, test_shift: bool = True, bursts: str = "envelopes") -> dict:
     """Write a synthetic dataset in Kaggle's layout into ``out``; return what was written, which
     ``synth.json`` beside the files records (with the true mean time to failure of train and test).
 
     ``test_shift``: the test interval in the real regime (longer cycles, ``FaultModel.test_ratio``);
     False draws its cycles like train's. ``shift``: the known train/test shift of ``_experiment``;
     ``regime.json`` beside the files names the train cycles (numbered as the features stage numbers
-    them) that share the test's regime.
+    them) that share the test's regime. ``bursts``: see ``_experiment``.
     """
     if preset not in SIZES:
         raise LabquakeError(f"synth: unknown preset {preset!r} (choose from {', '.join(SIZES)})")
+    if bursts not in BURSTS:
+        raise LabquakeError(f"synth: unknown bursts {bursts!r} (choose from {', '.join(BURSTS)})")
     if seed < 0:
         raise LabquakeError(f"synth: seed must be >= 0, got {seed}")
     p = SIZES[preset]
     out = Path(out)
     t0 = time.perf_counter()
-    exp = _experiment(p, seed, shift=shift, test_shift=test_shift)
+    exp = _experiment(p, seed, shift=shift, test_shift=test_shift, bursts=bursts)
     _tables()  # build the formatting tables once, before the worker threads need them
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -319,6 +331,7 @@ def run_synth(out: Path, preset: str, seed: int, shift: bool = False, test_shift
         "test_segments": len(ids),
         "test_cycles": int(len(np.unique(exp.test.cycle))),
         "test_shift": test_shift,
+        "bursts": bursts,
         "train_mean_ttf": round(float(np.mean(_ttf_at(exp.train, _segment_ends(exp.train)))) / UNITS_PER_S, 4),
         "test_mean_ttf": round(float(np.mean([float(t) for t in truth])), 4),
         "bytes": size + test_bytes,

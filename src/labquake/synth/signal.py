@@ -186,27 +186,53 @@ def _emission(exp: _Experiment, seed: int, cycle: int, model: SignalModel) -> np
     return wave * (exp.emission_peak[cycle] / np.abs(wave).max())
 
 
+def _event_envelopes(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per sample: the tone's and the low part's amplitude envelopes (mean power 1 each) as
+    acoustic-emission events (synth --bursts events). Onsets at a constant rate (measured.EVENT_RATE
+    per sample), each with a log-normal energy (log sd measured.EVENT_SD) and a low share of its own
+    (log sd measured.EVENT_LOW_SD); each event's power starts at once and decays exponentially
+    (measured.EVENT_DECAY samples), as the real events do."""
+    from scipy.signal import lfilter
+
+    at = rng.integers(0, n, rng.poisson(measured.EVENT_RATE * n))
+    sd, low_sd = measured.EVENT_SD, measured.EVENT_LOW_SD
+    energy = np.exp(sd * rng.standard_normal(len(at)) - sd * sd / 2) / measured.EVENT_RATE
+    share = np.exp(low_sd * rng.standard_normal(len(at)) - low_sd * low_sd / 2)
+    phi = np.exp(-1.0 / measured.EVENT_DECAY)
+    out = []
+    for e in (energy, energy * share):
+        impulses = np.bincount(at, weights=e, minlength=n)
+        power = lfilter([1 - phi], [1.0, -phi], impulses)  # unit area: mean power 1
+        out.append(np.sqrt(np.maximum(power, 0.0)).astype(np.float32))
+    return out[0], out[1]
+
+
 def _render(exp: _Experiment, rec: Timeline, lo: int, hi: int, rng: np.random.Generator, seed: int, model: SignalModel = MODEL) -> np.ndarray:
     """The int16 signal of rows [lo, hi) of a recording: the measured floor, plus the tone and the low
-    part at their per-block weights, Gaussian noise under log-normal envelopes (short emission
-    events), plus the baseline with its slow wander, and the quake's emission."""
+    part at their per-block weights, Gaussian noise under log-normal envelopes (or, with ``exp.bursts``
+    "events", under acoustic-emission events: ``_event_envelopes``; config.BURSTS), plus the baseline with its slow
+    wander, and the quake's emission."""
     n = hi - lo
     tone, low, base = (v.astype(np.float32) for v in _expand(rec, lo, hi, [rec.tone, rec.low, rec.baseline]))
     h = _filters(model.fir_taps)
     white = rng.standard_normal((3, n + WARMUP), dtype=np.float32)
     pad = lambda v: np.concatenate([np.full(WARMUP, v[0], np.float32), v])  # noqa: E731
     tone, low = pad(tone), pad(low)  # the filters' warm-up runs on the first block's weights
-    # Emission comes in short events: the tone's and the low part's amplitudes follow log-normal
-    # envelopes (measured.ENVELOPE_SD), partly shared (ENVELOPE_CORR), each with mean power 1
-    corr, length = measured.ENVELOPE_CORR, measured.ENVELOPE_LENGTH
-    # the envelopes' sds move with the level (measured.ENVELOPE_SD): linear in the tone weight's rank
-    rank = np.interp(tone, measured.TONE_LEVEL, measured.LEVEL_QUANTILES).astype(np.float32)
-    sd_tone, sd_low = (np.float32(a) + np.float32(b - a) * rank for a, b in (measured.ENVELOPE_SD["tone"], measured.ENVELOPE_SD["low"]))
-    shared, own = _smooth(rng, n + WARMUP, [(length, 1.0)]), _smooth(rng, n + WARMUP, [(length, 1.0)])
-    log_tone = sd_tone * shared - sd_tone**2
-    log_low = sd_low * (np.float32(corr) * shared + np.float32(np.sqrt(1 - corr * corr)) * own) - sd_low**2
-    y_tone = _filter(white[1] * np.exp(log_tone) * np.sqrt(tone), h["tone"])
-    y_low = _filter(white[2] * np.exp(log_low) * np.sqrt(low), h["low"])
+    if exp.bursts == "events":
+        env_tone, env_low = _event_envelopes(rng, n + WARMUP)
+    else:
+        # Emission comes in short events: the tone's and the low part's amplitudes follow log-normal
+        # envelopes (measured.ENVELOPE_SD), partly shared (ENVELOPE_CORR), each with mean power 1
+        corr, length = measured.ENVELOPE_CORR, measured.ENVELOPE_LENGTH
+        # the envelopes' sds move with the level (measured.ENVELOPE_SD): linear in the tone weight's rank
+        rank = np.interp(tone, measured.TONE_LEVEL, measured.LEVEL_QUANTILES).astype(np.float32)
+        sd_tone, sd_low = (np.float32(a) + np.float32(b - a) * rank for a, b in (measured.ENVELOPE_SD["tone"], measured.ENVELOPE_SD["low"]))
+        shared, own = _smooth(rng, n + WARMUP, [(length, 1.0)]), _smooth(rng, n + WARMUP, [(length, 1.0)])
+        log_tone = sd_tone * shared - sd_tone**2
+        log_low = sd_low * (np.float32(corr) * shared + np.float32(np.sqrt(1 - corr * corr)) * own) - sd_low**2
+        env_tone, env_low = np.exp(log_tone), np.exp(log_low)
+    y_tone = _filter(white[1] * env_tone * np.sqrt(tone), h["tone"])
+    y_low = _filter(white[2] * env_low * np.sqrt(low), h["low"])
     base += _smooth(rng, n, [(samples, np.sqrt(var * k)) for (samples, var), k in zip(measured.WANDER, measured.WANDER_SCALE, strict=True)])
     y = base + (_filter(white[0], h["floor"]) + y_tone + y_low)[WARMUP:]
     for row, cycle in rec.emissions:
