@@ -20,7 +20,7 @@ synthetic test segments against the real test's 24 features (REAL_DIR/test_featu
   sparsely, so one of its segments spans 0.39 s and often holds both the emission and the failure.
 
     python bench/realism.py --real REAL_DIR [--presets demo full] [--seeds 0 1] [--reuse]
-    python bench/realism.py --real REAL_DIR --quick [N]
+    python bench/realism.py --real REAL_DIR --quick [N] [--bursts events]
     python bench/realism.py --real REAL_DIR --floor-fill [N]
     python bench/realism.py --real REAL_DIR --rerender K
 
@@ -53,7 +53,7 @@ from measure_real import real_segments  # noqa: E402
 from run import OUT, measure  # noqa: E402
 
 from labquake import synth  # noqa: E402
-from labquake.config import SEGMENT_ROWS  # noqa: E402
+from labquake.config import BURSTS, SEGMENT_ROWS  # noqa: E402
 
 REAL = OUT / "realism"
 TARGETS = {"auc": 0.65, "median_ks": 0.10, "max_ks": 0.25}
@@ -79,6 +79,7 @@ def plain_compare(syn: np.ndarray, real_dir: Path) -> dict:
         "auc": adversarial_auc(real, s, list(real.columns)),
         "median_ks": float(table["ks_stat"].median()),
         "largest": table.head(5).round(3).to_dict("records"),
+        "burst_asymmetry_ks": float(table.set_index("feature").loc["burst_asymmetry", "ks_stat"]),
     }
 
 
@@ -165,19 +166,19 @@ def case(preset: str, seed: int, real_dir: Path, reuse: bool) -> dict:
     return result
 
 
-def rendered_test(n: int) -> np.ndarray:
+def rendered_test(n: int, bursts: str = "envelopes") -> np.ndarray:
     """N test segments of `full` (seed 0) rendered in this process, no files: the tuning loops' sample."""
-    exp = synth._experiment(synth.SIZES["full"], 0)
+    exp = synth._experiment(synth.SIZES["full"], 0, bursts=bursts)
     starts = np.sort(np.random.default_rng([0, 2]).choice(exp.test.n_rows - SEGMENT_ROWS, n, replace=False))
     return np.stack([synth._render(exp, exp.test, int(s), int(s) + SEGMENT_ROWS, np.random.default_rng([0, 4, i]), 0) for i, s in enumerate(starts)])
 
 
-def quick(real_dir: Path, n: int) -> None:
+def quick(real_dir: Path, n: int, bursts: str = "envelopes") -> None:
     """N synthetic test segments of `full` seed 0, rendered in process, against the real test features."""
     from labquake.features import FEATURE_NAMES, segment_features
     from labquake.stats import adversarial_auc, ks_table
 
-    segs = rendered_test(n)
+    segs = rendered_test(n, bursts)
     syn = pd.DataFrame([segment_features(x) for x in segs])
     real = pd.read_parquet(real_dir / "test_features.parquet")
     table = ks_table(syn, real, FEATURE_NAMES)
@@ -186,6 +187,7 @@ def quick(real_dir: Path, n: int) -> None:
     print(f"AUC {auc:.3f}  median KS {table['ks_stat'].median():.3f}  largest KS {table['ks_stat'].max():.3f}")
     plain = plain_compare(segs, real_dir)
     print(f"plain statistics: AUC {plain['auc']:.3f}  median KS {plain['median_ks']:.3f}  largest {plain['largest'][:3]}")
+    print(f"burst asymmetry: KS {plain['burst_asymmetry_ks']:.3f}")
 
 
 def floor_fill(real_dir: Path, n: int, share: float = 0.1, least: float = 0.15) -> None:
@@ -262,12 +264,13 @@ def main() -> None:
     ap.add_argument("--reuse", action="store_true", help="take the cases already measured")
     ap.add_argument("--quick", type=int, nargs="?", const=300, metavar="N", help="only N segments rendered in process (default 300)")
     ap.add_argument("--floor-fill", type=int, nargs="?", const=300, metavar="N", help="measure the floor's fill on N rendered segments")
+    ap.add_argument("--bursts", default="envelopes", choices=BURSTS, help="with --quick: the generator's bursts (synth --bursts)")
     ap.add_argument("--rerender", type=int, metavar="K", help="the real segments rendered from their own K-part frame weights")
     args = ap.parse_args()
     if not (args.real / "test_features.parquet").is_file():
         sys.exit(f"bench-realism: {args.real / 'test_features.parquet'}: not found (give --real the folder of the real samples)")
     if args.quick:
-        return quick(args.real, args.quick)
+        return quick(args.real, args.quick, args.bursts)
     if args.rerender:
         return rerender(args.real, args.rerender)
     if args.floor_fill:

@@ -11,6 +11,8 @@ scale.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -42,8 +44,25 @@ def synthetic_test(exp_full):
     return np.array([synth._render(exp_full, rec, int(s), int(s) + W, np.random.default_rng([0, 10, i]), 0) for i, s in enumerate(starts)])
 
 
-def test_plain_statistics_match_the_real_test(real, synthetic_test):
-    r, s = signal_stats(real), signal_stats(synthetic_test)
+@pytest.fixture(scope="module")
+def synthetic_events(exp_full):
+    """The same 60 segments with ``synth --bursts events``."""
+    exp = dataclasses.replace(exp_full, bursts="events")
+    rec = exp.test
+    starts = np.sort(np.random.default_rng(11).choice(rec.n_rows - W, 60, replace=False))
+    return np.array([synth._render(exp, rec, int(s), int(s) + W, np.random.default_rng([0, 10, i]), 0) for i, s in enumerate(starts)])
+
+
+@pytest.mark.parametrize("bursts", ["envelopes", "events"])
+def test_plain_statistics_match_the_real_test(real, synthetic_test, synthetic_events, bursts):
+    r, s = signal_stats(real), signal_stats(synthetic_test if bursts == "envelopes" else synthetic_events)
+    if bursts == "envelopes":
+        # The log-normal envelopes rise as slowly as they fall: their bursts' asymmetry is 0.0-0.6
+        # (10-90%) against the real 2.0-3.6, the gap docs/synthetic.md names; --bursts events closes it
+        assert s["burst_asymmetry"].quantile(0.9) < r["burst_asymmetry"].quantile(0.1)
+        r, s = r.drop(columns="burst_asymmetry"), s.drop(columns="burst_asymmetry")
+    else:
+        assert abs(s["burst_asymmetry"].median() / r["burst_asymmetry"].median() - 1) < 0.2
     # The floor above 0.2 cycles/sample is the same in every real segment to 0.7%: there the medians
     # must agree to 2% (a KS statistic would only measure how constant each side is)
     floor = ["band_0.2", "band_0.35"]

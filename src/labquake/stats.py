@@ -63,6 +63,7 @@ def adversarial_auc(train: pd.DataFrame, test: pd.DataFrame, features: list[str]
 SIGNAL_BANDS = (0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.35, 0.5)  # cycles/sample
 SIGNAL_LAGS = (1, 2, 5, 10, 50)
 FRAME = 2048  # samples: the features' STFT frame
+BURST_WINDOW = 128  # samples: the bursts' power is smoothed over this, and its change taken over it
 
 
 def signal_stats(segments: np.ndarray) -> pd.DataFrame:
@@ -70,8 +71,11 @@ def signal_stats(segments: np.ndarray) -> pd.DataFrame:
     unless named otherwise: the mean of x; sd, kurtosis, the 0.99 and 0.999 quantiles and the
     maximum of |x - median| and its share above 20; zero crossings; autocorrelation at SIGNAL_LAGS;
     mean power in SIGNAL_BANDS (Welch, 2,048-sample frames); burstiness: the sd of the log variance
-    of 2,048-sample frames, and the kurtosis of the 0.02-0.1 cycles/sample band (the tone's)."""
+    of 2,048-sample frames, the kurtosis of the 0.02-0.1 cycles/sample band (the tone's), and
+    ``burst_asymmetry``, the skewness of the change over BURST_WINDOW samples of the log power over
+    BURST_WINDOW samples: positive when bursts rise faster than they decay (real: 2.0-3.6, 10-90%)."""
     from scipy import stats
+    from scipy.ndimage import uniform_filter1d
     from scipy.signal import butter, sosfiltfilt, welch
 
     x = np.asarray(segments, dtype=np.float64)
@@ -89,4 +93,7 @@ def signal_stats(segments: np.ndarray) -> pd.DataFrame:
     out["frame_log_power_sd"] = np.log(z[:, :n].reshape(len(z), -1, FRAME).var(axis=2)).std(1)
     tone = sosfiltfilt(butter(4, (0.04, 0.2), "bandpass", output="sos"), c, axis=1)  # 0.02-0.1 cycles/sample
     out["tone_kurtosis"] = stats.kurtosis(tone, axis=1)
+    log_power = np.log1p(uniform_filter1d(z * z, BURST_WINDOW, axis=1))  # +1: the floor's power is about 10
+    change = log_power[:, BURST_WINDOW :: BURST_WINDOW // 8] - log_power[:, : -BURST_WINDOW : BURST_WINDOW // 8]
+    out["burst_asymmetry"] = stats.skew(change, axis=1)
     return pd.DataFrame(out)
