@@ -14,6 +14,8 @@ writes as JSON:
 - how the tails move with the level m (kurtosis of the band 0.02-0.1 cycles/sample, share of
   samples over 20, 50, 100, the 0.999 quantile of |x|), which the burst constants were tuned to;
 - the quiet failure windows, and the cycles of train_targets.csv.
+- how the bursts rise and decay (``EVENT_DECAY``): from each peak of the power over 128 samples,
+  the samples to e^-4 of it after the peak and before it.
 
 - the baseline's slow wander inside a segment (``WANDER``: AR(1) parts fitted to the excess over
   the floor below 0.003 cycles/sample, in 32,768-sample frames).
@@ -151,6 +153,36 @@ def tails(z: np.ndarray) -> dict[str, float]:
     }
 
 
+def event_shapes(z: np.ndarray, window: int = 128, apart: int = 3000, least: float = 4.0) -> dict:
+    """How the bursts rise and decay (synth.measured.EVENT_DECAY): in each segment's power over
+    ``window`` samples, the peaks over ``least`` times the segment's median power, ``apart`` samples
+    apart; from each, the samples until the excess over the median falls to e^-4 of the peak's, after
+    it and before it. Quantiles (10, 50, 90%) over all peaks, and over those over 30x the median."""
+    from scipy.ndimage import maximum_filter1d, uniform_filter1d
+
+    rows = []
+    for x in z:
+        power = uniform_filter1d(x * x, window)
+        floor = np.median(power)
+        excess = power - floor
+        peaks = np.flatnonzero((power == maximum_filter1d(power, 2 * apart + 1)) & (power > least * floor))
+        for k in peaks[(peaks >= apart) & (peaks + apart <= len(x))]:
+            after = np.flatnonzero(excess[k : k + apart] < excess[k] * np.exp(-4))
+            before = np.flatnonzero(excess[k - apart : k][::-1] < excess[k] * np.exp(-4))
+            rows.append((excess[k] / floor, after[0] if len(after) else apart, before[0] if len(before) else apart))
+    e = np.array(rows)
+    big = e[e[:, 0] > 30]
+    q = (0.1, 0.5, 0.9)
+    return {
+        "peaks_per_segment": len(e) / len(z),
+        "after": np.quantile(e[:, 1], q).tolist(),
+        "before": np.quantile(e[:, 2], q).tolist(),
+        "large": len(big),
+        "large_after": np.quantile(big[:, 1], q).tolist(),
+        "large_before": np.quantile(big[:, 2], q).tolist(),
+    }
+
+
 def calibrate() -> None:
     """synth.STATE_KNOTS: the quantiles of the power state over the test recordings of `full`, seeds 0 and 1."""
     from labquake import synth
@@ -212,6 +244,7 @@ def main() -> None:
         "wander": slow,
         "tails_by_level": by_level.round(5).reset_index(drop=True).to_dict(orient="list"),
         "quake_windows": {"sd": np.round(qz.std(1), 2).tolist(), "max_abs": np.abs(qz).max(1).astype(int).tolist()},
+        "events": event_shapes(z),
         "cycles": {"complete": len(lengths), "mean_s": float(lengths.mean()), "sd_s": float(lengths.std(ddof=1)), "mean_ttf_s": float(ttf.mean())},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -229,6 +262,7 @@ def main() -> None:
     print("envelope (tone's frame power within a segment):", {k: round(v, 3) for k, v in envelope.items()})
     print("tails by quintile of the tone level:\n", by_level.round(4).to_string())
     print("quake windows: sd", out["quake_windows"]["sd"], "max |x|", out["quake_windows"]["max_abs"])
+    print("events (samples to e^-4 of the peak's power, 10/50/90%):", out["events"])
     print("cycles:", out["cycles"])
 
 

@@ -197,8 +197,8 @@ FLOOR_FILL = _parse_table(
 # synth --bursts events (not the default): the real bursts are acoustic-emission events. Their
 # envelope (the power over 128 samples) rises at once and decays slowly: from its peak to e^-4 of it
 # in a median of 172 samples before and 676 after (768 after for the 716 events over 30x the floor;
-# 100 real test segments, bench/measure_real.py's event shapes), where the log-normal envelopes rise
-# and fall alike (327 and 358). A power decay of EVENT_DECAY samples gives 709 after the smoothing.
+# 100 real test segments, bench/measure_real.py's event_shapes), where the log-normal envelopes rise
+# and fall alike (333 and 373). A power decay of EVENT_DECAY samples gives 172 and 701.
 # The rate and the energies' log sd were chosen with `bench/realism.py --quick` (docs/synthetic.md).
 EVENT_DECAY = 220.0  # samples, of the power
 EVENT_RATE = 0.001  # onsets per sample
