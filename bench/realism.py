@@ -20,7 +20,7 @@ synthetic test segments against the real test's 24 features (REAL_DIR/test_featu
   sparsely, so one of its segments spans 0.39 s and often holds both the emission and the failure.
 
     python bench/realism.py --real REAL_DIR [--presets demo full] [--seeds 0 1] [--reuse]
-    python bench/realism.py --real REAL_DIR --quick [N] [--bursts events]
+    python bench/realism.py --real REAL_DIR --quick [N] [--bursts envelopes]
     python bench/realism.py --real REAL_DIR --floor-fill [N]
     python bench/realism.py --real REAL_DIR --rerender K
 
@@ -166,14 +166,14 @@ def case(preset: str, seed: int, real_dir: Path, reuse: bool) -> dict:
     return result
 
 
-def rendered_test(n: int, bursts: str = "envelopes") -> np.ndarray:
+def rendered_test(n: int, bursts: str = BURSTS[0]) -> np.ndarray:
     """N test segments of `full` (seed 0) rendered in this process, no files: the tuning loops' sample."""
     exp = synth._experiment(synth.SIZES["full"], 0, bursts=bursts)
     starts = np.sort(np.random.default_rng([0, 2]).choice(exp.test.n_rows - SEGMENT_ROWS, n, replace=False))
     return np.stack([synth._render(exp, exp.test, int(s), int(s) + SEGMENT_ROWS, np.random.default_rng([0, 4, i]), 0) for i, s in enumerate(starts)])
 
 
-def quick(real_dir: Path, n: int, bursts: str = "envelopes") -> None:
+def quick(real_dir: Path, n: int, bursts: str = BURSTS[0]) -> None:
     """N synthetic test segments of `full` seed 0, rendered in process, against the real test features."""
     from labquake.features import FEATURE_NAMES, segment_features
     from labquake.stats import adversarial_auc, ks_table
@@ -264,7 +264,7 @@ def main() -> None:
     ap.add_argument("--reuse", action="store_true", help="take the cases already measured")
     ap.add_argument("--quick", type=int, nargs="?", const=300, metavar="N", help="only N segments rendered in process (default 300)")
     ap.add_argument("--floor-fill", type=int, nargs="?", const=300, metavar="N", help="measure the floor's fill on N rendered segments")
-    ap.add_argument("--bursts", default="envelopes", choices=BURSTS, help="with --quick: the generator's bursts (synth --bursts)")
+    ap.add_argument("--bursts", default=BURSTS[0], choices=BURSTS, help="with --quick: the generator's bursts (synth --bursts)")
     ap.add_argument("--rerender", type=int, metavar="K", help="the real segments rendered from their own K-part frame weights")
     args = ap.parse_args()
     if not (args.real / "test_features.parquet").is_file():

@@ -618,36 +618,51 @@ def test_shift_puts_test_and_some_train_cycles_in_a_louder_regime(tmp_path):
     assert not (tmp_path / "raw" / "test" / "regime.json").exists()
 
 
-def test_event_envelopes_have_unit_power_and_sudden_onsets():
-    """synth --bursts events: each envelope's mean power is 1 (so the parts keep their measured
-    weights), and an event's power starts at once and decays over measured.EVENT_DECAY samples."""
+def test_event_envelopes_have_unit_power_and_sudden_onsets(monkeypatch):
+    """synth --bursts events: each envelope's mean power is 1 at any weight (so the parts keep their
+    measured weights), louder stretches have more events (the rate goes as the weight to
+    measured.EVENT_RATE_POWER), and an event's power starts at once and decays over
+    measured.EVENT_DECAY samples."""
     from labquake.synth import measured
     from labquake.synth.signal import _event_envelopes
 
-    tone, low = _event_envelopes(np.random.default_rng(0), 4_000_000)
-    for env in (tone, low):
-        assert abs(np.mean(env.astype(np.float64) ** 2) - 1) < 0.05
-    a, b = _event_envelopes(np.random.default_rng(0), 4_000_000)
+    n = 4_000_000
+    weight = np.where(np.arange(n) < n // 2, 0.25, 4.0).astype(np.float32)
+    with monkeypatch.context() as m:
+        # the measured energies' log sds (2.5, and 1.5 more for the low part) need ~10^8 events for a
+        # mean to 10%; the normalisation is the same at small sds
+        m.setattr(measured, "EVENT_SD", 0.3)
+        m.setattr(measured, "EVENT_LOW_SD", 0.3)
+        for env in _event_envelopes(np.random.default_rng(0), weight):
+            p = env.astype(np.float64) ** 2
+            for half in (p[: n // 2], p[n // 2 :]):
+                assert abs(half.mean() - 1) < 0.05, half.mean()
+    tone, low = _event_envelopes(np.random.default_rng(0), weight)
+    a, b = _event_envelopes(np.random.default_rng(0), weight)
     assert np.array_equal(a, tone) and np.array_equal(b, low)  # deterministic for a seed
-    # the largest event: its power jumps within one sample, then falls by e per EVENT_DECAY samples
     p = tone.astype(np.float64) ** 2
+    onsets = np.flatnonzero(np.diff(p) > 0) + 1  # the power only rises at an onset
+    quiet, loud = np.count_nonzero(onsets < n // 2), np.count_nonzero(onsets >= n // 2)
+    expected = 16**measured.EVENT_RATE_POWER  # (4 / 0.25) ** power
+    assert abs(loud / quiet / expected - 1) < 0.15, (loud, quiet, expected)
+    # the largest event: its power jumps within one sample, then falls by e per EVENT_DECAY samples
     k = int(np.argmax(np.diff(p))) + 1
     assert p[k - 1] < 0.1 * p[k]
     decay = p[k + 200] / p[k + 100]
     assert abs(np.log(decay) * measured.EVENT_DECAY / 100 + 1) < 0.1
 
 
-def test_cli_bursts_events_changes_the_signal_only(tiny_raw, tmp_path):
-    out = tmp_path / "events"
+def test_cli_bursts_envelopes_changes_the_signal_only(tiny_raw, tmp_path):
+    out = tmp_path / "envelopes"
     run = subprocess.run(
-        [sys.executable, "-m", "labquake", "synth", "--out", str(out), "--preset", "tiny", "--bursts", "events"],
+        [sys.executable, "-m", "labquake", "synth", "--out", str(out), "--preset", "tiny", "--bursts", "envelopes"],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert run.returncode == 0, run.stderr
-    assert json.loads((out / "synth.json").read_text())["bursts"] == "events"
-    assert json.loads((tiny_raw / "synth.json").read_text())["bursts"] == "envelopes"
+    assert json.loads((out / "synth.json").read_text())["bursts"] == "envelopes"
+    assert json.loads((tiny_raw / "synth.json").read_text())["bursts"] == "events"
     # the same recording (times, cycles, segment names, answers), another signal
     assert (out / "test_truth.csv").read_text() == (tiny_raw / "test_truth.csv").read_text()
     assert file_sha(out / "train.csv") != file_sha(tiny_raw / "train.csv")

@@ -179,9 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--bursts",
-        default="envelopes",
+        default=BURSTS[0],
         choices=BURSTS,
-        help="how the emission's power comes in time: log-normal envelopes (default) or events with sudden onsets and slow decays, as the real ones",
+        help="how the emission's power comes in time: events with sudden onsets and slow decays, as the real ones (default), or the older log-normal envelopes",
     )
 
     p = add("cache", cmd_cache, "convert train.csv and the test segments into a memory-mappable binary cache", [common, settable])

@@ -21,7 +21,7 @@ from labquake.features.table import read_by
 from labquake.util import LabquakeError, json_key
 
 SEGMENT_ROWS = 150_000
-BURSTS = ("envelopes", "events")  # labquake synth --bursts: how the emission's power comes in time (synth.signal._render)
+BURSTS = ("events", "envelopes")  # labquake synth --bursts, the first the default: how the emission's power comes in time (synth.signal._render)
 SUBMISSION_COLUMNS = ("seg_id", "time_to_failure")  # sample_submission.csv and every submission file
 REAL_TRAIN_ROWS = 629_145_480  # the size of Kaggle's train.csv
 # Kaggle's real train.csv is recognised by its content, never by its size: the sha256 of its first

@@ -146,7 +146,7 @@ class _Experiment:
     total_time: float
     time_scale: int
     regime: np.ndarray | None = None  # per cycle: in the shifted amplitude regime (synth --shift)
-    bursts: str = "envelopes"  # how the emission's power comes in time (synth --bursts, config.BURSTS)
+    bursts: str = BURSTS[0]  # how the emission's power comes in time (synth --bursts, config.BURSTS)
 
     @property
     def cycle_seconds(self) -> np.ndarray:
@@ -161,7 +161,7 @@ def _experiment(
     fault: FaultModel = FAULT,
     shift: bool = False,
     test_shift: bool = True,
-    bursts: str = "envelopes",
+    bursts: str = BURSTS[0],
 ) -> _Experiment:
     """The whole experiment's time base, cycles and per-block state.
 
@@ -174,8 +174,8 @@ def _experiment(
     the test cycles and about a third of the train cycles (seeded) are in a louder amplitude regime
     (``SHIFT_GAIN``); the other draws, and so every other cycle, are unchanged.
 
-    ``bursts``: how the emission's power comes in time (``config.BURSTS``): "envelopes", log-normal
-    envelopes (the default), or "events", acoustic-emission events with sudden onsets and slow decays.
+    ``bursts``: how the emission's power comes in time (``config.BURSTS``): "events", acoustic-emission
+    events with sudden onsets and slow decays (the default), or "envelopes", log-normal envelopes.
     """
     rng = np.random.default_rng([seed, 0])
     n_cycles = 64 + preset.train_rows // 1_000_000  # plenty: unused ones cost nothing
@@ -283,7 +283,7 @@ def _write_test(out: Path, exp: _Experiment, seed: int, n_seg: int) -> tuple[lis
 
 
 # Long by design: the stage's files in the order they are written, each atomically.
-def run_synth(out: Path, preset: str, seed: int, shift: bool = False, test_shift: bool = True, bursts: str = "envelopes") -> dict:
+def run_synth(out: Path, preset: str, seed: int, shift: bool = False, test_shift: bool = True, bursts: str = BURSTS[0]) -> dict:
     """Write a synthetic dataset in Kaggle's layout into ``out``; return what was written, which
     ``synth.json`` beside the files records (with the true mean time to failure of train and test).
 

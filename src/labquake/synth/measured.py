@@ -194,13 +194,16 @@ FLOOR_FILL = _parse_table(
     0 0 0 0 0 0
     """
 )
-# synth --bursts events (not the default): the real bursts are acoustic-emission events. Their
-# envelope (the power over 128 samples) rises at once and decays slowly: from its peak to e^-4 of it
-# in a median of 172 samples before and 676 after (768 after for the 716 events over 30x the floor;
-# 100 real test segments, bench/measure_real.py's event_shapes), where the log-normal envelopes rise
-# and fall alike (333 and 373). A power decay of EVENT_DECAY samples gives 172 and 701.
-# The rate and the energies' log sd were chosen with `bench/realism.py --quick` (docs/synthetic.md).
+# synth --bursts events: the real bursts are acoustic-emission events. Their envelope (the power
+# over 128 samples) rises at once and decays slowly: from its peak to e^-4 of it in a median of 172
+# samples before and 676 after (768 after for the 716 events over 30x the floor; 100 real test
+# segments, bench/measure_real.py's event_shapes), where the log-normal envelopes rise and fall
+# alike (333 and 373). A power decay of EVENT_DECAY samples gives the real shape.
+# The rate, its power of the weight and the log sds were chosen with `bench/realism.py --quick`
+# (docs/synthetic.md): the rate is pinned by the bursts' asymmetry (a denser stream of events
+# overlaps into a symmetric fuzz), the sds by the mel bands' mean log power.
 EVENT_DECAY = 220.0  # samples, of the power
-EVENT_RATE = 0.001  # onsets per sample
-EVENT_SD = 2.0  # log sd of an event's energy
-EVENT_LOW_SD = 0.5  # log sd of an event's low share about the low part's weight over the tone's
+EVENT_RATE = 0.002  # onsets per sample at a tone weight of 1 (the real test's median weight is 1.03)
+EVENT_RATE_POWER = 0.75  # the rate goes as the tone weight to this power; the energies carry the rest
+EVENT_SD = 2.5  # log sd of an event's energy
+EVENT_LOW_SD = 1.5  # log sd of an event's low share: the real low part is burstier than the tone

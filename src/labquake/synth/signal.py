@@ -186,17 +186,21 @@ def _emission(exp: _Experiment, seed: int, cycle: int, model: SignalModel) -> np
     return wave * (exp.emission_peak[cycle] / np.abs(wave).max())
 
 
-def _event_envelopes(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+def _event_envelopes(rng: np.random.Generator, tone: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per sample: the tone's and the low part's amplitude envelopes (mean power 1 each) as
-    acoustic-emission events (synth --bursts events). Onsets at a constant rate (measured.EVENT_RATE
-    per sample), each with a log-normal energy (log sd measured.EVENT_SD) and a low share of its own
-    (log sd measured.EVENT_LOW_SD); each event's power starts at once and decays exponentially
-    (measured.EVENT_DECAY samples), as the real events do."""
+    acoustic-emission events (synth --bursts events), given the tone's weight per sample. Onsets at
+    measured.EVENT_RATE per sample times the weight to measured.EVENT_RATE_POWER (louder states have
+    more events, not only larger ones), each with a log-normal energy (log sd measured.EVENT_SD) over
+    its rate, and a low share of its own (log sd measured.EVENT_LOW_SD); each event's power starts at
+    once and decays exponentially (measured.EVENT_DECAY samples), as the real events do."""
     from scipy.signal import lfilter
 
-    at = rng.integers(0, n, rng.poisson(measured.EVENT_RATE * n))
+    n = len(tone)
+    rate = measured.EVENT_RATE * np.asarray(tone, dtype=np.float64) ** measured.EVENT_RATE_POWER
+    expected = np.cumsum(rate)
+    at = np.searchsorted(expected, rng.uniform(0, expected[-1], rng.poisson(expected[-1])))
     sd, low_sd = measured.EVENT_SD, measured.EVENT_LOW_SD
-    energy = np.exp(sd * rng.standard_normal(len(at)) - sd * sd / 2) / measured.EVENT_RATE
+    energy = np.exp(sd * rng.standard_normal(len(at)) - sd * sd / 2) / rate[at]
     share = np.exp(low_sd * rng.standard_normal(len(at)) - low_sd * low_sd / 2)
     phi = np.exp(-1.0 / measured.EVENT_DECAY)
     out = []
@@ -219,7 +223,7 @@ def _render(exp: _Experiment, rec: Timeline, lo: int, hi: int, rng: np.random.Ge
     pad = lambda v: np.concatenate([np.full(WARMUP, v[0], np.float32), v])  # noqa: E731
     tone, low = pad(tone), pad(low)  # the filters' warm-up runs on the first block's weights
     if exp.bursts == "events":
-        env_tone, env_low = _event_envelopes(rng, n + WARMUP)
+        env_tone, env_low = _event_envelopes(rng, tone)
     else:
         # Emission comes in short events: the tone's and the low part's amplitudes follow log-normal
         # envelopes (measured.ENVELOPE_SD), partly shared (ENVELOPE_CORR), each with mean power 1
