@@ -61,8 +61,10 @@ Signal model (int16, rounded), its constants measured on real segments (``synth.
   quantiles (``STATE_KNOTS``) to the real test segments' quantiles of the tone's weight.
 - *Floor*: Gaussian noise with the measured floor spectrum, the same in every segment.
 - *Tone* and *low* part: Gaussian noise with the measured spectra of the two varying parts, at their
-  per-block weights (the low part's tied to the tone's by the real rank correlation), under
-  log-normal envelopes with the real frame-to-frame scatter: emission comes in short events.
+  per-block weights (the low part's tied to the tone's by the real rank correlation), under the
+  envelopes of acoustic-emission events that start at once and decay slowly, as the real ones do
+  (``--bursts events``, the default; ``--bursts envelopes``: log-normal envelopes with the real
+  frame-to-frame scatter, the generator before 2026-12-07).
 - *Wander*: the baseline's slow wander inside a segment (AR(1) parts, measured).
 - *Emission*: a very large burst (peak +-2,900 to +-5,500) starting 0.32 s before the labelled
   failure, so that it lies in the segment that ends 0.28-0.32 s before it, as in all 15 real cycles.
