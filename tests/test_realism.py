@@ -36,21 +36,22 @@ def exp_full():
     return synth._experiment(synth.SIZES["full"], 0)
 
 
+def _test_segments(exp) -> np.ndarray:
+    """60 segments of the experiment's test recording, at random positions."""
+    rec = exp.test
+    starts = np.sort(np.random.default_rng(11).choice(rec.n_rows - W, 60, replace=False))
+    return np.array([synth._render(exp, rec, int(s), int(s) + W, np.random.default_rng([0, 10, i]), 0) for i, s in enumerate(starts)])
+
+
 @pytest.fixture(scope="module")
 def synthetic_test(exp_full):
-    """60 segments of the full-scale test recording, at random positions."""
-    rec = exp_full.test
-    starts = np.sort(np.random.default_rng(11).choice(rec.n_rows - W, 60, replace=False))
-    return np.array([synth._render(exp_full, rec, int(s), int(s) + W, np.random.default_rng([0, 10, i]), 0) for i, s in enumerate(starts)])
+    return _test_segments(exp_full)
 
 
 @pytest.fixture(scope="module")
 def synthetic_envelopes(exp_full):
-    """The same 60 segments with ``synth --bursts envelopes`` (the generator before the events)."""
-    exp = dataclasses.replace(exp_full, bursts="envelopes")
-    rec = exp.test
-    starts = np.sort(np.random.default_rng(11).choice(rec.n_rows - W, 60, replace=False))
-    return np.array([synth._render(exp, rec, int(s), int(s) + W, np.random.default_rng([0, 10, i]), 0) for i, s in enumerate(starts)])
+    """The same segments with ``synth --bursts envelopes`` (the generator before the events)."""
+    return _test_segments(dataclasses.replace(exp_full, bursts="envelopes"))
 
 
 @pytest.mark.parametrize("bursts", ["events", "envelopes"])

@@ -213,9 +213,9 @@ def _event_envelopes(rng: np.random.Generator, tone: np.ndarray) -> tuple[np.nda
 
 def _render(exp: _Experiment, rec: Timeline, lo: int, hi: int, rng: np.random.Generator, seed: int, model: SignalModel = MODEL) -> np.ndarray:
     """The int16 signal of rows [lo, hi) of a recording: the measured floor, plus the tone and the low
-    part at their per-block weights, Gaussian noise under log-normal envelopes (or, with ``exp.bursts``
-    "events", under acoustic-emission events: ``_event_envelopes``; config.BURSTS), plus the baseline with its slow
-    wander, and the quake's emission."""
+    part at their per-block weights, Gaussian noise under the envelopes of acoustic-emission events
+    (``_event_envelopes``) or, with ``exp.bursts`` "envelopes", log-normal envelopes (config.BURSTS),
+    plus the baseline with its slow wander, and the quake's emission."""
     n = hi - lo
     tone, low, base = (v.astype(np.float32) for v in _expand(rec, lo, hi, [rec.tone, rec.low, rec.baseline]))
     h = _filters(model.fir_taps)
