@@ -37,6 +37,7 @@ from scipy import stats
 from scipy.signal import butter, sosfiltfilt, welch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from labquake.stats import BURST_WINDOW  # noqa: E402
 from labquake.synth.measured import FREQ_KNOTS  # noqa: E402
 
 FRAME = 2048
@@ -153,7 +154,7 @@ def tails(z: np.ndarray) -> dict[str, float]:
     }
 
 
-def event_shapes(z: np.ndarray, window: int = 128, apart: int = 3000, least: float = 4.0) -> dict:
+def event_shapes(z: np.ndarray, window: int = BURST_WINDOW, apart: int = 3000, least: float = 4.0) -> dict:
     """How the bursts rise and decay (synth.measured.EVENT_DECAY): in each segment's power over
     ``window`` samples, the peaks over ``least`` times the segment's median power, ``apart`` samples
     apart; from each, the samples until the excess over the median falls to e^-4 of the peak's, after
